@@ -1,0 +1,1 @@
+"""Helpers shared by the Triton Serving Lab notebooks."""
