@@ -1,0 +1,319 @@
+"""Shared machinery of the Python stand-in backends (onnxruntime, pytorch, tensorrt).
+
+This file runs inside Triton's Python stub, next to each backend's ``model.py``; it must
+not import ``helpers``. A stand-in behaves like the native backend it replaces:
+
+* ``auto_complete_config`` fills in inputs, outputs and ``max_batch_size`` from the model
+  file when config.pbtxt leaves them out;
+* ``execute`` runs a whole dynamic batch in one runtime call and splits the results per
+  request; a request that cannot run (missing input, wrong shape or dtype) gets its own
+  error and the rest of the batch still succeeds;
+* it follows ``instance_group`` (kind, device) and says in the server log that it is a
+  Python stand-in, warning about config fields it ignores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+#: Default ``max_batch_size`` when a model supports batching and the config sets none
+#: (the native backends' ``default-max-batch-size`` is 4 as well).
+DEFAULT_MAX_BATCH_SIZE = 4
+
+#: Config fields handled by Triton's core for every backend: never warned about.
+_CORE_FIELDS = {
+    "name",
+    "platform",
+    "backend",
+    "runtime",
+    "version_policy",
+    "max_batch_size",
+    "input",
+    "output",
+    "batch_input",
+    "batch_output",
+    "dynamic_batching",
+    "sequence_batching",
+    "ensemble_scheduling",
+    "instance_group",
+    "default_model_filename",
+    "cc_model_filenames",
+    "metric_tags",
+    "parameters",
+    "model_warmup",
+    "model_operations",
+    "model_transaction_policy",
+    "model_repository_agents",
+    "response_cache",
+    "optimization",
+}
+
+
+@dataclass
+class TensorSpec:
+    """One input or output as the model file describes it (dims exclude the batch dim)."""
+
+    name: str
+    data_type: str  # Triton type string, e.g. "TYPE_FP32"
+    dims: list[int]
+
+    def as_config(self) -> dict[str, Any]:
+        return {"name": self.name, "data_type": self.data_type, "dims": self.dims}
+
+
+@dataclass
+class ModelSignature:
+    """What a model file says about itself."""
+
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    supports_batching: bool
+
+
+class BadRequest(ValueError):
+    """A request this model cannot run; the message names the input and what was expected."""
+
+
+def model_file_from_stub_arguments() -> str:
+    """Return the model file path that Triton passed to this stub process (argv[1])."""
+    try:
+        return pb_utils.get_model_dir()  # newer stubs
+    except AttributeError:
+        pass
+    with open("/proc/self/cmdline", "rb") as handle:
+        argv = handle.read().split(b"\0")
+    return argv[1].decode()
+
+
+#: numpy dtype -> Triton config type string.
+NUMPY_TO_TRITON: dict[np.dtype, str] = {
+    np.dtype(name): "TYPE_" + triton
+    for name, triton in [
+        ("bool", "BOOL"),
+        ("uint8", "UINT8"),
+        ("uint16", "UINT16"),
+        ("uint32", "UINT32"),
+        ("uint64", "UINT64"),
+        ("int8", "INT8"),
+        ("int16", "INT16"),
+        ("int32", "INT32"),
+        ("int64", "INT64"),
+        ("float16", "FP16"),
+        ("float32", "FP32"),
+        ("float64", "FP64"),
+        ("object", "STRING"),
+    ]
+}
+
+
+class StandInModel:
+    """Base class of the stand-in ``TritonPythonModel`` classes."""
+
+    #: Native backend this class stands in for, as Triton names it.
+    backend_name = ""
+    #: Default model file name (config ``default_model_filename`` overrides it).
+    model_filename = ""
+    #: ``parameters`` keys this runtime honours; others are reported as ignored.
+    known_parameters: frozenset[str] = frozenset()
+
+    # ----- to be provided by each runtime ---------------------------------------------
+    @classmethod
+    def read_signature(cls, model_path: str) -> ModelSignature:
+        """Describe the model file without loading it for inference."""
+        raise NotImplementedError
+
+    def load(self, model_path: str, kind: str, device_id: int) -> str:
+        """Load the model for one instance; return a short description of the device used."""
+        raise NotImplementedError
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one (possibly batched) call; keys are config input/output names."""
+        raise NotImplementedError
+
+    # ----- Triton entry points -------------------------------------------------------
+    @classmethod
+    def auto_complete_config(cls, auto_complete_model_config):
+        """Fill in inputs, outputs and max_batch_size from the model file, like the native backend."""
+        config = auto_complete_model_config.as_dict()
+        if config["input"] and config["output"]:
+            return auto_complete_model_config  # nothing to fill in
+        folder = model_file_from_stub_arguments()
+        if not os.path.isdir(folder):
+            folder = os.path.dirname(folder)
+        filename = config.get("default_model_filename") or cls.model_filename
+        path = os.path.join(folder, filename)
+        if not os.path.exists(path):
+            raise pb_utils.TritonModelException(
+                f"{cls.backend_name} stand-in: model file not found: {path}"
+            )
+        try:
+            signature = cls.read_signature(path)
+        except pb_utils.TritonModelException:
+            raise
+        except Exception as error:  # noqa: BLE001 - report any reader failure as a load error
+            raise pb_utils.TritonModelException(
+                f"{cls.backend_name} stand-in: cannot read {path}: {error}"
+            ) from error
+        if not config["input"] and not config["output"]:
+            if config["max_batch_size"] == 0 and signature.supports_batching:
+                auto_complete_model_config.set_max_batch_size(DEFAULT_MAX_BATCH_SIZE)
+                auto_complete_model_config.set_dynamic_batching()
+        batched = config["max_batch_size"] > 0 or (
+            not config["input"] and signature.supports_batching
+        )
+        if not config["input"]:
+            for spec in signature.inputs:
+                auto_complete_model_config.add_input(_strip_batch(spec, batched).as_config())
+        if not config["output"]:
+            for spec in signature.outputs:
+                auto_complete_model_config.add_output(_strip_batch(spec, batched).as_config())
+        return auto_complete_model_config
+
+    def initialize(self, args: dict[str, str]) -> None:
+        self.model_config = json.loads(args["model_config"])
+        self.model_name = args["model_name"]
+        self.max_batch_size = int(self.model_config.get("max_batch_size", 0))
+        self.inputs = self.model_config["input"]
+        self.outputs = self.model_config["output"]
+        self.output_dtypes = {
+            out["name"]: pb_utils.triton_string_to_numpy(out["data_type"]) for out in self.outputs
+        }
+        filename = self.model_config.get("default_model_filename") or self.model_filename
+        model_path = os.path.join(args["model_repository"], args["model_version"], filename)
+        if not os.path.exists(model_path):
+            raise pb_utils.TritonModelException(f"model file not found: {model_path}")
+        kind = args["model_instance_kind"]
+        device = self.load(model_path, kind, int(args["model_instance_device_id"] or 0))
+        log = pb_utils.Logger
+        log.log_info(
+            f"{self.model_name} ({args['model_instance_name']}): Python stand-in for Triton's "
+            f"'{self.backend_name}' backend (triton-serving-lab), running on {device}; "
+            "the NGC container serves this model with the native backend instead."
+        )
+        for warning in self.ignored_config_fields():
+            log.log_warn(f"{self.model_name}: {warning}")
+
+    def ignored_config_fields(self) -> list[str]:
+        """Describe config fields this stand-in accepts but does not act on."""
+        warnings = []
+        optimization = self.model_config.get("optimization", {})
+        accelerators = optimization.get("execution_accelerators", {})
+        if accelerators.get("gpu_execution_accelerator") or accelerators.get(
+            "cpu_execution_accelerator"
+        ):
+            warnings.append(
+                "optimization.execution_accelerators is ignored by the Python stand-in "
+                "(the native backend applies TensorRT/OpenVINO accelerators)"
+            )
+        if optimization.get("cuda", {}).get("graphs"):
+            warnings.append("optimization.cuda.graphs is ignored by the Python stand-in")
+        for key in self.model_config.get("parameters", {}):
+            if key not in self.known_parameters:
+                warnings.append(f"parameters['{key}'] is not used by the Python stand-in")
+        unknown = set(self.model_config) - _CORE_FIELDS
+        warnings += [f"config field '{key}' is ignored by the Python stand-in" for key in unknown]
+        return warnings
+
+    def parameter(self, key: str, default: str | None = None) -> str | None:
+        """Return ``parameters[key].string_value`` from the config, or ``default``."""
+        value = self.model_config.get("parameters", {}).get(key)
+        return value["string_value"] if value else default
+
+    def execute(self, requests: Sequence[Any]) -> list[Any]:
+        """Run every request of the batch in as few runtime calls as their shapes allow."""
+        responses: list[Any] = [None] * len(requests)
+        groups: dict[tuple, list[tuple[int, dict[str, np.ndarray]]]] = {}
+        for index, request in enumerate(requests):
+            try:
+                arrays = self.read_request(request)
+            except BadRequest as error:
+                responses[index] = _error_response(str(error))
+                continue
+            key = tuple(
+                (name, array.shape[1:] if self.max_batch_size else array.shape)
+                for name, array in sorted(arrays.items())
+            )
+            groups.setdefault(key, []).append((index, arrays))
+        for members in groups.values():
+            self._run_group(members, responses)
+        return responses
+
+    def read_request(self, request: Any) -> dict[str, np.ndarray]:
+        """Collect a request's inputs as numpy arrays, checking them against the config."""
+        arrays = {}
+        for spec in self.inputs:
+            tensor = pb_utils.get_input_tensor_by_name(request, spec["name"])
+            if tensor is None:
+                if spec.get("optional"):
+                    continue
+                raise BadRequest(f"missing input '{spec['name']}' for model '{self.model_name}'")
+            array = tensor.as_numpy()
+            expected = pb_utils.triton_string_to_numpy(spec["data_type"])
+            if array.dtype != expected and spec["data_type"] != "TYPE_STRING":
+                raise BadRequest(
+                    f"input '{spec['name']}': expected {spec['data_type'][5:]}, got {array.dtype}"
+                )
+            dims = list(spec["dims"])
+            shape = list(array.shape[1:] if self.max_batch_size else array.shape)
+            if len(shape) != len(dims) or any(d not in (-1, s) for d, s in zip(dims, shape)):
+                raise BadRequest(
+                    f"input '{spec['name']}': expected shape {dims}, got {shape}"
+                    + (" (after the batch dimension)" if self.max_batch_size else "")
+                )
+            if array.size == 0:
+                raise BadRequest(f"input '{spec['name']}' is empty (shape {list(array.shape)})")
+            arrays[spec["name"]] = array
+        return arrays
+
+    def _run_group(self, members: list[tuple[int, dict[str, np.ndarray]]], responses: list) -> None:
+        """Run requests of one shape together; if that fails, run them one by one."""
+        if self.max_batch_size and len(members) > 1:
+            names = members[0][1].keys()
+            batch = {name: np.concatenate([m[1][name] for m in members]) for name in names}
+            sizes = [next(iter(m[1].values())).shape[0] for m in members]
+            try:
+                outputs = self.run(batch)
+            except Exception:  # noqa: BLE001 - fall back to per-request calls to isolate the bad one
+                outputs = None
+            if outputs is not None:
+                offsets = np.cumsum([0, *sizes])
+                for (index, _), start, stop in zip(members, offsets[:-1], offsets[1:]):
+                    responses[index] = self._response(
+                        {k: v[start:stop] for k, v in outputs.items()}
+                    )
+                return
+        for index, arrays in members:
+            try:
+                responses[index] = self._response(self.run(arrays))
+            except Exception as error:  # noqa: BLE001 - one request's failure is its own error
+                responses[index] = _error_response(
+                    f"{self.backend_name} failed on this request: {error}"
+                )
+
+    def _response(self, outputs: dict[str, np.ndarray]) -> Any:
+        tensors = [
+            pb_utils.Tensor(name, np.ascontiguousarray(value, dtype=self.output_dtypes[name]))
+            for name, value in outputs.items()
+            if name in self.output_dtypes
+        ]
+        return pb_utils.InferenceResponse(output_tensors=tensors)
+
+
+def _strip_batch(spec: TensorSpec, batched: bool) -> TensorSpec:
+    dims = spec.dims[1:] if batched and spec.dims else spec.dims
+    return TensorSpec(spec.name, spec.data_type, dims)
+
+
+def _error_response(message: str) -> Any:
+    try:
+        error = pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG)
+    except (AttributeError, TypeError):
+        error = pb_utils.TritonError(message)
+    return pb_utils.InferenceResponse(output_tensors=[], error=error)

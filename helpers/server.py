@@ -1,0 +1,613 @@
+"""Start, use and stop a real Triton Inference Server (introduced in notebook 03).
+
+Two launchers serve the same ``model_repository/``:
+
+* ``embedded`` (default): the ``tritonserver`` binary inside the ``nvidia-pytriton``
+  wheel, with the Python backend and the course's Python stand-ins for the
+  onnxruntime / pytorch / tensorrt backends. No Docker needed.
+* ``docker``: ``nvcr.io/nvidia/tritonserver:<tag>-py3`` with the repository mounted
+  read-only; native backends, GPUs when present.
+
+Either way the server binds to 127.0.0.1 on free ports, runs with
+``--model-control-mode=explicit`` and never outlives the Python process that started it.
+
+    from helpers.server import TritonServer
+    with TritonServer(models=["yolo11n_onnx"]) as server:
+        client = server.http_client()
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import weakref
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from helpers.backends import BACKENDS_DIR, SHARED_MODULE, STAND_IN_BACKENDS
+from helpers.paths import MODEL_REPOSITORY, build_dir
+
+#: The NGC release whose Triton matches the one bundled in nvidia-pytriton 0.7.0 (2.51.0).
+DEFAULT_DOCKER_TAG = "24.10"
+DEFAULT_DOCKER_IMAGE = f"nvcr.io/nvidia/tritonserver:{DEFAULT_DOCKER_TAG}-py3"
+#: Shared memory for the Python backend (per-model stub <-> server IPC), 16 MiB steps.
+PYTHON_SHM_BYTES = 16 * 1024 * 1024
+Mode = Literal["auto", "embedded", "docker"]
+
+
+class ServerError(RuntimeError):
+    """The server could not start or stopped working; the message ends with its log tail."""
+
+
+class ServerUnavailable(ServerError):
+    """This launcher cannot run on this machine; the message says why and what to install."""
+
+
+class ModelLoadError(ServerError):
+    """A model failed to load; the message holds Triton's error and the related log lines."""
+
+
+# ----------------------------------------------------------------------------- embedded
+@dataclass(frozen=True)
+class EmbeddedTriton:
+    """Where the pieces of the tritonserver shipped in the nvidia-pytriton wheel are."""
+
+    binary: Path
+    library_dir: Path
+    python_backend_dir: Path
+    stub: Path
+
+
+def find_embedded_triton() -> EmbeddedTriton:
+    """Locate the tritonserver binary, its libraries and the Python stub for this Python."""
+    try:
+        import pytriton
+    except ImportError as error:
+        raise ServerUnavailable(
+            "nvidia-pytriton is not installed: run `make test` or `pip install -e .`"
+        ) from error
+    package = Path(pytriton.__file__).resolve().parent
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    found = EmbeddedTriton(
+        binary=package / "tritonserver" / "bin" / "tritonserver",
+        library_dir=package.parent / "nvidia_pytriton.libs",
+        python_backend_dir=package / "tritonserver" / "backends" / "python",
+        stub=package
+        / "tritonserver"
+        / "python_backend_stubs"
+        / version
+        / "triton_python_backend_stub",
+    )
+    for path in (found.binary, found.library_dir, found.python_backend_dir, found.stub):
+        if not path.exists():
+            raise ServerUnavailable(f"the nvidia-pytriton wheel has no {path} (Python {version})")
+    return found
+
+
+def python_shared_library() -> Path | None:
+    """Return the libpython3.X shared library the Python stub will load, or None if missing."""
+    name = f"libpython{sys.version_info.major}.{sys.version_info.minor}.so.1.0"
+    libdir = Path(sysconfig.get_config_var("LIBDIR") or "")
+    if (libdir / name).exists():
+        return libdir / name
+    try:
+        ctypes.CDLL(name)
+    except OSError:
+        return None
+    for folder in ("/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib", "/lib/x86_64-linux-gnu"):
+        if (Path(folder) / name).exists():
+            return Path(folder) / name
+    return Path(name)
+
+
+def missing_libpython_hint() -> str:
+    """Say how to install the libpython shared library the Python stub links against."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    return (
+        f"libpython{version}.so.1.0 is not installed; Triton's Python stub needs it. "
+        f"Install it with `sudo apt-get install -y libpython{version}` (Debian/Ubuntu), "
+        "or use a conda Python (environment.yml), which ships it."
+    )
+
+
+def assemble_backend_directory(target: Path, embedded: EmbeddedTriton) -> Path:
+    """Build a --backend-directory: the Python backend plus the course's stand-in backends."""
+    python_dir = target / "python"
+    python_dir.mkdir(parents=True, exist_ok=True)
+    # Copies, not symlinks: Triton refuses backend libraries that resolve outside the folder.
+    for item in [*embedded.python_backend_dir.iterdir(), embedded.stub]:
+        if item.is_file():
+            shutil.copy2(item, python_dir / item.name)
+    for backend in STAND_IN_BACKENDS:
+        folder = target / backend
+        folder.mkdir(exist_ok=True)
+        shutil.copy2(BACKENDS_DIR / backend / "model.py", folder / "model.py")
+        shutil.copy2(BACKENDS_DIR / SHARED_MODULE, folder / SHARED_MODULE)
+    return target
+
+
+def embedded_environment(embedded: EmbeddedTriton) -> dict[str, str]:
+    """Environment for tritonserver: bundled libraries, and this venv first on PATH."""
+    env = dict(os.environ)
+    libraries = [str(embedded.library_dir)]
+    libpython = python_shared_library()
+    if libpython is not None and libpython.is_absolute():
+        libraries.append(str(libpython.parent))
+    if env.get("LD_LIBRARY_PATH"):
+        libraries.append(env["LD_LIBRARY_PATH"])
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(libraries)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+@dataclass(frozen=True)
+class Ports:
+    """The three ports a Triton server listens on."""
+
+    http: int
+    grpc: int
+    metrics: int
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """Ask the kernel for ``count`` distinct free TCP ports on ``host``."""
+    sockets, ports = [], []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind((host, 0))
+            sockets.append(sock)
+            ports.append(sock.getsockname()[1])
+    finally:
+        for sock in sockets:
+            sock.close()
+    return ports
+
+
+def server_arguments(
+    model_repository: str | Path,
+    backend_directory: str | Path | None,
+    host: str,
+    ports: Ports,
+    models: Sequence[str] = (),
+    log_verbose: int = 0,
+    extra_args: Sequence[str] = (),
+) -> list[str]:
+    """The tritonserver options both launchers use (explicit model control, given ports)."""
+    args = [
+        f"--model-repository={model_repository}",
+        "--model-control-mode=explicit",
+        f"--http-address={host}",
+        f"--http-port={ports.http}",
+        f"--grpc-address={host}",
+        f"--grpc-port={ports.grpc}",
+        f"--metrics-address={host}",
+        f"--metrics-port={ports.metrics}",
+        "--allow-metrics=true",
+        "--strict-readiness=false",
+        "--exit-timeout-secs=5",
+        f"--log-verbose={log_verbose}",
+        f"--backend-config=python,shm-default-byte-size={PYTHON_SHM_BYTES}",
+        f"--backend-config=python,shm-growth-byte-size={PYTHON_SHM_BYTES}",
+    ]
+    if backend_directory is not None:
+        args.append(f"--backend-directory={backend_directory}")
+    args += [f"--load-model={name}" for name in models]
+    return args + list(extra_args)
+
+
+# ----------------------------------------------------------------------------- docker
+def docker_command(
+    model_repository: str | Path,
+    ports: Ports,
+    *,
+    image: str = DEFAULT_DOCKER_IMAGE,
+    name: str = "triton-serving-lab",
+    host: str = "127.0.0.1",
+    gpus: bool = False,
+    shm_size: str = "2g",
+    models: Sequence[str] = (),
+    log_verbose: int = 0,
+    extra_args: Sequence[str] = (),
+) -> list[str]:
+    """The ``docker run`` argument list for the NGC Triton image serving ``model_repository``.
+
+    Ports are published on ``host`` only (loopback by default); inside the container
+    Triton listens on its usual 8000/8001/8002.
+    """
+    command = [
+        "docker",
+        "run",
+        "--rm",
+        "--detach",
+        "--init",
+        f"--name={name}",
+        f"--shm-size={shm_size}",
+        "--ulimit",
+        "memlock=-1",
+        "--ulimit",
+        "stack=67108864",
+        "--publish",
+        f"{host}:{ports.http}:8000",
+        "--publish",
+        f"{host}:{ports.grpc}:8001",
+        "--publish",
+        f"{host}:{ports.metrics}:8002",
+        "--volume",
+        f"{Path(model_repository).resolve()}:/models:ro",
+    ]
+    if gpus:
+        command += ["--gpus", "all"]
+    command += [image, "tritonserver"]
+    command += server_arguments(
+        "/models", None, "0.0.0.0", Ports(8000, 8001, 8002), models, log_verbose, extra_args
+    )
+    return command
+
+
+def docker_engine_available() -> tuple[bool, str]:
+    """Return whether a Docker engine answers, and why not when it does not."""
+    if shutil.which("docker") is None:
+        return False, "no docker command on PATH"
+    try:
+        result = subprocess.run(
+            ["docker", "info", "--format", "{{.ServerVersion}}"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return False, "`docker info` did not answer within 10 s"
+    if result.returncode != 0:
+        reason = (result.stderr.strip().splitlines() or ["no engine"])[-1]
+        return False, f"the docker client is installed but no engine answers ({reason})"
+    return True, f"Docker engine {result.stdout.strip()}"
+
+
+def nvidia_gpu_present() -> bool:
+    """True when nvidia-smi lists at least one GPU."""
+    if shutil.which("nvidia-smi") is None:
+        return False
+    result = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=False)
+    return result.returncode == 0 and "GPU" in result.stdout
+
+
+def choose_mode(mode: Mode = "auto") -> Literal["embedded", "docker"]:
+    """Resolve ``auto``: the embedded server when it can run here, else a Docker engine."""
+    if mode != "auto":
+        return mode
+    try:
+        find_embedded_triton()
+        if python_shared_library() is None:
+            raise ServerUnavailable(missing_libpython_hint())
+        return "embedded"
+    except ServerUnavailable as embedded_error:
+        ok, reason = docker_engine_available()
+        if ok:
+            return "docker"
+        raise ServerUnavailable(
+            f"no way to run Triton here: embedded: {embedded_error}; docker: {reason}"
+        ) from embedded_error
+
+
+# ----------------------------------------------------------------------------- the server
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: killed when the parent goes
+
+
+_RUNNING: weakref.WeakSet[TritonServer] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all_servers() -> None:
+    for server in list(_RUNNING):
+        server.stop()
+
+
+@dataclass(eq=False)
+class TritonServer:
+    """A Triton server process (embedded binary or NGC container) and its clients.
+
+    Introduced in notebook 03. Use it as a context manager, or call ``start()`` and
+    ``stop()``. ``models`` are loaded at start; more with ``load_model``.
+    """
+
+    model_repository: str | Path = MODEL_REPOSITORY
+    models: Sequence[str] = ()
+    mode: Mode = "auto"
+    host: str = "127.0.0.1"
+    startup_timeout: float = 60.0
+    log_verbose: int = 0
+    docker_image: str = DEFAULT_DOCKER_IMAGE
+    extra_args: Sequence[str] = ()
+    ports: Ports | None = None
+    process: subprocess.Popen | None = field(default=None, init=False, repr=False)
+    log_path: Path | None = field(default=None, init=False)
+    _workdir: Path | None = field(default=None, init=False, repr=False)
+    _container: str | None = field(default=None, init=False, repr=False)
+
+    # ----- lifecycle
+    def start(self) -> TritonServer:
+        """Start the server and wait until it is ready and ``models`` are loaded."""
+        if self.is_running():
+            return self
+        repository = Path(self.model_repository).resolve()
+        if not repository.is_dir():
+            raise ServerError(f"model repository not found: {repository}")
+        self.mode = choose_mode(self.mode)
+        fixed_ports = self.ports is not None
+        for attempt in range(3):
+            if not fixed_ports:
+                self.ports = Ports(*free_ports(3, self.host))
+            try:
+                self._launch(repository)
+                self._wait_until_ready()
+                break
+            except ServerError as error:
+                in_use = "address already in use" in str(error).lower()
+                self.stop()
+                if not in_use or fixed_ports or attempt == 2:
+                    raise
+        for name in self.models:
+            self.load_model(name)
+        return self
+
+    def _launch(self, repository: Path) -> None:
+        self._workdir = Path(tempfile.mkdtemp(prefix="triton-serving-lab-"))
+        self.log_path = build_dir("logs") / f"tritonserver-{self.ports.http}.log"
+        log = open(self.log_path, "wb")  # handed to the child process
+        if self.mode == "embedded":
+            embedded = find_embedded_triton()
+            if python_shared_library() is None:
+                raise ServerUnavailable(missing_libpython_hint())
+            backends = assemble_backend_directory(self._workdir / "backends", embedded)
+            command = [str(embedded.binary)] + server_arguments(
+                repository,
+                backends,
+                self.host,
+                self.ports,
+                (),
+                self.log_verbose,
+                self.extra_args,
+            )
+            self.process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=embedded_environment(embedded),
+                cwd=self._workdir,
+                preexec_fn=_die_with_parent,
+            )
+        else:
+            self._container = f"triton-serving-lab-{os.getpid()}-{self.ports.http}"
+            command = docker_command(
+                repository,
+                self.ports,
+                image=self.docker_image,
+                name=self._container,
+                host=self.host,
+                gpus=nvidia_gpu_present(),
+                log_verbose=self.log_verbose,
+                extra_args=self.extra_args,
+            )
+            subprocess.run(command, check=True, capture_output=True)
+            self.process = subprocess.Popen(
+                ["docker", "logs", "--follow", self._container],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+            )
+        log.close()
+        _RUNNING.add(self)
+
+    def _wait_until_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise ServerError(
+                    f"tritonserver exited with code {self.process.returncode} while starting"
+                    + self._log_excerpt()
+                )
+            if self._get("/v2/health/ready") == 200:
+                return
+            time.sleep(0.1)
+        raise ServerError(
+            f"tritonserver was not ready after {self.startup_timeout:.0f} s" + self._log_excerpt()
+        )
+
+    def stop(self, grace_period: float = 10.0) -> int | None:
+        """Stop the server: SIGTERM, then SIGKILL after ``grace_period`` seconds."""
+        if self._container:
+            subprocess.run(
+                ["docker", "stop", "--time", str(int(grace_period)), self._container],
+                capture_output=True,
+                check=False,
+            )
+            self._container = None
+        code = None
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGTERM)
+                try:
+                    self.process.wait(grace_period)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait()
+            code = self.process.returncode
+            self.process = None
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+        _RUNNING.discard(self)
+        return code
+
+    def is_running(self) -> bool:
+        """True while the server process is alive."""
+        return self.process is not None and self.process.poll() is None
+
+    def __enter__(self) -> TritonServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # ----- addresses and clients
+    @property
+    def pid(self) -> int | None:
+        """Process id of tritonserver (of ``docker logs`` in docker mode)."""
+        return self.process.pid if self.process else None
+
+    @property
+    def http_url(self) -> str:
+        """``host:port`` of the HTTP/REST endpoint (what tritonclient.http expects)."""
+        return f"{self.host}:{self._ports().http}"
+
+    @property
+    def grpc_url(self) -> str:
+        """``host:port`` of the gRPC endpoint."""
+        return f"{self.host}:{self._ports().grpc}"
+
+    @property
+    def metrics_url(self) -> str:
+        """Full URL of the Prometheus metrics page."""
+        return f"http://{self.host}:{self._ports().metrics}/metrics"
+
+    def http_client(self, **kwargs: Any):
+        """A ready ``tritonclient.http.InferenceServerClient`` for this server."""
+        import tritonclient.http as httpclient
+
+        return httpclient.InferenceServerClient(self.http_url, **kwargs)
+
+    def grpc_client(self, **kwargs: Any):
+        """A ready ``tritonclient.grpc.InferenceServerClient`` for this server."""
+        import tritonclient.grpc as grpcclient
+
+        return grpcclient.InferenceServerClient(self.grpc_url, **kwargs)
+
+    # ----- model control
+    def load_model(
+        self, name: str, config: str | dict | None = None, files: dict[str, bytes] | None = None
+    ) -> None:
+        """Load (or reload) a model; ``config`` overrides its config.pbtxt (JSON or dict)."""
+        self._check_alive()
+        body: dict[str, Any] = {}
+        if config is not None:
+            body.setdefault("parameters", {})["config"] = (
+                config if isinstance(config, str) else json.dumps(config)
+            )
+        if files:
+            import base64
+
+            for path, content in files.items():
+                body.setdefault("parameters", {})[path] = base64.b64encode(content).decode()
+        status, text = self._post(f"/v2/repository/models/{name}/load", body)
+        if status != 200:
+            message = _error_text(text)
+            raise ModelLoadError(
+                f"model '{name}' failed to load: {message}" + self._log_excerpt(name)
+            )
+
+    def unload_model(self, name: str, unload_dependents: bool = False) -> None:
+        """Unload a model (its instances finish in-flight requests first)."""
+        self._check_alive()
+        body = {"parameters": {"unload_dependents": unload_dependents}}
+        status, text = self._post(f"/v2/repository/models/{name}/unload", body)
+        if status != 200:
+            raise ServerError(f"model '{name}' failed to unload: {_error_text(text)}")
+        deadline = time.monotonic() + 30
+        while self.model_ready(name) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def model_ready(self, name: str, version: str = "") -> bool:
+        """True when the model (or that version) is READY."""
+        path = f"/v2/models/{name}" + (f"/versions/{version}" if version else "") + "/ready"
+        return self._get(path) == 200
+
+    def repository_index(self) -> list[dict[str, Any]]:
+        """The repository index: every model folder with its state (READY, UNAVAILABLE, ...)."""
+        self._check_alive()
+        status, text = self._post("/v2/repository/index", {})
+        if status != 200:
+            raise ServerError(f"repository index failed: {_error_text(text)}")
+        return json.loads(text)
+
+    # ----- logs
+    def log_tail(self, lines: int = 40, containing: Iterable[str] = ()) -> str:
+        """The last ``lines`` lines of the server log (only those containing a word, if given)."""
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        text = self.log_path.read_text(errors="replace").splitlines()
+        words = [w for w in containing if w]
+        if words:
+            text = [line for line in text if any(w in line for w in words)]
+        return "\n".join(text[-lines:])
+
+    def _log_excerpt(self, model: str = "") -> str:
+        related = self.log_tail(20, containing=[model]) if model else ""
+        tail = related or self.log_tail(25)
+        where = f" (full log: {self.log_path})" if self.log_path else ""
+        return f"\n--- tritonserver log{where} ---\n{tail}" if tail else ""
+
+    # ----- HTTP plumbing
+    def _ports(self) -> Ports:
+        if self.ports is None:
+            raise ServerError("the server has not been started")
+        return self.ports
+
+    def _check_alive(self) -> None:
+        if self.process is None:
+            raise ServerError("the server is not running: call start() first")
+        if self.process.poll() is not None:
+            raise ServerError(
+                f"tritonserver is no longer running (exit code {self.process.returncode})"
+                + self._log_excerpt()
+            )
+
+    def _get(self, path: str) -> int:
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}{path}", timeout=2) as reply:
+                return reply.status
+        except urllib.error.HTTPError as error:
+            return error.code
+        except OSError:
+            return 0
+
+    def _post(self, path: str, body: dict[str, Any]) -> tuple[int, str]:
+        request = urllib.request.Request(
+            f"http://{self.http_url}{path}",
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=600) as reply:
+                return reply.status, reply.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode(errors="replace")
+        except OSError as error:
+            self._check_alive()
+            raise ServerError(f"no answer from {self.http_url}{path}: {error}") from error
+
+
+def _error_text(body: str) -> str:
+    with contextlib.suppress(ValueError, TypeError):
+        return json.loads(body)["error"]
+    return body.strip()
