@@ -1,0 +1,27 @@
+"""Benchmarks that print ratios measured in one run: ``python -m helpers.bench <name>``.
+
+Each benchmark is a module here with ``run(args) -> dict[str, float]`` that prints what it
+measured and returns its headline figures; ``__main__`` prints them last as
+``<name>: key=value key=value``. Benchmarks stop every server they start and exit
+non-zero with a clear message when they cannot run on this machine.
+"""
+
+from __future__ import annotations
+
+#: Benchmark name -> module (under helpers.bench) that implements it.
+BENCHMARKS: dict[str, str] = {
+    "served-vs-inprocess": "served_vs_inprocess",
+    "batching": "batching",
+    "whisper": "whisper",
+    "fastapi-vs-triton": "fastapi_vs_triton",
+    "gpu": "gpu",
+}
+
+
+class CannotRun(RuntimeError):
+    """This benchmark cannot run on this machine; the message says why."""
+
+
+def headline(name: str, figures: dict[str, float]) -> str:
+    """Format the last line a benchmark prints: ``name: key=value ...``."""
+    return f"{name}: " + " ".join(f"{key}={value:.3g}" for key, value in figures.items())
