@@ -521,9 +521,21 @@ class TritonServer:
         status, text = self._post(f"/v2/repository/models/{name}/load", body)
         if status != 200:
             message = _error_text(text)
+            if config is None:
+                message += self._config_parse_error(name)
             raise ModelLoadError(
                 f"model '{name}' failed to load: {message}" + self._log_excerpt(name)
             )
+
+    def _config_parse_error(self, name: str) -> str:
+        """Say where a config.pbtxt fails to parse (Triton only logs it, without the model name)."""
+        from helpers.model_config import ConfigError, read_config
+
+        try:
+            read_config(Path(self.model_repository) / name)
+        except (ConfigError, FileNotFoundError) as error:
+            return f" ({error})"
+        return ""
 
     def unload_model(self, name: str, unload_dependents: bool = False) -> None:
         """Unload a model (its instances finish in-flight requests first)."""

@@ -1,0 +1,41 @@
+# Triton Serving Lab: `make run` executes the whole course, `make test` runs every test.
+# Both create .venv on first use (and refresh it when pyproject.toml changes).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lab lint strip clean
+
+$(STAMP): pyproject.toml
+	@echo "==> setting up $(VENV) (first run: several minutes; torch is large)"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --progress-bar off -e '.[dev]'
+	@touch $(STAMP)
+
+## run: execute every notebook in order against the embedded server; copies in build/
+run: $(STAMP)
+	$(BIN)/python -m helpers.run_course
+
+## test: helpers and server tests, then every notebook through nbmake
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest tests/
+	cd notebooks && ../$(BIN)/python -m pytest --nbmake --nbmake-timeout=300 -p no:cacheprovider .
+
+## lab: JupyterLab on loopback only
+lab: $(STAMP)
+	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=notebooks
+
+## lint: ruff on everything
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+## strip: remove outputs from the committed notebooks
+strip: $(STAMP)
+	$(BIN)/nbstripout notebooks/*.ipynb
+
+clean:
+	rm -rf build
