@@ -1,0 +1,161 @@
+"""Netron, the model graph viewer, in a child process on loopback (introduced in notebook 01).
+
+``NetronServer(path)`` starts ``netron`` on 127.0.0.1 with a free port, waits until it answers
+HTTP, and gives ``.url``, ``.iframe()`` for JupyterLab and ``.stop()``. The child never outlives
+the Python process that started it: on Linux the kernel sends it SIGTERM when its parent dies
+(``PR_SET_PDEATHSIG``), and ``atexit`` stops it on a normal exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+
+from IPython.display import IFrame
+
+from helpers.paths import build_dir
+
+#: Starts netron's own command line (the package has no ``__main__``) with the arguments after it.
+_NETRON_MAIN = "import sys, netron; sys.argv[0] = 'netron'; netron.main()"
+_PR_SET_PDEATHSIG = 1
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (introduced in notebook 01)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking Linux to SIGTERM the child when its parent dies (else None)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def set_pdeathsig() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+    return set_pdeathsig
+
+
+class NetronServer:
+    """Netron serving one model file on loopback, in a child process (introduced in notebook 01).
+
+    Use as a context manager, or call ``stop()``. ``iframe()`` shows the graph in JupyterLab
+    when the browser runs on the same machine as the kernel (for a remote kernel, forward the
+    port: ``ssh -L <port>:127.0.0.1:<port> host``, then open ``url``).
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str],
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        timeout_s: float = 30.0,
+    ) -> None:
+        self.model_path = Path(model_path).resolve()
+        if not self.model_path.is_file():
+            raise FileNotFoundError(f"no model file at {self.model_path}")
+        self.host = host
+        self.port = port or free_port(host)
+        self.url = f"http://{host}:{self.port}/"
+        self.log_path = build_dir("netron") / f"netron-{self.port}.log"
+        command = [
+            sys.executable,
+            "-c",
+            _NETRON_MAIN,
+            "--host",
+            host,
+            "--port",
+            str(self.port),
+            "--verbosity",
+            "quiet",
+            str(self.model_path),
+        ]
+        with open(self.log_path, "wb") as log:  # the child keeps its own copy of the handle
+            self.process = subprocess.Popen(  # noqa: S603 - argument list, no shell
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent(),
+            )
+        self._finalizer = weakref.finalize(self, _terminate, self.process)
+        atexit.register(self._finalizer)
+        try:
+            self._wait_ready(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                log = self.log_path.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"netron exited with code {self.process.returncode}: {log}")
+            if self.answers():
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"netron did not answer at {self.url} within {timeout_s:.0f} s")
+
+    def answers(self) -> bool:
+        """Whether the server answers ``GET /`` with HTTP 200 right now."""
+        try:
+            with urllib.request.urlopen(self.url, timeout=2) as response:  # noqa: S310 - loopback URL we built
+                return response.status == 200
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            return False
+
+    @property
+    def running(self) -> bool:
+        """Whether the child process is still alive."""
+        return self.process.poll() is None
+
+    def iframe(self, width: str | int = "100%", height: int = 600) -> IFrame:
+        """The graph as an IFrame for JupyterLab (the browser must reach ``url``)."""
+        return IFrame(self.url, width=width, height=height)
+
+    def stop(self) -> int | None:
+        """Stop the server (SIGTERM, then SIGKILL after 5 s); return its exit code."""
+        self._finalizer()
+        atexit.unregister(self._finalizer)
+        return self.process.returncode
+
+    def __enter__(self) -> NetronServer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else f"stopped ({self.process.returncode})"
+        return f"NetronServer({self.model_path.name!r}, url={self.url!r}, pid={self.process.pid}, {state})"
+
+
+def _terminate(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)

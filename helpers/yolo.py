@@ -1,0 +1,546 @@
+"""YOLO11: get a model, pre-process images, decode and draw detections (introduced in notebook 01).
+
+Everything a Triton client needs around the raw network lives here, so notebook 01 (PyTorch,
+ONNX, TorchScript in-process) and the later notebooks (the same model served by Triton) run
+the very same pre- and post-processing:
+
+- ``load_yolo``: pretrained weights when they can be had, otherwise the architecture from
+  ``yolo11<size>.yaml`` with random weights (timings real, detections not).
+- ``letterbox`` / ``preprocess``: BGR uint8 image(s) -> float32 NCHW RGB in [0, 1], plus the
+  scale and padding needed to map boxes back onto the original image.
+- ``decode`` / ``postprocess``: the raw ``[N, 4 + classes, anchors]`` output -> boxes, class
+  ids and scores after OpenCV's class-aware NMS, in original image pixels.
+- ``draw_detections``: boxes with labels drawn on a copy of the image.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from helpers.paths import REPO_ROOT
+
+if TYPE_CHECKING:  # ultralytics and torch are slow to import; only the loaders need them.
+    import torch
+    from ultralytics import YOLO
+
+#: The sizes Ultralytics publishes for YOLO11 (nano to extra large).
+YOLO_SIZES: tuple[str, ...] = ("n", "s", "m", "l", "x")
+#: Square network input side the course exports and serves (pixels).
+INPUT_SIZE: int = 640
+#: Grey Ultralytics pads letterboxed images with.
+PAD_VALUE: int = 114
+#: Defaults of Ultralytics ``predict`` (confidence threshold, NMS IoU threshold, max detections).
+CONF_THRESHOLD: float = 0.25
+IOU_THRESHOLD: float = 0.7
+MAX_DETECTIONS: int = 300
+
+
+class RandomWeightsWarning(UserWarning):
+    """Raised as a warning when YOLO11 runs with random weights (introduced in notebook 01)."""
+
+
+# --------------------------------------------------------------------------- the model
+
+
+@dataclass(frozen=True)
+class LoadedYolo:
+    """A YOLO11 model and where its weights came from (introduced in notebook 01)."""
+
+    model: YOLO
+    size: str
+    source: str
+    pretrained: bool
+    weights_path: Path | None = None
+
+    @property
+    def names(self) -> dict[int, str]:
+        """Class id -> class name (COCO's 80 classes for the official models)."""
+        return dict(self.model.names)
+
+    @property
+    def notice(self) -> str:
+        """One paragraph saying which case this is and what it means for the results."""
+        if self.pretrained:
+            return (
+                f"YOLO11{self.size} with pretrained weights ({self.weights_path}). "
+                "Timings and detections are both real."
+            )
+        return (
+            f"RANDOM WEIGHTS: YOLO11{self.size} was built from yolo11{self.size}.yaml because no "
+            "pretrained weights file was found. Every timing in this notebook is real (the network "
+            "does exactly the same arithmetic), but detections are NOT: boxes, classes and scores "
+            "are meaningless. Give a weights file (WEIGHTS = 'path/to/yolo11n.pt'), put it in the "
+            f"Ultralytics weights folder ({ultralytics_weights_dir()}), or allow the download."
+        )
+
+    def _repr_markdown_(self) -> str:
+        if self.pretrained:
+            return f"**Model:** {self.notice}"
+        return f"> ## ⚠️ {self.notice}"
+
+
+def ultralytics_weights_dir() -> Path:
+    """The folder Ultralytics looks in for weights (its ``weights_dir`` setting) (notebook 01)."""
+    from ultralytics.utils import SETTINGS
+
+    return Path(SETTINGS["weights_dir"])
+
+
+def weights_candidates(size: str = "n") -> list[Path]:
+    """Where ``load_yolo`` looks for ``yolo11<size>.pt``, in order (introduced in notebook 01)."""
+    name = f"yolo11{_check_size(size)}.pt"
+    return [ultralytics_weights_dir() / name, REPO_ROOT / name, REPO_ROOT / "weights" / name]
+
+
+def load_yolo(
+    size: str = "n",
+    weights: str | os.PathLike[str] | None = None,
+    *,
+    download: bool = False,
+    seed: int = 0,
+) -> LoadedYolo:
+    """Return YOLO11 of ``size``: pretrained if possible, else random weights (notebook 01).
+
+    Order: ``weights`` (a path given by the user; missing -> ``FileNotFoundError``), the
+    Ultralytics weights folder and the checkout (``weights_candidates``), a download into the
+    Ultralytics weights folder when ``download`` is true and Ultralytics sees a network, and
+    finally the architecture from ``yolo11<size>.yaml`` with random weights drawn from ``seed``
+    (with a ``RandomWeightsWarning``). The download is opt-in so CI never reaches for it.
+    """
+    import torch
+    from ultralytics import YOLO
+
+    size = _check_size(size)
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"WEIGHTS={str(weights)!r}: no such file")
+        return _pretrained(YOLO(str(path)), size, path)
+    for path in weights_candidates(size):
+        if path.is_file():
+            return _pretrained(YOLO(str(path)), size, path)
+    if download:
+        from ultralytics.utils import is_online
+        from ultralytics.utils.downloads import attempt_download_asset
+
+        if is_online():
+            target = ultralytics_weights_dir() / f"yolo11{size}.pt"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                path = Path(attempt_download_asset(target))
+            except Exception as error:  # noqa: BLE001 - any network failure falls back to random
+                warnings.warn(f"download of {target.name} failed: {error}", stacklevel=2)
+            else:
+                if path.is_file():
+                    return _pretrained(YOLO(str(path)), size, path, downloaded=True)
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = YOLO(f"yolo11{size}.yaml", task="detect")
+    model.model.names = coco_names()  # the yaml has no names: label classes as COCO does
+    calibrate_batchnorm(model.model)
+    loaded = LoadedYolo(
+        model=model,
+        size=size,
+        source=(
+            f"random weights from yolo11{size}.yaml (seed {seed}; BatchNorm statistics "
+            "calibrated on the Ultralytics sample images)"
+        ),
+        pretrained=False,
+    )
+    warnings.warn(loaded.notice, RandomWeightsWarning, stacklevel=2)
+    return loaded
+
+
+def calibrate_batchnorm(network: torch.nn.Module, size: int = INPUT_SIZE) -> None:
+    """Set a random network's BatchNorm statistics from the sample images (notebook 01).
+
+    Freshly initialised BatchNorm layers assume every activation has mean 0 and variance 1.
+    They do not, so through ~100 random layers the signal fades away and the output hardly
+    depends on the image, which would make any comparison between runtimes meaningless. One
+    training-mode forward pass over ``bus.jpg`` and ``zidane.jpg`` (and their mirror images)
+    records the real statistics; the weights stay random.
+    """
+    import torch
+
+    images = [load_image(sample_image_path(n)) for n in ("bus.jpg", "zidane.jpg")]
+    batch, _ = preprocess(images + [image[:, ::-1] for image in images], size)
+    norms = [m for m in network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average: exactly this batch's statistics
+    network.train()
+    try:
+        with torch.no_grad():
+            network(torch.from_numpy(batch))
+    finally:
+        network.eval()
+        for norm, momentum in zip(norms, momenta, strict=True):
+            norm.momentum = momentum
+
+
+def coco_names() -> dict[int, str]:
+    """COCO's 80 class names, read from the ``coco.yaml`` that ships with Ultralytics (notebook 01)."""
+    import ultralytics
+    import yaml
+
+    path = Path(ultralytics.__file__).parent / "cfg" / "datasets" / "coco.yaml"
+    names = yaml.safe_load(path.read_text(encoding="utf-8"))["names"]
+    return {int(k): str(v) for k, v in names.items()}
+
+
+def torch_forward(loaded: LoadedYolo, batch: np.ndarray) -> np.ndarray:
+    """Run the PyTorch model on a preprocessed NCHW batch; return ``[N, 84, 8400]`` (notebook 01)."""
+    import torch
+
+    network = loaded.model.model.eval()
+    with torch.inference_mode():
+        output = network(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))
+    if isinstance(output, (tuple, list)):  # eval mode returns (decoded, raw feature maps)
+        output = output[0]
+    return output.numpy()
+
+
+def _check_size(size: str) -> str:
+    if size not in YOLO_SIZES:
+        raise ValueError(f"MODEL_SIZE must be one of {YOLO_SIZES}, got {size!r}")
+    return size
+
+
+def _pretrained(model: YOLO, size: str, path: Path, downloaded: bool = False) -> LoadedYolo:
+    how = "downloaded to" if downloaded else "pretrained:"
+    return LoadedYolo(
+        model=model,
+        size=size,
+        source=f"{how} {path}",
+        pretrained=True,
+        weights_path=path,
+    )
+
+
+# --------------------------------------------------------------------------- images in
+
+
+def sample_image_path(name: str = "bus.jpg") -> Path:
+    """An image that ships with Ultralytics: ``bus.jpg`` or ``zidane.jpg`` (notebook 01)."""
+    from ultralytics.utils import ASSETS
+
+    path = Path(ASSETS) / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{name} is not among the Ultralytics assets in {ASSETS}")
+    return path
+
+
+def bus_image_path() -> Path:
+    """``bus.jpg``, the test image that ships with Ultralytics (introduced in notebook 01)."""
+    return sample_image_path("bus.jpg")
+
+
+def load_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an image file as BGR uint8 ``[H, W, 3]``; raise if it cannot be read (notebook 01)."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise FileNotFoundError(f"cannot read an image from {path}")
+    return image
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How an image was resized and padded, to map boxes back (introduced in notebook 01)."""
+
+    original_shape: tuple[int, int]  # (height, width) of the original image
+    input_shape: tuple[int, int]  # (height, width) fed to the network
+    gain: tuple[float, float]  # (x, y): resized size / original size
+    pad: tuple[int, int]  # (left, top) grey pixels added before the image
+
+    def to_original(self, boxes_xyxy: np.ndarray) -> np.ndarray:
+        """Map ``[K, 4]`` xyxy boxes from network-input pixels to original-image pixels."""
+        boxes = np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4).copy()
+        boxes[:, [0, 2]] = (boxes[:, [0, 2]] - self.pad[0]) / self.gain[0]
+        boxes[:, [1, 3]] = (boxes[:, [1, 3]] - self.pad[1]) / self.gain[1]
+        height, width = self.original_shape
+        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
+        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
+        return boxes
+
+
+def letterbox(image: np.ndarray, size: int = INPUT_SIZE) -> tuple[np.ndarray, Letterbox]:
+    """Resize keeping the aspect ratio and pad to ``size x size`` with grey (notebook 01).
+
+    Same arithmetic as Ultralytics' ``LetterBox(auto=False)``: the image is centred, and the
+    padding is split between both sides.
+    """
+    height, width = image.shape[:2]
+    ratio = min(size / height, size / width)
+    new_w, new_h = max(round(width * ratio), 1), max(round(height * ratio), 1)
+    if (new_w, new_h) != (width, height):
+        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    dw, dh = (size - new_w) / 2, (size - new_h) / 2
+    top, bottom = round(dh - 0.1), round(dh + 0.1)
+    left, right = round(dw - 0.1), round(dw + 0.1)
+    padded = cv2.copyMakeBorder(
+        image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3
+    )
+    info = Letterbox(
+        original_shape=(height, width),
+        input_shape=(size, size),
+        gain=(new_w / width, new_h / height),
+        pad=(left, top),
+    )
+    return padded, info
+
+
+def normalize(image_bgr: np.ndarray) -> np.ndarray:
+    """BGR uint8 ``[H, W, 3]`` -> RGB float32 ``[3, H, W]`` in [0, 1] (introduced in notebook 01)."""
+    rgb = image_bgr[:, :, ::-1].transpose(2, 0, 1)
+    return np.ascontiguousarray(rgb, dtype=np.float32) / np.float32(255.0)
+
+
+def preprocess(
+    images: np.ndarray | Sequence[np.ndarray], size: int = INPUT_SIZE
+) -> tuple[np.ndarray, list[Letterbox]]:
+    """One BGR image or a list of them -> float32 ``[N, 3, size, size]`` and letterbox infos (notebook 01)."""
+    if isinstance(images, np.ndarray) and images.ndim == 3:
+        images = [images]
+    tensors, infos = [], []
+    for image in images:
+        padded, info = letterbox(image, size)
+        tensors.append(normalize(padded))
+        infos.append(info)
+    return np.stack(tensors), infos
+
+
+# --------------------------------------------------------------------------- detections out
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One detected object, in original-image pixels (introduced in notebook 01)."""
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    score: float
+    class_id: int
+    label: str
+
+    @property
+    def box(self) -> tuple[float, float, float, float]:
+        """``(x1, y1, x2, y2)``."""
+        return (self.x1, self.y1, self.x2, self.y2)
+
+
+def decode(
+    output: np.ndarray,
+    conf: float = CONF_THRESHOLD,
+    iou: float = IOU_THRESHOLD,
+    max_det: int = MAX_DETECTIONS,
+    agnostic: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decode one image's ``[4 + classes, anchors]`` output with OpenCV NMS (notebook 01).
+
+    Rows 0-3 are box centre x, centre y, width, height in network-input pixels; the other rows
+    are per-class scores (already sigmoid). Keeps each anchor's best class when its score is
+    above ``conf``, then runs ``cv2.dnn.NMSBoxesBatched`` (per class, like Ultralytics;
+    ``agnostic=True`` uses ``cv2.dnn.NMSBoxes`` across classes). Returns xyxy boxes
+    ``[K, 4]``, scores ``[K]`` and class ids ``[K]``, best score first.
+    """
+    output = np.asarray(output, dtype=np.float32)
+    if output.ndim == 3:
+        if output.shape[0] != 1:
+            raise ValueError(f"decode takes one image's output, got batch of {output.shape[0]}")
+        output = output[0]
+    if output.ndim != 2 or output.shape[0] < 5:
+        raise ValueError(f"expected [4 + classes, anchors], got {output.shape}")
+    class_scores = output[4:]
+    class_ids = class_scores.argmax(axis=0)
+    scores = class_scores[class_ids, np.arange(output.shape[1])]
+    keep = scores > conf
+    cx, cy, w, h = output[:4, keep]
+    scores, class_ids = scores[keep], class_ids[keep]
+    empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+    if scores.size == 0:
+        return empty
+    xywh = np.stack([cx - w / 2, cy - h / 2, w, h], axis=1)  # OpenCV wants (left, top, w, h)
+    if agnostic:
+        indices = cv2.dnn.NMSBoxes(xywh.tolist(), scores.tolist(), conf, iou)
+    else:
+        indices = cv2.dnn.NMSBoxesBatched(
+            xywh.tolist(), scores.tolist(), class_ids.tolist(), conf, iou
+        )  # no top_k: OpenCV applies it to the candidates *before* suppression
+    indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if indices.size == 0:
+        return empty
+    indices = indices[np.argsort(-scores[indices], kind="stable")][:max_det]
+    boxes = xywh[indices].copy()
+    boxes[:, 2:] += boxes[:, :2]
+    return boxes, scores[indices], class_ids[indices].astype(np.int64)
+
+
+def postprocess(
+    output: np.ndarray,
+    letterboxes: Sequence[Letterbox],
+    names: dict[int, str],
+    conf: float = CONF_THRESHOLD,
+    iou: float = IOU_THRESHOLD,
+    max_det: int = MAX_DETECTIONS,
+) -> list[list[Detection]]:
+    """Batch output ``[N, 4 + classes, anchors]`` -> detections per image, original pixels (notebook 01)."""
+    output = np.asarray(output)
+    if output.ndim != 3 or output.shape[0] != len(letterboxes):
+        raise ValueError(f"output {output.shape} does not match {len(letterboxes)} letterbox infos")
+    results = []
+    for single, info in zip(output, letterboxes, strict=True):
+        boxes, scores, class_ids = decode(single, conf=conf, iou=iou, max_det=max_det)
+        boxes = info.to_original(boxes)
+        results.append(
+            [
+                Detection(*map(float, box), float(score), int(cid), names.get(int(cid), str(cid)))
+                for box, score, cid in zip(boxes, scores, class_ids, strict=True)
+            ]
+        )
+    return results
+
+
+def detections_frame(detections: Sequence[Detection]) -> pd.DataFrame:
+    """Detections as a DataFrame (label, score, class_id, x1, y1, x2, y2) (notebook 01)."""
+    columns = ["label", "score", "class_id", "x1", "y1", "x2", "y2"]
+    rows = [{c: getattr(d, c) for c in columns} for d in detections]
+    return pd.DataFrame(rows, columns=columns).round(
+        {"score": 3, "x1": 1, "y1": 1, "x2": 1, "y2": 1}
+    )
+
+
+def ultralytics_detections(
+    loaded: LoadedYolo, image: np.ndarray, **predict_args: float
+) -> list[Detection]:
+    """Ultralytics' own predictions for a BGR image, as ``Detection`` objects (notebook 01)."""
+    args = {"conf": CONF_THRESHOLD, "iou": IOU_THRESHOLD, "imgsz": INPUT_SIZE, **predict_args}
+    result = loaded.model.predict(image, verbose=False, **args)[0]
+    boxes = result.boxes
+    return [
+        Detection(*map(float, xyxy), float(score), int(cid), loaded.names[int(cid)])
+        for xyxy, score, cid in zip(
+            boxes.xyxy.cpu().numpy(), boxes.conf.cpu().numpy(), boxes.cls.cpu().numpy(), strict=True
+        )
+    ]
+
+
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """IoU of two xyxy boxes (introduced in notebook 01)."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def match_detections(ours: Sequence[Detection], reference: Sequence[Detection]) -> pd.DataFrame:
+    """Pair each reference detection with our best same-class box by IoU (notebook 01)."""
+    rows = []
+    for ref in reference:
+        same = [d for d in ours if d.class_id == ref.class_id]
+        best = max(same, key=lambda d: box_iou(d.box, ref.box), default=None)
+        rows.append(
+            {
+                "label": ref.label,
+                "reference_score": round(ref.score, 3),
+                "our_score": round(best.score, 3) if best else float("nan"),
+                "iou": round(box_iou(best.box, ref.box), 3) if best else 0.0,
+            }
+        )
+    return pd.DataFrame(rows, columns=["label", "reference_score", "our_score", "iou"])
+
+
+def plant_boxes(
+    boxes_xyxy: Sequence[Sequence[float]],
+    class_ids: Sequence[int],
+    scores: Sequence[float],
+    num_classes: int = 80,
+    anchors: int = 8400,
+    duplicates: int = 3,
+    seed: int = 0,
+) -> np.ndarray:
+    """A synthetic ``[1, 4 + classes, anchors]`` output holding the given boxes (notebook 01).
+
+    Each planted box sits at a random anchor with its score, and ``duplicates`` near copies
+    (shifted by a pixel or two, lower scores) sit at other anchors, as a real detector's
+    neighbouring anchors would: NMS must keep exactly the planted boxes. All other anchors
+    score zero.
+    """
+    rng = np.random.default_rng(seed)
+    output = np.zeros((1, 4 + num_classes, anchors), dtype=np.float32)
+    slots = iter(rng.permutation(anchors))
+    for box, cid, score in zip(boxes_xyxy, class_ids, scores, strict=True):
+        x1, y1, x2, y2 = box
+        for copy in range(duplicates + 1):
+            shift = 0.0 if copy == 0 else float(rng.uniform(-2, 2))
+            slot = next(slots)
+            output[0, :4, slot] = [(x1 + x2) / 2 + shift, (y1 + y2) / 2 - shift, x2 - x1, y2 - y1]
+            output[0, 4 + cid, slot] = score if copy == 0 else score * (0.9 - 0.1 * copy)
+    return output
+
+
+def _color(class_id: int) -> tuple[int, int, int]:
+    hue = (class_id * 0.618033988749895) % 1.0  # golden ratio: neighbouring ids differ a lot
+    r, g, b = colorsys.hsv_to_rgb(hue, 0.85, 0.95)
+    return int(b * 255), int(g * 255), int(r * 255)
+
+
+def draw_detections(
+    image: np.ndarray, detections: Sequence[Detection], banner: str | None = None
+) -> np.ndarray:
+    """Draw labelled boxes (and an optional red banner) on a copy of a BGR image (notebook 01)."""
+    canvas = image.copy()
+    thickness = max(2, round(sum(canvas.shape[:2]) / 600))
+    font_scale = thickness / 3
+    for det in detections:
+        color = _color(det.class_id)
+        p1 = (round(det.x1), round(det.y1))
+        p2 = (round(det.x2), round(det.y2))
+        cv2.rectangle(canvas, p1, p2, color, thickness, cv2.LINE_AA)
+        text = f"{det.label} {det.score:.2f}"
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+        top = p1[1] - th - base if p1[1] - th - base >= 0 else p1[1]
+        cv2.rectangle(canvas, (p1[0], top), (p1[0] + tw, top + th + base), color, -1)
+        cv2.putText(
+            canvas,
+            text,
+            (p1[0], top + th),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            font_scale,
+            (255, 255, 255),
+            1,
+            cv2.LINE_AA,
+        )
+    if banner:
+        (tw, th), base = cv2.getTextSize(banner, cv2.FONT_HERSHEY_SIMPLEX, font_scale * 1.2, 2)
+        cv2.rectangle(canvas, (0, 0), (canvas.shape[1], th + base + 12), (0, 0, 200), -1)
+        cv2.putText(
+            canvas,
+            banner,
+            (6, th + 6),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            font_scale * 1.2,
+            (255, 255, 255),
+            2,
+            cv2.LINE_AA,
+        )
+    return canvas
+
+
+def to_rgb(image_bgr: np.ndarray) -> np.ndarray:
+    """BGR (OpenCV) -> RGB (matplotlib) (introduced in notebook 01)."""
+    return cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
