@@ -1,0 +1,75 @@
+"""The environment report tells the truth about this machine (checked by independent probes)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import psutil
+import pytest
+
+from helpers.env import environment_report, glibc_version
+
+
+@pytest.fixture(scope="module")
+def report():
+    return environment_report(start_server=True)
+
+
+def _docker_engine_answers() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    result = subprocess.run(["docker", "info"], capture_output=True, timeout=20, check=False)
+    return result.returncode == 0
+
+
+def _gpu_listed() -> bool:
+    if shutil.which("nvidia-smi") is None:
+        return False
+    result = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=False)
+    return result.returncode == 0 and "GPU" in result.stdout
+
+
+def test_gpu_line_matches_nvidia_smi(report):
+    assert report.check("NVIDIA GPU").ok == _gpu_listed() == report.gpu
+
+
+def test_docker_line_matches_docker_info(report):
+    assert report.check("Docker engine").ok == _docker_engine_answers()
+
+
+def test_glibc_and_hardware_are_this_machines(report):
+    assert report.check("glibc").found == os.confstr("CS_GNU_LIBC_VERSION").split()[1]
+    assert f"{os.cpu_count()} cores" in report.check("CPU and memory").found
+    gib = psutil.virtual_memory().total / 2**30
+    assert f"{gib:.1f} GiB" in report.check("CPU and memory").found
+
+
+def test_embedded_server_really_started_and_is_the_chosen_launcher(report):
+    line = report.check("embedded tritonserver")
+    assert line.ok, line.found
+    assert line.found.startswith("Triton 2.")
+    assert report.server_mode == "embedded"
+
+
+def test_perf_analyzer_decision_follows_glibc(report):
+    line = report.check("perf_analyzer")
+    if glibc_version() < (2, 38) and shutil.which("perf_analyzer") is None:
+        assert not line.ok
+        assert "2.38" in line.found
+        assert report.load_tool == "fallback generator"
+    else:
+        assert report.load_tool == ("perf_analyzer" if line.ok else "fallback generator")
+
+
+def test_missing_lines_say_what_they_cost_and_how_to_get_them(report):
+    for line in report.checks:
+        if not line.ok:
+            assert line.impact and line.fix, line.name
+
+
+def test_table_has_one_row_per_check(report):
+    frame = report.frame()
+    assert list(frame.index) == [c.name for c in report.checks]
+    assert set(frame["status"]) <= {"OK", "missing"}
