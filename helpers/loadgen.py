@@ -1,0 +1,212 @@
+"""The course's fallback load generator: perf_analyzer's table where perf_analyzer cannot run.
+
+Introduced in notebook 04. A closed loop: ``concurrency`` client threads, each sending its
+next request as soon as the previous one returns, like ``perf_analyzer --concurrency-range``.
+After a warm-up it measures fixed windows until the throughput of the last three agrees
+within 10% (perf_analyzer's stability rule) or ``max_windows`` is reached, then reports the
+same columns as ``helpers.perf_analyzer.parse_csv``: throughput, average and p50/p90/p95/p99
+latency, and the server-side split (queue, compute input/infer/output) from the
+statistics API, taken over exactly the measured windows.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from helpers.perf_analyzer import RESULT_COLUMNS
+
+#: perf_analyzer's default stability rule: the last 3 windows within 10% of their mean.
+STABILITY_WINDOWS = 3
+STABILITY_TOLERANCE = 0.10
+
+
+class LoadError(RuntimeError):
+    """Requests failed during a measurement; the message holds the first error."""
+
+
+@dataclass
+class Payload:
+    """One request's inputs as numpy arrays (name -> array, batch dimension included)."""
+
+    arrays: dict[str, np.ndarray]
+    outputs: Sequence[str] = ()
+
+    @property
+    def batch_size(self) -> int:
+        return int(next(iter(self.arrays.values())).shape[0])
+
+
+def _client(protocol: str, url: str) -> tuple[Any, Any]:
+    """The tritonclient module for ``protocol`` and a new client of it."""
+    if protocol == "grpc":
+        import tritonclient.grpc as module
+    elif protocol == "http":
+        import tritonclient.http as module
+    else:
+        raise ValueError(f"protocol must be 'grpc' or 'http', not {protocol!r}")
+    return module, module.InferenceServerClient(url)
+
+
+def _client_and_inputs(protocol: str, url: str, payload: Payload) -> tuple[Any, list, list]:
+    """A client of its own for one thread, and its prepared inputs (binary tensor data)."""
+    from tritonclient.utils import np_to_triton_dtype
+
+    module, client = _client(protocol, url)
+    inputs = []
+    for name, array in payload.arrays.items():
+        tensor = module.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    outputs = [module.InferRequestedOutput(name) for name in payload.outputs]
+    return client, inputs, outputs
+
+
+def _statistics(url: str, protocol: str, model: str) -> dict[str, float]:
+    """Cumulative server-side counters of ``model`` (counts and nanoseconds)."""
+    _, client = _client(protocol, url)
+    if protocol == "grpc":
+        stats = client.get_inference_statistics(model, as_json=True)
+    else:
+        stats = client.get_inference_statistics(model)
+    totals: dict[str, float] = {}
+    for entry in stats["model_stats"]:
+        inference = entry["inference_stats"]
+        for key in ("success", "queue", "compute_input", "compute_infer", "compute_output"):
+            part = inference.get(key, {})
+            totals[f"{key}_count"] = totals.get(f"{key}_count", 0) + int(part.get("count", 0))
+            totals[f"{key}_ns"] = totals.get(f"{key}_ns", 0) + int(part.get("ns", 0))
+        totals["inference_count"] = totals.get("inference_count", 0) + int(
+            entry.get("inference_count", 0)
+        )
+        totals["execution_count"] = totals.get("execution_count", 0) + int(
+            entry.get("execution_count", 0)
+        )
+    return totals
+
+
+def measure(
+    url: str,
+    model: str,
+    payload: Payload | Callable[[int], Payload],
+    concurrency: int,
+    *,
+    protocol: str = "grpc",
+    warmup_s: float = 2.0,
+    window_s: float = 3.0,
+    max_windows: int = 5,
+) -> dict[str, Any]:
+    """Measure one concurrency level; return one row with ``RESULT_COLUMNS``.
+
+    ``payload`` is the request every thread sends, or a function of the thread index
+    returning that thread's own payload (to send distinct inputs).
+    """
+    make = payload if callable(payload) else (lambda _index: payload)
+    payloads = [make(i) for i in range(concurrency)]
+    prepared = [_client_and_inputs(protocol, url, p) for p in payloads]
+    finished: list[tuple[float, float]] = []  # (start, end) of every successful request
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def worker(index: int) -> None:
+        client, inputs, outputs = prepared[index]
+        while not stop.is_set():
+            start = time.perf_counter()
+            try:
+                client.infer(model, inputs, outputs=outputs or None)
+            except Exception as error:  # noqa: BLE001 - reported after the run
+                with lock:
+                    errors.append(error)
+                stop.set()
+                return
+            end = time.perf_counter()
+            with lock:
+                finished.append((start, end))
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(warmup_s)
+        begin_stats = _statistics(url, protocol, model)
+        begin = time.perf_counter()
+        boundaries = [begin]
+        rates: list[float] = []
+        while len(rates) < max_windows and not stop.is_set():
+            time.sleep(window_s)
+            boundaries.append(time.perf_counter())
+            with lock:
+                done = sum(1 for _, end in finished if boundaries[-2] <= end < boundaries[-1])
+            rates.append(done / (boundaries[-1] - boundaries[-2]))
+            if len(rates) >= STABILITY_WINDOWS:
+                last = rates[-STABILITY_WINDOWS:]
+                mean = sum(last) / len(last)
+                if mean > 0 and all(abs(r - mean) <= STABILITY_TOLERANCE * mean for r in last):
+                    break
+        end_stats = _statistics(url, protocol, model)
+        end = boundaries[-1]
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+    if errors:
+        raise LoadError(f"{len(errors)} request(s) failed; first: {errors[0]}")
+    with lock:
+        window = [(s, e) for s, e in finished if begin <= e < end]
+    if not window:
+        raise LoadError(f"no request finished in {end - begin:.1f} s at concurrency {concurrency}")
+    latencies_ms = np.array([(e - s) * 1000 for s, e in window])
+    delta = {key: end_stats[key] - begin_stats.get(key, 0) for key in end_stats}
+    per_request = max(delta["success_count"], 1)
+    batch = payloads[0].batch_size
+    row = {
+        "concurrency": concurrency,
+        "throughput_infer_per_s": len(window) * batch / (end - begin),
+        "latency_avg_ms": float(latencies_ms.mean()),
+        "latency_p50_ms": float(np.percentile(latencies_ms, 50)),
+        "latency_p90_ms": float(np.percentile(latencies_ms, 90)),
+        "latency_p95_ms": float(np.percentile(latencies_ms, 95)),
+        "latency_p99_ms": float(np.percentile(latencies_ms, 99)),
+        "client_send_ms": np.nan,
+        "network_server_send_recv_ms": np.nan,
+        "server_queue_ms": delta["queue_ns"] / per_request / 1e6,
+        "server_compute_input_ms": delta["compute_input_ns"] / per_request / 1e6,
+        "server_compute_infer_ms": delta["compute_infer_ns"] / per_request / 1e6,
+        "server_compute_output_ms": delta["compute_output_ns"] / per_request / 1e6,
+        "client_recv_ms": np.nan,
+        "tool": "fallback generator",
+    }
+    row["requests"] = len(window)
+    row["window_s"] = end - begin
+    row["server_success_delta"] = int(delta["success_count"])
+    row["server_executions_delta"] = int(delta["execution_count"])
+    return row
+
+
+def sweep(
+    url: str,
+    model: str,
+    payload: Payload | Callable[[int], Payload],
+    concurrencies: Sequence[int],
+    *,
+    progress: bool = True,
+    **options: Any,
+) -> pd.DataFrame:
+    """Measure each concurrency level in turn (with a progress bar); one row per level."""
+    from tqdm.auto import tqdm
+
+    rows = []
+    levels = tqdm(concurrencies, desc=f"{model}", unit="level", disable=not progress)
+    for concurrency in levels:
+        levels.set_postfix(concurrency=concurrency)
+        rows.append(measure(url, model, payload, concurrency, **options))
+    frame = pd.DataFrame(rows)
+    extra = [c for c in frame.columns if c not in RESULT_COLUMNS]
+    return frame[[*RESULT_COLUMNS, *extra]]
