@@ -56,3 +56,50 @@ def render_config(config: ModelConfig | dict[str, Any]) -> str:
     if isinstance(config, dict):
         config = config_from_dict(config)
     return text_format.MessageToString(config)
+
+
+def config_variant(
+    model: str | Path,
+    *,
+    instances: int | None = None,
+    kind: str | None = None,
+    dynamic_batching: bool | None = None,
+    max_queue_delay_us: int | None = None,
+    preferred_batch_sizes: list[int] | None = None,
+    max_batch_size: int | None = None,
+    parameters: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A model's config.pbtxt with some fields changed, ready for ``TritonServer.load_model``.
+
+    ``model`` is a model folder (or a name under ``model_repository/``). The file on disk is
+    not touched: the variant is sent with the load request, as Triton's repository API allows.
+    """
+    from helpers.paths import MODEL_REPOSITORY
+
+    folder = Path(model)
+    if not folder.is_dir():
+        folder = MODEL_REPOSITORY / str(model)
+    values = config_to_dict(read_config(folder))
+    if instances is not None or kind is not None:
+        group = (values.get("instance_group") or [{}])[0]
+        if instances is not None:
+            group["count"] = instances
+        if kind is not None:
+            group["kind"] = kind
+        values["instance_group"] = [group]
+    if dynamic_batching is False:
+        values.pop("dynamic_batching", None)
+    elif dynamic_batching or max_queue_delay_us is not None or preferred_batch_sizes:
+        batching = values.setdefault("dynamic_batching", {})
+        if max_queue_delay_us is not None:
+            batching["max_queue_delay_microseconds"] = max_queue_delay_us
+        if preferred_batch_sizes:
+            batching["preferred_batch_size"] = preferred_batch_sizes
+    if max_batch_size is not None:
+        values["max_batch_size"] = max_batch_size
+    if parameters:
+        values.setdefault("parameters", {}).update(
+            {key: {"string_value": str(value)} for key, value in parameters.items()}
+        )
+    config_from_dict(values)  # validate against the schema before Triton sees it
+    return values
