@@ -1,0 +1,399 @@
+"""Run Triton's ``perf_analyzer`` and read its CSV into the course's result schema (notebook 04).
+
+- ``find_perf_analyzer``: where a runnable binary is (``PATH``, the ``perf-analyzer`` wheel's
+  binary, or the NGC ``tritonserver:<tag>-py3-sdk`` image when a Docker engine answers), or
+  why there is none. The wheel needs glibc >= 2.38; on older systems pip resolves a 0.1.0
+  placeholder without the binary.
+- ``build_command``: perf_analyzer's argument list for one model and concurrency.
+- ``parse_csv``: the ``-f <file>.csv`` export -> a DataFrame with ``RESULT_COLUMNS``, the
+  schema the course's fallback load generator returns too.
+- ``run``: one perf_analyzer call per concurrency level with a progress bar.
+
+perf_analyzer writes latencies in microseconds; the schema is in milliseconds. Its CSV has no
+average latency column: ``latency_avg_ms`` is the sum of the component columns (client send,
+network + server send/recv, server queue, compute input, compute infer, compute output,
+client recv), i.e. the average request latency as perf_analyzer breaks it down.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from helpers.paths import build_dir
+
+#: The DataFrame schema every load generator of the course returns, in this order.
+RESULT_COLUMNS: tuple[str, ...] = (
+    "concurrency",
+    "throughput_infer_per_s",
+    "latency_avg_ms",
+    "latency_p50_ms",
+    "latency_p90_ms",
+    "latency_p95_ms",
+    "latency_p99_ms",
+    "client_send_ms",
+    "network_server_send_recv_ms",
+    "server_queue_ms",
+    "server_compute_input_ms",
+    "server_compute_infer_ms",
+    "server_compute_output_ms",
+    "client_recv_ms",
+    "tool",
+)
+#: perf_analyzer CSV column -> schema column (latencies are converted from us to ms).
+CSV_COLUMNS: dict[str, str] = {
+    "Concurrency": "concurrency",
+    "Inferences/Second": "throughput_infer_per_s",
+    "Client Send": "client_send_ms",
+    "Network+Server Send/Recv": "network_server_send_recv_ms",
+    "Server Queue": "server_queue_ms",
+    "Server Compute Input": "server_compute_input_ms",
+    "Server Compute Infer": "server_compute_infer_ms",
+    "Server Compute Output": "server_compute_output_ms",
+    "Client Recv": "client_recv_ms",
+    "p50 latency": "latency_p50_ms",
+    "p90 latency": "latency_p90_ms",
+    "p95 latency": "latency_p95_ms",
+    "p99 latency": "latency_p99_ms",
+    "Avg latency": "latency_avg_ms",
+}
+#: The components whose sum is the average latency (perf_analyzer's breakdown).
+LATENCY_COMPONENTS: tuple[str, ...] = (
+    "client_send_ms",
+    "network_server_send_recv_ms",
+    "server_queue_ms",
+    "server_compute_input_ms",
+    "server_compute_infer_ms",
+    "server_compute_output_ms",
+    "client_recv_ms",
+)
+#: glibc the perf-analyzer wheels (2.5x-2.60) are built for.
+WHEEL_MIN_GLIBC: tuple[int, int] = (2, 38)
+#: NGC SDK image with perf_analyzer, same release as the server the course uses (Triton 2.51).
+DEFAULT_SDK_TAG = "24.10"
+SDK_IMAGE = "nvcr.io/nvidia/tritonserver"
+PROTOCOLS = ("http", "grpc")
+SHARED_MEMORY = ("none", "system", "cuda")
+_LOADER_ERRORS = re.compile(
+    r"error while loading shared libraries|GLIBC_\d|GLIBCXX_\d|not found \(required by|"
+    r"cannot execute binary file|Exec format error",
+    re.IGNORECASE,
+)
+
+
+class PerfAnalyzerError(RuntimeError):
+    """perf_analyzer is missing or failed; the message says why (with its stderr tail)."""
+
+
+@dataclass(frozen=True)
+class PerfAnalyzerLocation:
+    """Where perf_analyzer runs from, or why it cannot run here (introduced in notebook 04)."""
+
+    available: bool
+    command: tuple[str, ...] = ()  # the prefix to put before perf_analyzer's arguments
+    reason: str = ""
+    source: str = "none"  # "path", "wheel", "docker" or "none"
+    checked: tuple[str, ...] = field(default_factory=tuple)  # what was tried, in order
+
+
+def glibc_version() -> tuple[int, int] | None:
+    """This system's glibc version, e.g. ``(2, 36)``; ``None`` on non-glibc systems (notebook 04)."""
+    try:
+        text = os.confstr("CS_GNU_LIBC_VERSION") or ""
+    except (AttributeError, ValueError, OSError):
+        return None
+    match = re.search(r"(\d+)\.(\d+)", text)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def _wheel_version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("perf-analyzer")
+    except PackageNotFoundError:
+        return None
+
+
+def _probe(binary: str, timeout_s: float = 30.0) -> str | None:
+    """``None`` when ``binary`` starts; otherwise the loader's complaint."""
+    try:
+        result = subprocess.run(  # noqa: S603 - fixed argument list
+            [binary, "--help"], capture_output=True, text=True, timeout=timeout_s
+        )
+    except OSError as error:
+        return str(error)
+    except subprocess.TimeoutExpired:
+        return None  # it started, it just did not exit: runnable
+    output = result.stdout + result.stderr
+    match = _LOADER_ERRORS.search(output)
+    if match:
+        line = next(line for line in output.splitlines() if _LOADER_ERRORS.search(line))
+        return line.strip()
+    return None
+
+
+def _docker_answers(timeout_s: float = 10.0) -> bool:
+    docker = shutil.which("docker")
+    if not docker:
+        return False
+    try:
+        result = subprocess.run(  # noqa: S603 - fixed argument list
+            [docker, "info", "--format", "{{.ServerVersion}}"],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0 and bool(result.stdout.strip())
+
+
+def docker_command(tag: str = DEFAULT_SDK_TAG, results_dir: Path | None = None) -> tuple[str, ...]:
+    """``docker run`` prefix for perf_analyzer in the NGC SDK image (notebook 04).
+
+    Host networking reaches a server on 127.0.0.1, host IPC lets ``--shared-memory=system``
+    work, and the results folder is mounted at the same path so ``-f`` CSVs land on the host.
+    """
+    results = Path(results_dir) if results_dir is not None else build_dir("perf_analyzer")
+    return (
+        "docker",
+        "run",
+        "--rm",
+        "--net=host",
+        "--ipc=host",
+        "-v",
+        f"{results}:{results}",
+        f"{SDK_IMAGE}:{tag}-py3-sdk",
+        "perf_analyzer",
+    )
+
+
+def find_perf_analyzer(
+    sdk_tag: str = DEFAULT_SDK_TAG, use_docker: bool = True
+) -> PerfAnalyzerLocation:
+    """Find a runnable perf_analyzer: PATH, the wheel's binary, then the NGC SDK image (notebook 04)."""
+    checked: list[str] = []
+    candidates: list[tuple[str, str]] = []
+    on_path = shutil.which("perf_analyzer")
+    if on_path:
+        candidates.append(("path", on_path))
+    wheel = _wheel_version()
+    venv_binary = Path(sys.executable).parent / "perf_analyzer"
+    if venv_binary.is_file() and str(venv_binary) != on_path:
+        candidates.append(("wheel", str(venv_binary)))
+    for source, binary in candidates:
+        problem = _probe(binary)
+        if problem is None:
+            return PerfAnalyzerLocation(
+                True, (binary,), f"{binary} runs", source, tuple(checked + [binary])
+            )
+        checked.append(f"{binary}: {problem}")
+    if not candidates:
+        checked.append("perf_analyzer is not on PATH nor in this Python's bin folder")
+    glibc = glibc_version()
+    if wheel is None:
+        hint = "the perf-analyzer wheel is not installed"
+    elif wheel.startswith("0.1"):
+        hint = f"perf-analyzer {wheel} is the placeholder pip picks where no real wheel fits"
+    else:
+        hint = f"perf-analyzer {wheel} is installed but its binary did not run"
+    if glibc is not None and glibc < WHEEL_MIN_GLIBC:
+        hint += (
+            f"; its wheels need glibc >= {WHEEL_MIN_GLIBC[0]}.{WHEEL_MIN_GLIBC[1]} "
+            f"(Ubuntu 24.04, Debian 13) and this system has glibc {glibc[0]}.{glibc[1]}"
+        )
+    checked.append(hint)
+    if use_docker:
+        if _docker_answers():
+            prefix = docker_command(sdk_tag)
+            return PerfAnalyzerLocation(
+                True,
+                prefix,
+                f"runs in {SDK_IMAGE}:{sdk_tag}-py3-sdk through Docker",
+                "docker",
+                tuple(checked),
+            )
+        checked.append("no Docker engine answers (for the NGC -py3-sdk image)")
+    return PerfAnalyzerLocation(False, (), "; ".join(checked), "none", tuple(checked))
+
+
+def build_command(
+    model: str,
+    url: str = "127.0.0.1:8001",
+    protocol: str = "grpc",
+    concurrency: int | Sequence[int] = 1,
+    shape: Mapping[str, Sequence[int]] | None = None,
+    measurement_interval_ms: int | None = None,
+    request_count: int | None = None,
+    input_data: str | os.PathLike[str] | None = None,
+    shared_memory: str = "none",
+    output_shared_memory_size: int | None = None,
+    csv_path: str | os.PathLike[str] | None = None,
+    batch_size: int = 1,
+    extra: Iterable[str] = (),
+    prefix: Sequence[str] = ("perf_analyzer",),
+) -> list[str]:
+    """perf_analyzer's argument list (never a shell string) (notebook 04).
+
+    ``concurrency`` is one level (``--concurrency-range=C:C``) or ``(start, end[, step])``;
+    ``shape`` maps input names to shapes without the batch dimension
+    (``{"images": (3, 640, 640)}`` -> ``--shape=images:3,640,640``); ``input_data`` is
+    ``"zero"``, ``"random"`` or a JSON/folder path; ``extra`` is appended as is.
+    """
+    if not model or model.startswith("-"):
+        raise ValueError(f"invalid model name {model!r}")
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    if shared_memory not in SHARED_MEMORY:
+        raise ValueError(f"shared_memory must be one of {SHARED_MEMORY}, got {shared_memory!r}")
+    if isinstance(concurrency, int):
+        levels = [concurrency, concurrency]
+    else:
+        levels = [int(c) for c in concurrency]
+        if not 1 <= len(levels) <= 3:
+            raise ValueError("concurrency must be an int or (start, end[, step])")
+    if any(c < 1 for c in levels):
+        raise ValueError(f"concurrency levels must be >= 1, got {concurrency!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    command = [*prefix, "-m", model, "-u", url, "-i", protocol]
+    command.append("--concurrency-range=" + ":".join(str(c) for c in levels))
+    if batch_size != 1:
+        command += ["-b", str(batch_size)]
+    for name, dims in (shape or {}).items():
+        command.append(f"--shape={name}:" + ",".join(str(int(d)) for d in dims))
+    if measurement_interval_ms is not None:
+        command += ["--measurement-interval", str(int(measurement_interval_ms))]
+    if request_count is not None:
+        command.append(f"--request-count={int(request_count)}")
+    if input_data is not None:
+        command.append(f"--input-data={input_data}")
+    if shared_memory != "none":
+        command.append(f"--shared-memory={shared_memory}")
+        if output_shared_memory_size is not None:
+            command.append(f"--output-shared-memory-size={int(output_shared_memory_size)}")
+    if csv_path is not None:
+        command += ["-f", str(csv_path)]
+    command += [str(part) for part in extra]
+    return command
+
+
+def parse_csv(path_or_text: str | os.PathLike[str]) -> pd.DataFrame:
+    """perf_analyzer's ``-f`` CSV (a path or the text itself) -> ``RESULT_COLUMNS`` (notebook 04)."""
+    if isinstance(path_or_text, os.PathLike) or "\n" not in str(path_or_text):
+        text = Path(path_or_text).read_text()  # a file name: CSV text always has a newline
+    else:
+        text = str(path_or_text)
+    raw = pd.read_csv(io.StringIO(text))
+    raw.columns = [c.strip() for c in raw.columns]
+    if "Concurrency" not in raw.columns:
+        raise ValueError(
+            "not a perf_analyzer concurrency CSV (no 'Concurrency' column; request-rate runs "
+            f"are not supported): columns {list(raw.columns)}"
+        )
+    missing = [c for c in CSV_COLUMNS if c not in raw.columns and c != "Avg latency"]
+    if missing:
+        raise ValueError(f"perf_analyzer CSV lacks columns {missing}")
+    frame = pd.DataFrame(index=raw.index)
+    for source, target in CSV_COLUMNS.items():
+        if source not in raw.columns:
+            continue
+        values = pd.to_numeric(raw[source], errors="coerce")
+        if target.endswith("_ms"):
+            values = values / 1000.0  # microseconds -> milliseconds
+        frame[target] = values
+    frame["concurrency"] = frame["concurrency"].astype(int)
+    if "latency_avg_ms" not in frame.columns:
+        frame["latency_avg_ms"] = frame[list(LATENCY_COMPONENTS)].sum(axis=1)
+    frame["tool"] = "perf_analyzer"
+    return frame[list(RESULT_COLUMNS)].sort_values("concurrency").reset_index(drop=True)
+
+
+def run(
+    model: str,
+    concurrency_levels: Sequence[int] = (1, 2, 4, 8),
+    url: str = "127.0.0.1:8001",
+    protocol: str = "grpc",
+    shape: Mapping[str, Sequence[int]] | None = None,
+    measurement_interval_ms: int | None = None,
+    request_count: int | None = None,
+    input_data: str | os.PathLike[str] | None = None,
+    shared_memory: str = "none",
+    output_shared_memory_size: int | None = None,
+    batch_size: int = 1,
+    extra: Iterable[str] = (),
+    location: PerfAnalyzerLocation | None = None,
+    results_dir: Path | None = None,
+    timeout_s: float | None = 600.0,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Sweep concurrency levels with perf_analyzer; one CSV per level, one DataFrame back (notebook 04).
+
+    Raises ``PerfAnalyzerError`` when no runnable perf_analyzer is found, or with the stderr
+    tail when a run fails.
+    """
+    from tqdm.auto import tqdm
+
+    location = location or find_perf_analyzer()
+    if not location.available:
+        raise PerfAnalyzerError(f"perf_analyzer cannot run here: {location.reason}")
+    results = Path(results_dir) if results_dir is not None else build_dir("perf_analyzer")
+    results.mkdir(parents=True, exist_ok=True)
+    frames = []
+    bar = tqdm(list(concurrency_levels), desc=f"perf_analyzer {model}", disable=not progress)
+    for level in bar:
+        bar.set_postfix(concurrency=level)
+        csv_path = results / f"{model}_c{level}.csv"
+        csv_path.unlink(missing_ok=True)
+        command = build_command(
+            model,
+            url=url,
+            protocol=protocol,
+            concurrency=level,
+            shape=shape,
+            measurement_interval_ms=measurement_interval_ms,
+            request_count=request_count,
+            input_data=input_data,
+            shared_memory=shared_memory,
+            output_shared_memory_size=output_shared_memory_size,
+            csv_path=csv_path,
+            batch_size=batch_size,
+            extra=extra,
+            prefix=location.command,
+        )
+        try:
+            result = subprocess.run(  # noqa: S603 - an argument list, no shell
+                command, capture_output=True, text=True, timeout=timeout_s
+            )
+        except subprocess.TimeoutExpired as error:
+            raise PerfAnalyzerError(
+                f"perf_analyzer at concurrency {level} ran past {timeout_s} s:\n"
+                + _tail(_as_text(error.stderr))
+            ) from None
+        if result.returncode != 0 or not csv_path.exists():
+            raise PerfAnalyzerError(
+                f"perf_analyzer failed at concurrency {level} (exit {result.returncode}):\n"
+                + _tail(result.stderr or result.stdout)
+            )
+        frames.append(parse_csv(csv_path))
+    return pd.concat(frames, ignore_index=True)[list(RESULT_COLUMNS)]
+
+
+def _as_text(data: str | bytes | None) -> str:
+    if isinstance(data, bytes):
+        return data.decode(errors="replace")
+    return data or ""
+
+
+def _tail(text: str, lines: int = 20) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
