@@ -515,25 +515,32 @@ def draw_detections(
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
         top = p1[1] - th - base if p1[1] - th - base >= 0 else p1[1]
         cv2.rectangle(canvas, (p1[0], top), (p1[0] + tw, top + th + base), color, -1)
+        ink = (
+            (0, 0, 0)
+            if 0.114 * color[0] + 0.587 * color[1] + 0.299 * color[2] > 150
+            else (255,) * 3
+        )
         cv2.putText(
             canvas,
             text,
             (p1[0], top + th),
             cv2.FONT_HERSHEY_SIMPLEX,
             font_scale,
-            (255, 255, 255),
+            ink,
             1,
             cv2.LINE_AA,
         )
     if banner:
-        (tw, th), base = cv2.getTextSize(banner, cv2.FONT_HERSHEY_SIMPLEX, font_scale * 1.2, 2)
+        (unit_w, _), _ = cv2.getTextSize(banner, cv2.FONT_HERSHEY_SIMPLEX, 1.0, 2)
+        scale = min(font_scale * 1.2, (canvas.shape[1] - 12) / unit_w)  # fit the width
+        (tw, th), base = cv2.getTextSize(banner, cv2.FONT_HERSHEY_SIMPLEX, scale, 2)
         cv2.rectangle(canvas, (0, 0), (canvas.shape[1], th + base + 12), (0, 0, 200), -1)
         cv2.putText(
             canvas,
             banner,
             (6, th + 6),
             cv2.FONT_HERSHEY_SIMPLEX,
-            font_scale * 1.2,
+            scale,
             (255, 255, 255),
             2,
             cv2.LINE_AA,

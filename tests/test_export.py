@@ -281,6 +281,7 @@ def test_netron_answers_on_loopback_and_stops(onnx_export: export.ExportResult) 
     assert not _alive(pid)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
 def test_netron_dies_with_the_process_that_started_it(onnx_export: export.ExportResult) -> None:
     script = (
         "import os, sys\n"
