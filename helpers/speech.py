@@ -1,0 +1,228 @@
+"""Speech samples for notebook 05: synthesise with espeak-ng, load, score and plot.
+
+The committed samples live in ``data/speech/`` (16 kHz mono 16-bit WAVs) with their texts
+in ``data/speech/samples.json``; :func:`synthesise` makes more when espeak-ng is installed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+import subprocess
+import wave
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from helpers.paths import DATA_DIR
+
+#: The committed speech samples and their index.
+SPEECH_DIR: Path = DATA_DIR / "speech"
+SAMPLES_JSON: Path = SPEECH_DIR / "samples.json"
+#: What Whisper listens to: 16 kHz mono.
+SAMPLE_RATE = 16000
+
+
+class EspeakMissing(RuntimeError):
+    """espeak-ng is not installed, so no new speech can be synthesised."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One committed speech sample: a WAV file and the sentence it says."""
+
+    name: str
+    text: str
+    path: Path
+    voice: str = "en-us"
+
+    def read_bytes(self) -> bytes:
+        """The encoded WAV file, as a client would send it (introduced in notebook 05)."""
+        return self.path.read_bytes()
+
+
+def espeak_available() -> bool:
+    """True when the espeak-ng command is on PATH (introduced in notebook 05)."""
+    return shutil.which("espeak-ng") is not None
+
+
+def synthesise(
+    text: str,
+    path: str | Path,
+    voice: str = "en-us",
+    speed: int = 150,
+    sample_rate: int = SAMPLE_RATE,
+) -> Path:
+    """Speak ``text`` with espeak-ng into a mono 16-bit WAV at ``sample_rate`` (notebook 05).
+
+    ``speed`` is in words per minute (espeak-ng's ``-s``). espeak-ng writes 22.05 kHz; the
+    audio is resampled with PyAV (the decoder faster-whisper uses) before it is saved.
+    """
+    executable = shutil.which("espeak-ng")
+    if executable is None:
+        raise EspeakMissing(
+            "espeak-ng is not installed: `sudo apt-get install -y espeak-ng` "
+            "(Debian/Ubuntu), `brew install espeak-ng` (macOS) or "
+            "`conda install -c conda-forge espeak-ng`"
+        )
+    result = subprocess.run(
+        [executable, "-v", voice, "-s", str(speed), "--stdout", "--", text],
+        capture_output=True,
+        check=False,
+        timeout=60,
+    )
+    if result.returncode != 0 or not result.stdout:
+        raise RuntimeError(f"espeak-ng failed ({result.returncode}): {result.stderr.decode()}")
+    samples = decode(result.stdout, sample_rate)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(wav_bytes(samples, sample_rate))
+    return path
+
+
+def decode(data: bytes, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Decode any audio file held in memory to mono float32 samples (notebook 05)."""
+    from faster_whisper.audio import decode_audio
+
+    return decode_audio(io.BytesIO(data), sampling_rate=sample_rate)
+
+
+def wav_bytes(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
+    """Encode mono float32 samples in [-1, 1] as a 16-bit PCM WAV file (notebook 05)."""
+    pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(sample_rate)
+        wav.writeframes(pcm.tobytes())
+    return buffer.getvalue()
+
+
+def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
+    """Read a mono 16-bit PCM WAV as float32 samples and its sample rate (notebook 05)."""
+    with wave.open(str(path), "rb") as wav:
+        if wav.getnchannels() != 1 or wav.getsampwidth() != 2:
+            raise ValueError(f"{path}: expected mono 16-bit PCM; use decode() for other files")
+        frames = wav.readframes(wav.getnframes())
+        rate = wav.getframerate()
+    return np.frombuffer(frames, dtype="<i2").astype(np.float32) / 32768.0, rate
+
+
+def concatenate(
+    parts: Sequence[np.ndarray], gap_seconds: float = 0.6, sample_rate: int = SAMPLE_RATE
+) -> np.ndarray:
+    """Join audio clips with ``gap_seconds`` of silence between them (notebook 05)."""
+    gap = np.zeros(int(gap_seconds * sample_rate), dtype=np.float32)
+    pieces: list[np.ndarray] = []
+    for i, part in enumerate(parts):
+        pieces += [gap, part] if i else [part]
+    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
+
+
+def load_samples(folder: str | Path = SPEECH_DIR) -> list[Sample]:
+    """The committed speech samples listed in ``samples.json`` (introduced in notebook 05)."""
+    folder = Path(folder)
+    index = json.loads((folder / "samples.json").read_text(encoding="utf-8"))
+    return [
+        Sample(
+            name=entry["name"],
+            text=entry["text"],
+            path=folder / entry["file"],
+            voice=entry.get("voice", "en-us"),
+        )
+        for entry in index["samples"]
+    ]
+
+
+def synthesise_samples(folder: str | Path = SPEECH_DIR) -> list[Sample]:
+    """Re-create every WAV listed in ``samples.json`` with espeak-ng (notebook 05).
+
+    Each entry names its ``voice`` and ``speed``; other espeak-ng versions sound slightly
+    different, so the committed files, not regenerated ones, are what the tests score.
+    """
+    folder = Path(folder)
+    index = json.loads((folder / "samples.json").read_text(encoding="utf-8"))
+    for entry in index["samples"]:
+        synthesise(
+            entry["text"],
+            folder / entry["file"],
+            voice=entry.get("voice", "en-us"),
+            speed=int(entry.get("speed", 150)),
+        )
+    return load_samples(folder)
+
+
+def normalise(text: str) -> list[str]:
+    """Words for scoring: lower case, punctuation dropped, hyphens split (notebook 05)."""
+    text = text.lower().replace("-", " ")
+    text = re.sub(r"[^\w\s']", " ", text)
+    return text.split()
+
+
+def edit_distance(reference: Sequence[str], hypothesis: Sequence[str]) -> int:
+    """Levenshtein distance between two word lists: substitutions + deletions + insertions."""
+    previous = list(range(len(hypothesis) + 1))
+    for i, ref_word in enumerate(reference, start=1):
+        current = [i] + [0] * len(hypothesis)
+        for j, hyp_word in enumerate(hypothesis, start=1):
+            current[j] = min(
+                previous[j] + 1,  # deletion
+                current[j - 1] + 1,  # insertion
+                previous[j - 1] + (ref_word != hyp_word),  # substitution or match
+            )
+        previous = current
+    return previous[-1]
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """WER = (substitutions + deletions + insertions) / reference words (notebook 05).
+
+    Both texts are normalised first (case and punctuation ignored), as ASR scoring does.
+    """
+    ref, hyp = normalise(reference), normalise(hypothesis)
+    if not ref:
+        return 0.0 if not hyp else float("inf")
+    return edit_distance(ref, hyp) / len(ref)
+
+
+def plot_waveform(
+    samples: np.ndarray,
+    segments: Sequence[dict[str, Any]] = (),
+    sample_rate: int = SAMPLE_RATE,
+    title: str | None = None,
+    ax: Any = None,
+) -> Any:
+    """Draw the waveform, shade each segment and write its text above it (notebook 05)."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(12, 3.2))
+    times = np.arange(len(samples)) / sample_rate
+    ax.plot(times, samples, linewidth=0.4, color="tab:blue")
+    peak = float(np.max(np.abs(samples))) if len(samples) else 1.0
+    for i, segment in enumerate(segments):
+        start, end = float(segment["start"]), float(segment["end"])
+        ax.axvspan(start, end, color=("tab:orange" if i % 2 else "tab:green"), alpha=0.15)
+        ax.axvline(start, color="tab:red", linewidth=0.8)
+        ax.axvline(end, color="tab:red", linewidth=0.8, linestyle="--")
+        ax.text(
+            start,
+            peak * (1.05 if i % 2 == 0 else 0.85),
+            segment["text"].strip(),
+            fontsize=8,
+            va="bottom",
+            clip_on=True,
+        )
+    ax.set_xlim(0, max(times[-1] if len(times) else 0, *(float(s["end"]) for s in segments), 0))
+    ax.set_ylim(-peak * 1.1, peak * 1.35)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("amplitude")
+    if title:
+        ax.set_title(title)
+    return ax
