@@ -1,0 +1,393 @@
+"""What a CPU can do instead of TensorRT: ONNX Runtime graph optimisation and INT8 (notebook 02).
+
+- ``make_session`` / ``optimize_offline``: ONNX Runtime's graph optimisation levels
+  (disabled, basic, extended, all), online or saved to a file.
+- ``quantize_dynamic_int8`` / ``quantize_static_int8``: INT8 weights (dynamic: activations
+  quantised per call; static: activation ranges calibrated once, QDQ format).
+- ``time_sessions`` / ``latency_table``: interleaved timing of several sessions on the same
+  batch, so a busy machine slows every variant alike.
+- ``compare_outputs`` / ``agreement_table``: max abs differences (boxes in pixels, class
+  scores) and detection agreement against a reference model's output.
+
+Which level is saved, and why: ``extended``. Basic-level rewrites are plain ONNX; extended
+adds fusions that ONNX Runtime's CPU provider runs as ``com.microsoft`` contrib ops (YOLO's
+SiLU becomes ``QuickGelu``), which the CPU instances of Triton's onnxruntime backend run on
+any x86 CPU. ``all`` also applies the NCHWc layout transformer, which bakes this CPU's
+vector width into the graph (ONNX Runtime warns the file "should only be used in the same
+environment the model was optimized in"), so it is applied online at load time instead,
+which ONNX Runtime (and Triton's backend) does by default anyway.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pandas as pd
+
+from helpers.paths import MODEL_REPOSITORY
+
+#: ONNX Runtime's graph optimisation levels, from none to everything.
+LEVELS: dict[str, ort.GraphOptimizationLevel] = {
+    "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+#: The level saved to ``yolo11n_onnx_ortopt`` (see the module docstring for why not ``all``).
+SAVED_LEVEL = "extended"
+#: Model names of the CPU variants in the model repository.
+ORTOPT_MODEL = "yolo11n_onnx_ortopt"
+INT8_MODEL = "yolo11n_onnx_int8"
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How far a variant's output may be from the FP32 model's (introduced in notebook 02).
+
+    Box rows are centre x, centre y, width, height in network-input pixels (0-640); score
+    rows are class probabilities (0-1). ``box_max_px=None`` leaves the largest box error
+    unbounded: the boxes of anchors that score near zero can move a lot without changing any
+    detection, so INT8 is judged on the mean box error and on the scores.
+    """
+
+    box_mean_px: float
+    score_max: float
+    box_max_px: float | None = None
+
+
+#: Stated tolerances against the FP32 model run with graph optimisations off, checked by
+#: tests/test_ort_optimize.py on the course's CI model (YOLO11n from yolo11n.yaml with random
+#: weights and calibrated BatchNorm) and shown in notebook 02. Graph rewrites only reorder
+#: float arithmetic (measured: max box error ~0.005 px). Dynamic INT8 quantises every Conv's
+#: weights and activations to 8 bits (measured on that model: mean box error ~1.5 px, max
+#: score error ~0.04); random weights quantise worse than trained ones, so check again with
+#: your trained model before serving INT8.
+TOLERANCES: dict[str, Tolerance] = {
+    "ortopt": Tolerance(box_mean_px=0.001, score_max=1e-5, box_max_px=0.05),
+    "int8_dynamic": Tolerance(box_mean_px=3.0, score_max=0.1),
+}
+
+
+def session_options(level: str = "all", threads: int = 0) -> ort.SessionOptions:
+    """Session options at one optimisation level; ``threads=0`` lets ORT pick (notebook 02)."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = LEVELS[level]
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3  # errors only: keep notebook output readable
+    return options
+
+
+def make_session(
+    model: str | os.PathLike[str], level: str = "all", threads: int = 0
+) -> ort.InferenceSession:
+    """A CPU inference session at one graph optimisation level (notebook 02)."""
+    return ort.InferenceSession(
+        str(model), session_options(level, threads), providers=["CPUExecutionProvider"]
+    )
+
+
+def optimize_offline(
+    src: str | os.PathLike[str], dst: str | os.PathLike[str], level: str = SAVED_LEVEL
+) -> Path:
+    """Apply ORT's graph optimisations at ``level`` once and save the result to ``dst`` (notebook 02)."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    options = session_options(level)
+    options.optimized_model_filepath = str(dst)
+    ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
+    return dst
+
+
+def quantize_dynamic_int8(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    weight_type: str = "uint8",
+    per_channel: bool = False,
+) -> Path:
+    """Dynamic INT8 quantisation (``onnxruntime.quantization.quantize_dynamic``) (notebook 02).
+
+    Conv becomes ``ConvInteger`` with 8-bit weights; each call quantises activations on the
+    fly. ``uint8`` weights are the default: ORT's CPU ``ConvInteger`` ran them about 3x faster
+    than ``int8`` ones for YOLO11n on the course's CI machine.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    weights = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[weight_type]
+    quantize_dynamic(str(src), str(dst), weight_type=weights, per_channel=per_channel)
+    return dst
+
+
+def quantize_static_int8(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    calibration: Sequence[np.ndarray],
+    input_name: str = "images",
+    per_channel: bool = True,
+) -> Path:
+    """Static INT8 (QDQ) calibrated on a few input batches (``quantize_static``) (notebook 02)."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._batches = iter([{input_name: batch} for batch in calibration])
+
+        def get_next(self):  # noqa: ANN202 - ORT's interface
+            return next(self._batches, None)
+
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    quantize_static(
+        str(src),
+        str(dst),
+        _Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=per_channel,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
+    return dst
+
+
+def op_counts(model: str | os.PathLike[str]) -> pd.Series:
+    """Node count per ``domain:op_type`` in an ONNX file, most frequent first (notebook 02)."""
+    graph = onnx.load(str(model), load_external_data=False).graph
+    names = [f"{node.domain or 'ai.onnx'}:{node.op_type}" for node in graph.node]
+    return pd.Series(names, dtype="object").value_counts().rename("nodes")
+
+
+def model_summary(models: Mapping[str, str | os.PathLike[str]]) -> pd.DataFrame:
+    """File size, node count and the most common ops of each model file (notebook 02)."""
+    rows = []
+    for name, path in models.items():
+        counts = op_counts(path)
+        rows.append(
+            {
+                "model": name,
+                "size_mb": round(Path(path).stat().st_size / 1e6, 2),
+                "nodes": int(counts.sum()),
+                "top_ops": ", ".join(f"{op} x{n}" for op, n in counts.head(4).items()),
+            }
+        )
+    return pd.DataFrame(rows).set_index("model")
+
+
+def sample_batch(batch_size: int, images: Sequence[np.ndarray] | None = None) -> np.ndarray:
+    """A float32 NCHW batch of real photos (bus.jpg, zidane.jpg, repeated), letterboxed (notebook 02)."""
+    from helpers.yolo import load_image, preprocess
+
+    if images is None:
+        from ultralytics.utils import ASSETS
+
+        images = [load_image(Path(ASSETS) / name) for name in ("bus.jpg", "zidane.jpg")]
+    tensors, _ = preprocess([images[i % len(images)] for i in range(batch_size)])
+    return tensors
+
+
+def time_sessions(
+    sessions: Mapping[str, ort.InferenceSession],
+    batch: np.ndarray,
+    repeats: int = 10,
+    warmup: int = 2,
+    input_name: str = "images",
+) -> pd.DataFrame:
+    """Time each session on ``batch``, interleaved round by round; one row per call (notebook 02)."""
+    feed = {input_name: batch}
+    for session in sessions.values():
+        for _ in range(warmup):
+            session.run(None, feed)
+    rows = []
+    for run in range(repeats):
+        for name, session in sessions.items():
+            start = time.perf_counter()
+            session.run(None, feed)
+            rows.append(
+                {
+                    "variant": name,
+                    "batch": len(batch),
+                    "run": run,
+                    "latency_ms": (time.perf_counter() - start) * 1e3,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def latency_table(times: pd.DataFrame, baseline: str | None = None) -> pd.DataFrame:
+    """Per variant and batch: latency stats (ms), images/s and the speed-up over ``baseline`` (notebook 02)."""
+    grouped = times.groupby(["variant", "batch"], sort=False)["latency_ms"]
+    table = pd.DataFrame(
+        {
+            "mean_ms": grouped.mean(),
+            "p50_ms": grouped.median(),
+            "p90_ms": grouped.quantile(0.9),
+            "min_ms": grouped.min(),
+            "runs": grouped.size(),
+        }
+    )
+    batch = table.index.get_level_values("batch").to_numpy()
+    table["images_per_s"] = batch / (table["p50_ms"].to_numpy() / 1e3)
+    if baseline is not None:
+        base = table.xs(baseline, level="variant")["p50_ms"]
+        table["speedup_vs_" + baseline] = [
+            base.loc[b] / p50 for (_, b), p50 in zip(table.index, table["p50_ms"], strict=True)
+        ]
+    return table.round(3)
+
+
+def _match_count(
+    ref: tuple[np.ndarray, np.ndarray, np.ndarray],
+    other: tuple[np.ndarray, np.ndarray, np.ndarray],
+    iou: float,
+) -> int:
+    """Greedy one-to-one matches: same class and IoU >= ``iou``."""
+    from helpers.yolo import box_iou
+
+    used: set[int] = set()
+    matched = 0
+    for box, cls in zip(ref[0], ref[2], strict=True):
+        best, best_iou = None, iou
+        for j, (other_box, other_cls) in enumerate(zip(other[0], other[2], strict=True)):
+            if j in used or other_cls != cls:
+                continue
+            value = box_iou(box, other_box)
+            if value >= best_iou:
+                best, best_iou = j, value
+        if best is not None:
+            used.add(best)
+            matched += 1
+    return matched
+
+
+def compare_outputs(
+    reference: np.ndarray,
+    other: np.ndarray,
+    conf: float = 0.25,
+    iou: float = 0.5,
+    top_k: int = 100,
+) -> dict[str, float]:
+    """How close ``other`` is to ``reference`` (``[N, 4 + classes, anchors]`` outputs) (notebook 02).
+
+    - ``max_abs_box_px`` / ``mean_abs_box_px`` / ``max_abs_score``: differences of the box
+      rows (network-input pixels) and the class-score rows.
+    - ``detections_ref`` / ``detections_other`` / ``detection_agreement``: detections after
+      NMS at ``conf`` (``helpers.yolo.decode``), and matched pairs (same class, IoU >= ``iou``)
+      over the larger count; NaN when neither model detects anything.
+    - ``top_k_anchor_agreement``: share of the reference's ``top_k`` highest-scoring anchors
+      that are also in the other's top ``top_k`` with the same class. It says something even
+      when random weights leave every score below ``conf``.
+    """
+    from helpers.yolo import decode
+
+    reference = np.asarray(reference, dtype=np.float32)
+    other = np.asarray(other, dtype=np.float32)
+    if reference.shape != other.shape:
+        raise ValueError(f"output shapes differ: {reference.shape} vs {other.shape}")
+    n_ref = n_other = matched = 0
+    top_hits = 0
+    for ref_image, other_image in zip(reference, other, strict=True):
+        ref_dets = decode(ref_image, conf=conf)
+        other_dets = decode(other_image, conf=conf)
+        n_ref += len(ref_dets[1])
+        n_other += len(other_dets[1])
+        matched += _match_count(ref_dets, other_dets, iou)
+        ref_scores, other_scores = ref_image[4:], other_image[4:]
+        ref_best, other_best = ref_scores.max(0), other_scores.max(0)
+        ref_top = np.argsort(-ref_best, kind="stable")[:top_k]
+        other_top = set(np.argsort(-other_best, kind="stable")[:top_k].tolist())
+        same_class = ref_scores.argmax(0) == other_scores.argmax(0)
+        top_hits += sum(1 for a in ref_top if a in other_top and same_class[a])
+    denominator = max(n_ref, n_other)
+    box_error = np.abs(reference[:, :4] - other[:, :4])
+    return {
+        "max_abs_box_px": float(box_error.max()),
+        "mean_abs_box_px": float(box_error.mean()),
+        "max_abs_score": float(np.abs(reference[:, 4:] - other[:, 4:]).max()),
+        "detections_ref": n_ref,
+        "detections_other": n_other,
+        "detection_agreement": matched / denominator if denominator else float("nan"),
+        "top_k_anchor_agreement": top_hits / (top_k * len(reference)),
+    }
+
+
+def agreement_table(
+    outputs: Mapping[str, np.ndarray], reference: str, conf: float = 0.25
+) -> pd.DataFrame:
+    """``compare_outputs`` of every output against ``outputs[reference]``, plus the stated tolerance (notebook 02)."""
+    rows = {}
+    for name, output in outputs.items():
+        if name == reference:
+            continue
+        row = compare_outputs(outputs[reference], output, conf=conf)
+        tolerance = TOLERANCES.get(name)
+        if tolerance is not None:
+            row["tolerance"] = describe_tolerance(tolerance)
+            row["within_tolerance"] = within_tolerance(row, tolerance)
+        rows[name] = row
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def within_tolerance(comparison: Mapping[str, float], tolerance: Tolerance) -> bool:
+    """True when a ``compare_outputs`` result is inside ``tolerance`` (notebook 02)."""
+    return (
+        comparison["mean_abs_box_px"] <= tolerance.box_mean_px
+        and comparison["max_abs_score"] <= tolerance.score_max
+        and (tolerance.box_max_px is None or comparison["max_abs_box_px"] <= tolerance.box_max_px)
+    )
+
+
+def describe_tolerance(tolerance: Tolerance) -> str:
+    """``'box mean <= 3 px, score <= 0.1'``: a tolerance in words for tables (notebook 02)."""
+    parts = [f"box mean <= {tolerance.box_mean_px:g} px"]
+    if tolerance.box_max_px is not None:
+        parts.append(f"box max <= {tolerance.box_max_px:g} px")
+    parts.append(f"score <= {tolerance.score_max:g}")
+    return ", ".join(parts)
+
+
+def plot_comparison(table: pd.DataFrame, title: str = "YOLO11n on this CPU (ONNX Runtime)"):
+    """Median latency and images/s per variant and batch size, side by side (notebook 02)."""
+    import matplotlib.pyplot as plt
+
+    p50 = table["p50_ms"].unstack("batch")
+    ips = table["images_per_s"].unstack("batch")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    p50.plot.bar(ax=left, rot=0)
+    left.set(title="median latency per call (lower is better)", ylabel="ms", xlabel="")
+    ips.plot.bar(ax=right, rot=0)
+    right.set(title="throughput (higher is better)", ylabel="images / s", xlabel="")
+    for ax in (left, right):
+        ax.legend(title="batch")
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def install_model(
+    model_file: str | os.PathLike[str],
+    model_name: str,
+    model_repository: Path = MODEL_REPOSITORY,
+    version: int = 1,
+) -> Path:
+    """Copy an ONNX file to ``<repo>/<model_name>/<version>/model.onnx`` (notebook 02)."""
+    config = model_repository / model_name / "config.pbtxt"
+    if not config.exists():
+        raise FileNotFoundError(f"{config} is missing: the model folder needs its config.pbtxt")
+    target = model_repository / model_name / str(version) / "model.onnx"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(model_file, target)
+    return target

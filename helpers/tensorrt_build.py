@@ -1,0 +1,811 @@
+"""Build TensorRT engines from the course's ONNX model, by whichever route this machine has (notebook 02).
+
+Routes, tried in this order by ``choose_route``:
+
+1. ``trtexec``: the TensorRT command-line tool, on ``PATH`` or in the usual install folders
+   (``/usr/src/tensorrt/bin`` for the Debian/Ubuntu packages and the NGC images,
+   ``$TENSORRT_HOME/bin`` or ``/opt/tensorrt/bin`` for the tar archives).
+2. ``docker``: ``trtexec`` inside ``nvcr.io/nvidia/tensorrt:<tag>-py3`` when a Docker engine
+   answers and a GPU is there. The default tag matches the ``tritonserver:<tag>-py3`` image
+   the course serves with, so the plan loads in that server (same TensorRT version).
+3. ``python``: the ``tensorrt`` package's builder API (``python -m helpers.tensorrt_build``),
+   when the package is installed and a GPU is there.
+
+Every route gets the same settings from an ``EngineSpec``: min/opt/max shape profile for the
+dynamic batch, FP32 or FP16, a timing cache, detailed profiling verbosity and the layer JSON.
+Each command is an argument list (never a shell string). A JSON sidecar next to the plan
+records the GPU, compute capability, TensorRT version and build flags: an engine only loads
+on the GPU model and TensorRT version it was built with.
+
+TensorRT 11 removed the precision flags (``--fp16``, ``BuilderFlag.FP16``): networks are
+strongly typed, so an FP16 engine is built from an FP16 ONNX made first with ModelOpt
+AutoCast. ``build_commands`` adds that step when the route's TensorRT is 11 or later.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from helpers.paths import MODEL_REPOSITORY, REPO_ROOT
+
+#: Folders where TensorRT installs put ``trtexec`` (Debian/Ubuntu packages, NGC images, tar files).
+TRTEXEC_DIRS: tuple[str, ...] = (
+    "/usr/src/tensorrt/bin",
+    "/usr/local/tensorrt/bin",
+    "/opt/tensorrt/bin",
+    "/workspace/tensorrt/bin",
+)
+#: Environment variables that may point at a TensorRT tar-file install (``<dir>/bin/trtexec``).
+TENSORRT_HOME_VARS: tuple[str, ...] = ("TENSORRT_HOME", "TENSORRT_ROOT", "TRT_HOME", "TRT_ROOT")
+#: The NGC image with trtexec and the TensorRT Python package.
+NGC_TENSORRT_IMAGE = "nvcr.io/nvidia/tensorrt"
+#: Same release as ``nvcr.io/nvidia/tritonserver:24.10-py3`` (Triton 2.51, what nvidia-pytriton 0.7.0
+#: bundles): NGC images of one release share one TensorRT version, so the plan loads in that server.
+DEFAULT_NGC_TAG = "24.10"
+#: TensorRT major version in the NGC images up to at least 25.x (precision flags still exist).
+NGC_TENSORRT_MAJOR = 10
+#: Where the repository is mounted inside the container.
+CONTAINER_WORKDIR = "/workspace/lab"
+#: The model notebook 01 exports, and where notebook 02 puts the engine for Triton.
+ONNX_MODEL = MODEL_REPOSITORY / "yolo11n_onnx" / "1" / "model.onnx"
+TRT_MODEL_NAME = "yolo11n_trt"
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16")
+
+
+class BuildError(RuntimeError):
+    """A build command failed; the message holds the command and the tail of its output."""
+
+
+# --------------------------------------------------------------------------- the machine
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    """One NVIDIA GPU as ``nvidia-smi`` or torch reports it (introduced in notebook 02)."""
+
+    name: str
+    compute_capability: str | None = None
+    driver_version: str | None = None
+    memory_mib: int | None = None
+
+
+def detect_gpu() -> GpuInfo | None:
+    """The first NVIDIA GPU (nvidia-smi, then torch), or ``None`` when there is none (notebook 02)."""
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        for fields in (
+            "name,compute_cap,driver_version,memory.total",
+            "name,driver_version,memory.total",  # drivers older than 510 lack compute_cap
+        ):
+            try:
+                result = subprocess.run(
+                    [smi, f"--query-gpu={fields}", "--format=csv,noheader,nounits"],
+                    capture_output=True,
+                    text=True,
+                    timeout=20,
+                )
+            except (OSError, subprocess.TimeoutExpired):
+                break
+            lines = [line for line in result.stdout.splitlines() if line.strip()]
+            if result.returncode == 0 and lines:
+                values = [v.strip() for v in lines[0].split(",")]
+                if len(values) == 4:
+                    name, cc, driver, memory = values
+                else:
+                    (name, driver, memory), cc = values, None
+                return GpuInfo(
+                    name=name,
+                    compute_capability=cc or _torch_capability(),
+                    driver_version=driver,
+                    memory_mib=int(float(memory)) if memory.replace(".", "").isdigit() else None,
+                )
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return GpuInfo(
+                name=torch.cuda.get_device_name(0), compute_capability=_torch_capability()
+            )
+    except ImportError:
+        pass
+    return None
+
+
+def _torch_capability() -> str | None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            major, minor = torch.cuda.get_device_capability(0)
+            return f"{major}.{minor}"
+    except ImportError:
+        pass
+    return None
+
+
+def find_trtexec() -> Path | None:
+    """``trtexec`` on PATH, in ``$TENSORRT_HOME/bin`` and similar, or the usual folders (notebook 02)."""
+    found = shutil.which("trtexec")
+    if found:
+        return Path(found)
+    folders = [Path(os.environ[v]) / "bin" for v in TENSORRT_HOME_VARS if os.environ.get(v)]
+    folders += [Path(d) for d in TRTEXEC_DIRS]
+    for folder in folders:
+        candidate = folder / "trtexec"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def trtexec_version(trtexec: str | os.PathLike[str]) -> str | None:
+    """TensorRT version of a ``trtexec`` binary, read from its ``[TensorRT vNNNNNN]`` banner (notebook 02)."""
+    from helpers.trtexec_report import tensorrt_version_from_tag
+
+    try:
+        result = subprocess.run(
+            [str(trtexec), "--help"], capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r"\[TensorRT v(\d+)\]", result.stdout + result.stderr)
+    return tensorrt_version_from_tag(match.group(1)) if match else None
+
+
+def docker_engine_available(timeout_s: float = 10.0) -> bool:
+    """True when a ``docker`` client is there and its engine answers ``docker info`` (notebook 02)."""
+    docker = shutil.which("docker")
+    if not docker:
+        return False
+    try:
+        result = subprocess.run(
+            [docker, "info", "--format", "{{.ServerVersion}}"],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0 and bool(result.stdout.strip())
+
+
+def tensorrt_python_version() -> str | None:
+    """Version of the installed ``tensorrt`` Python package, without importing it (notebook 02)."""
+    if importlib.util.find_spec("tensorrt") is None:
+        return None
+    for dist in ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11"):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "unknown"
+
+
+@dataclass(frozen=True)
+class BuildEnvironment:
+    """What this machine offers for building engines (introduced in notebook 02)."""
+
+    gpu: GpuInfo | None
+    trtexec: Path | None = None
+    trtexec_version: str | None = None
+    docker: bool = False
+    tensorrt_python: str | None = None
+    modelopt: bool = False
+
+    def as_frame(self):  # -> pandas.DataFrame
+        """One row per thing checked, with what was found (notebook 02)."""
+        import pandas as pd
+
+        rows = [
+            ("NVIDIA GPU", self.gpu.name if self.gpu else "none found (nvidia-smi, torch.cuda)"),
+            (
+                "compute capability",
+                (self.gpu.compute_capability or "unknown") if self.gpu else "-",
+            ),
+            (
+                "trtexec",
+                f"{self.trtexec} (TensorRT {self.trtexec_version or '?'})"
+                if self.trtexec
+                else "not on PATH nor in " + ", ".join(TRTEXEC_DIRS),
+            ),
+            ("Docker engine", "answers" if self.docker else "none answers"),
+            ("tensorrt Python package", self.tensorrt_python or "not installed"),
+            (
+                "ModelOpt (FP16 ONNX for TensorRT 11)",
+                "installed" if self.modelopt else "not installed",
+            ),
+        ]
+        return pd.DataFrame(rows, columns=["check", "found"]).set_index("check")
+
+
+def detect_build_environment() -> BuildEnvironment:
+    """Look for a GPU, trtexec, a Docker engine, the tensorrt package and ModelOpt (notebook 02)."""
+    trtexec = find_trtexec()
+    return BuildEnvironment(
+        gpu=detect_gpu(),
+        trtexec=trtexec,
+        trtexec_version=trtexec_version(trtexec) if trtexec else None,
+        docker=docker_engine_available(),
+        tensorrt_python=tensorrt_python_version(),
+        modelopt=importlib.util.find_spec("modelopt") is not None,
+    )
+
+
+@dataclass(frozen=True)
+class BuildRoute:
+    """The route ``choose_route`` picked, or why there is none (introduced in notebook 02)."""
+
+    name: str | None  # "trtexec", "docker", "python" or None
+    reason: str
+    tensorrt_version: str | None = None
+    trtexec: Path | None = None
+
+    @property
+    def available(self) -> bool:
+        """True when an engine can be built here."""
+        return self.name is not None
+
+    @property
+    def tensorrt_major(self) -> int:
+        """TensorRT major version of the route (10 when unknown: the NGC images' version)."""
+        if self.tensorrt_version and self.tensorrt_version[0].isdigit():
+            return int(self.tensorrt_version.split(".")[0])
+        return NGC_TENSORRT_MAJOR
+
+
+def choose_route(env: BuildEnvironment, ngc_tag: str = DEFAULT_NGC_TAG) -> BuildRoute:
+    """Pick trtexec, then the NGC container, then the tensorrt package; explain when none fits (notebook 02)."""
+    if env.gpu is None:
+        found = []
+        if env.trtexec:
+            found.append(f"trtexec is at {env.trtexec}")
+        if env.tensorrt_python:
+            found.append(f"the tensorrt package {env.tensorrt_python} is installed")
+        if env.docker:
+            found.append("a Docker engine answers")
+        extra = f" ({'; '.join(found)}, but none of them can build without a GPU)" if found else ""
+        return BuildRoute(
+            None,
+            "No NVIDIA GPU here: TensorRT builds an engine by timing real CUDA kernels on the "
+            "GPU it will run on, so it cannot build (or run) one on a CPU-only machine"
+            + extra
+            + ".",
+        )
+    if env.trtexec:
+        return BuildRoute(
+            "trtexec",
+            f"trtexec found at {env.trtexec}",
+            tensorrt_version=env.trtexec_version,
+            trtexec=env.trtexec,
+        )
+    if env.docker:
+        return BuildRoute(
+            "docker",
+            f"no local trtexec; a Docker engine answers, so trtexec runs in "
+            f"{NGC_TENSORRT_IMAGE}:{ngc_tag}-py3",
+            tensorrt_version=None,
+        )
+    if env.tensorrt_python:
+        return BuildRoute(
+            "python",
+            f"no trtexec and no Docker engine; the tensorrt package {env.tensorrt_python} "
+            "builds through its Python builder API",
+            tensorrt_version=env.tensorrt_python,
+        )
+    return BuildRoute(
+        None,
+        f"A GPU is here ({env.gpu.name}) but no TensorRT: install TensorRT (trtexec), "
+        "`pip install tensorrt`, or a Docker engine with the NVIDIA Container Toolkit.",
+    )
+
+
+# --------------------------------------------------------------------------- what to build
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Everything one engine build needs, whatever the route (introduced in notebook 02)."""
+
+    onnx: Path
+    plan: Path
+    precision: str = "fp32"
+    input_name: str = "images"
+    input_shape: tuple[int, ...] = (3, 640, 640)
+    min_batch: int = 1
+    opt_batch: int = 4
+    max_batch: int = 8
+    timing_cache: Path | None = None
+    layer_info: Path | None = None
+    workspace_mib: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
+            raise ValueError(
+                "need 1 <= min_batch <= opt_batch <= max_batch, got "
+                f"{self.min_batch}/{self.opt_batch}/{self.max_batch}"
+            )
+
+    def shape(self, batch: int) -> str:
+        """``images:4x3x640x640``: trtexec's shape syntax for one batch size."""
+        return f"{self.input_name}:" + "x".join(str(d) for d in (batch, *self.input_shape))
+
+    @property
+    def fp16_onnx(self) -> Path:
+        """Where the FP16 ONNX for TensorRT 11+ goes (ModelOpt AutoCast output)."""
+        return self.plan.with_name(self.plan.stem + "_autocast_fp16.onnx")
+
+    def profile(self) -> dict[str, list[int]]:
+        """The optimisation profile as lists, for the sidecar."""
+        return {
+            "min": [self.min_batch, *self.input_shape],
+            "opt": [self.opt_batch, *self.input_shape],
+            "max": [self.max_batch, *self.input_shape],
+        }
+
+
+def engine_spec(
+    precision: str,
+    build_folder: Path,
+    onnx: Path = ONNX_MODEL,
+    min_batch: int = 1,
+    opt_batch: int = 4,
+    max_batch: int = 8,
+) -> EngineSpec:
+    """The course's YOLO11n engine spec: plan, timing cache and layer JSON under ``build_folder`` (notebook 02)."""
+    return EngineSpec(
+        onnx=Path(onnx),
+        plan=build_folder / f"yolo11n_{precision}.plan",
+        precision=precision,
+        min_batch=min_batch,
+        opt_batch=opt_batch,
+        max_batch=max_batch,
+        timing_cache=build_folder / "yolo11n.timing.cache",
+        layer_info=build_folder / f"yolo11n_{precision}.layers.json",
+    )
+
+
+def trtexec_build_args(
+    spec: EngineSpec, tensorrt_major: int = NGC_TENSORRT_MAJOR, path=str
+) -> list[str]:
+    """trtexec's arguments to build ``spec`` (no program name); ``path`` maps host paths (notebook 02).
+
+    ``--skipInference`` builds only; ``trtexec_benchmark_args`` times the saved plan. For FP16
+    on TensorRT 11+, ``--onnx`` is the AutoCast FP16 model and there is no ``--fp16`` flag.
+    """
+    fp16_graph = spec.precision == "fp16" and tensorrt_major >= 11
+    args = [
+        f"--onnx={path(spec.fp16_onnx if fp16_graph else spec.onnx)}",
+        f"--saveEngine={path(spec.plan)}",
+        f"--minShapes={spec.shape(spec.min_batch)}",
+        f"--optShapes={spec.shape(spec.opt_batch)}",
+        f"--maxShapes={spec.shape(spec.max_batch)}",
+    ]
+    if spec.precision == "fp16" and not fp16_graph:
+        args.append("--fp16")
+    if spec.timing_cache is not None:
+        args.append(f"--timingCacheFile={path(spec.timing_cache)}")
+    if spec.workspace_mib is not None:
+        args.append(f"--memPoolSize=workspace:{spec.workspace_mib}M")
+    args.append("--profilingVerbosity=detailed")
+    if spec.layer_info is not None:
+        args.append(f"--exportLayerInfo={path(spec.layer_info)}")
+    args.append("--skipInference")
+    return args
+
+
+def trtexec_benchmark_args(
+    plan: Path,
+    batch: int,
+    input_name: str = "images",
+    input_shape: Sequence[int] = (3, 640, 640),
+    duration_s: int = 10,
+    warmup_ms: int = 500,
+    path=str,
+) -> list[str]:
+    """trtexec's arguments to time a saved plan at one batch size (notebook 02)."""
+    shape = "x".join(str(d) for d in (batch, *input_shape))
+    return [
+        f"--loadEngine={path(plan)}",
+        f"--shapes={input_name}:{shape}",
+        f"--warmUp={warmup_ms}",
+        f"--duration={duration_s}",
+    ]
+
+
+def container_path(host_path: Path, repo_root: Path = REPO_ROOT) -> str:
+    """Where a path under the repository appears inside the container (notebook 02)."""
+    resolved = Path(host_path).resolve()
+    try:
+        relative = resolved.relative_to(Path(repo_root).resolve())
+    except ValueError:
+        raise ValueError(
+            f"{host_path} is outside {repo_root}, which is the only folder mounted in the container"
+        ) from None
+    return f"{CONTAINER_WORKDIR}/{relative.as_posix()}" if relative.parts else CONTAINER_WORKDIR
+
+
+def docker_prefix(
+    ngc_tag: str = DEFAULT_NGC_TAG, repo_root: Path = REPO_ROOT, gpus: str = "all"
+) -> list[str]:
+    """``docker run`` arguments that run a program in the NGC TensorRT image (notebook 02).
+
+    The repository is mounted at ``/workspace/lab`` and the container runs as the calling
+    user, so the plan, cache and JSON files it writes belong to you.
+    """
+    uid_gid = f"{os.getuid()}:{os.getgid()}" if hasattr(os, "getuid") else "1000:1000"
+    return [
+        "docker",
+        "run",
+        "--rm",
+        "--gpus",
+        gpus,
+        "--user",
+        uid_gid,
+        "-v",
+        f"{Path(repo_root).resolve()}:{CONTAINER_WORKDIR}",
+        "-w",
+        CONTAINER_WORKDIR,
+        f"{NGC_TENSORRT_IMAGE}:{ngc_tag}-py3",
+    ]
+
+
+def autocast_command(spec: EngineSpec, python: str = sys.executable) -> list[str]:
+    """ModelOpt AutoCast: FP32 ONNX -> mixed FP16 ONNX, for TensorRT 11+ FP16 engines (notebook 02)."""
+    return [
+        python,
+        "-m",
+        "modelopt.onnx.autocast",
+        "--onnx_path",
+        str(spec.onnx),
+        "--output_path",
+        str(spec.fp16_onnx),
+    ]
+
+
+def python_build_command(spec: EngineSpec, python: str = sys.executable) -> list[str]:
+    """``python -m helpers.tensorrt_build ...``: the tensorrt-package route as a command (notebook 02)."""
+    command = [
+        python,
+        "-m",
+        "helpers.tensorrt_build",
+        "--onnx",
+        str(spec.onnx),
+        "--plan",
+        str(spec.plan),
+        "--precision",
+        spec.precision,
+        "--input-name",
+        spec.input_name,
+        "--input-shape",
+        "x".join(str(d) for d in spec.input_shape),
+        "--min-batch",
+        str(spec.min_batch),
+        "--opt-batch",
+        str(spec.opt_batch),
+        "--max-batch",
+        str(spec.max_batch),
+    ]
+    if spec.timing_cache is not None:
+        command += ["--timing-cache", str(spec.timing_cache)]
+    if spec.layer_info is not None:
+        command += ["--layer-info", str(spec.layer_info)]
+    if spec.workspace_mib is not None:
+        command += ["--workspace-mib", str(spec.workspace_mib)]
+    return command
+
+
+def build_commands(
+    route: str,
+    spec: EngineSpec,
+    tensorrt_major: int = NGC_TENSORRT_MAJOR,
+    trtexec: str | os.PathLike[str] = "trtexec",
+    ngc_tag: str = DEFAULT_NGC_TAG,
+    repo_root: Path = REPO_ROOT,
+    python: str = sys.executable,
+) -> list[list[str]]:
+    """The commands (argument lists, run in order) that build ``spec`` by ``route`` (notebook 02).
+
+    ``route`` is ``"trtexec"``, ``"docker"`` or ``"python"``. An FP16 build on TensorRT 11+
+    starts with the ModelOpt AutoCast step (run on the host, then the FP16 ONNX is built).
+    """
+    commands: list[list[str]] = []
+    if spec.precision == "fp16" and tensorrt_major >= 11:
+        commands.append(autocast_command(spec, python))
+    if route == "trtexec":
+        commands.append([str(trtexec), *trtexec_build_args(spec, tensorrt_major)])
+    elif route == "docker":
+        inside = lambda p: container_path(p, repo_root)  # noqa: E731
+        commands.append(
+            [
+                *docker_prefix(ngc_tag, repo_root),
+                "trtexec",
+                *trtexec_build_args(spec, tensorrt_major, path=inside),
+            ]
+        )
+    elif route == "python":
+        commands.append(python_build_command(spec, python))
+    else:
+        raise ValueError(f"unknown build route {route!r}: use 'trtexec', 'docker' or 'python'")
+    return commands
+
+
+def benchmark_command(
+    route: str,
+    plan: Path,
+    batch: int,
+    trtexec: str | os.PathLike[str] = "trtexec",
+    ngc_tag: str = DEFAULT_NGC_TAG,
+    repo_root: Path = REPO_ROOT,
+    duration_s: int = 10,
+) -> list[str]:
+    """trtexec timing a saved plan at one batch size, locally or in the NGC image (notebook 02)."""
+    if route == "trtexec":
+        return [str(trtexec), *trtexec_benchmark_args(plan, batch, duration_s=duration_s)]
+    if route == "docker":
+        inside = lambda p: container_path(p, repo_root)  # noqa: E731
+        return [
+            *docker_prefix(ngc_tag, repo_root),
+            "trtexec",
+            *trtexec_benchmark_args(plan, batch, duration_s=duration_s, path=inside),
+        ]
+    raise ValueError(f"trtexec benchmarks need the 'trtexec' or 'docker' route, not {route!r}")
+
+
+def format_command(command: Sequence[str]) -> str:
+    """A command as you would type it in a terminal (for display only; never run as a shell string)."""
+    return shlex.join(str(part) for part in command)
+
+
+def run_commands(commands: Sequence[Sequence[str]], log: Path | None = None) -> str:
+    """Run each command in turn; return the last one's output; raise ``BuildError`` with its tail (notebook 02)."""
+    output = ""
+    for command in commands:
+        result = subprocess.run(  # noqa: S603 - an argument list we built, no shell
+            [str(part) for part in command], capture_output=True, text=True
+        )
+        output = result.stdout + result.stderr
+        if log is not None:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with log.open("a") as handle:
+                handle.write(f"$ {format_command(command)}\n{output}\n")
+        if result.returncode != 0:
+            tail = "\n".join(output.splitlines()[-25:])
+            raise BuildError(
+                f"{format_command(command)}\nexited with {result.returncode}; last lines:\n{tail}"
+            )
+    return output
+
+
+# --------------------------------------------------------------------------- the python route
+
+
+def build_with_tensorrt_python(spec: EngineSpec) -> Path:
+    """Build ``spec`` with the ``tensorrt`` package's builder API (GPU needed; notebook 02)."""
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    major = int(trt.__version__.split(".")[0])
+    onnx_path = spec.fp16_onnx if spec.precision == "fp16" and major >= 11 else spec.onnx
+    network = builder.create_network(0)  # explicit batch is the only mode since TensorRT 10
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "\n".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise BuildError(f"TensorRT could not parse {onnx_path}:\n{errors}")
+    config = builder.create_builder_config()
+    if spec.workspace_mib is not None:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, spec.workspace_mib << 20)
+    if spec.precision == "fp16" and major < 11:
+        config.set_flag(trt.BuilderFlag.FP16)
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    profile = builder.create_optimization_profile()
+    shapes = spec.profile()
+    profile.set_shape(spec.input_name, shapes["min"], shapes["opt"], shapes["max"])
+    config.add_optimization_profile(profile)
+    cache_bytes = b""
+    if spec.timing_cache is not None and spec.timing_cache.exists():
+        cache_bytes = spec.timing_cache.read_bytes()
+    config.set_timing_cache(config.create_timing_cache(cache_bytes), False)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise BuildError(f"TensorRT failed to build {spec.plan} (see the messages above)")
+    spec.plan.parent.mkdir(parents=True, exist_ok=True)
+    spec.plan.write_bytes(bytes(serialized))
+    if spec.timing_cache is not None:
+        spec.timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
+    if spec.layer_info is not None:
+        engine = trt.Runtime(logger).deserialize_cuda_engine(bytes(serialized))
+        inspector = engine.create_engine_inspector()
+        spec.layer_info.write_text(
+            inspector.get_engine_information(trt.LayerInformationFormat.JSON)
+        )
+    print(f"TensorRT version: {trt.__version__}")
+    return spec.plan
+
+
+def _parse_args(argv: Sequence[str] | None) -> EngineSpec:
+    parser = argparse.ArgumentParser(
+        prog="python -m helpers.tensorrt_build",
+        description="Build a TensorRT engine with the tensorrt Python package (notebook 02).",
+    )
+    parser.add_argument("--onnx", type=Path, required=True)
+    parser.add_argument("--plan", type=Path, required=True)
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    parser.add_argument("--input-name", default="images")
+    parser.add_argument("--input-shape", default="3x640x640")
+    parser.add_argument("--min-batch", type=int, default=1)
+    parser.add_argument("--opt-batch", type=int, default=4)
+    parser.add_argument("--max-batch", type=int, default=8)
+    parser.add_argument("--timing-cache", type=Path)
+    parser.add_argument("--layer-info", type=Path)
+    parser.add_argument("--workspace-mib", type=int)
+    args = parser.parse_args(argv)
+    return EngineSpec(
+        onnx=args.onnx,
+        plan=args.plan,
+        precision=args.precision,
+        input_name=args.input_name,
+        input_shape=tuple(int(d) for d in args.input_shape.split("x")),
+        min_batch=args.min_batch,
+        opt_batch=args.opt_batch,
+        max_batch=args.max_batch,
+        timing_cache=args.timing_cache,
+        layer_info=args.layer_info,
+        workspace_mib=args.workspace_mib,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry of the python route (notebook 02)."""
+    build_with_tensorrt_python(_parse_args(argv))
+    return 0
+
+
+# --------------------------------------------------------------------------- the sidecar
+
+
+def sidecar_path(plan: Path) -> Path:
+    """``model.plan`` -> ``model.plan.json`` (notebook 02)."""
+    return plan.with_name(plan.name + ".json")
+
+
+def _sha256(path: Path) -> str | None:
+    if not path.exists():
+        return None
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class EngineRecord:
+    """What an engine is tied to, written next to the plan (introduced in notebook 02)."""
+
+    gpu_name: str | None
+    compute_capability: str | None
+    tensorrt_version: str | None
+    precision: str
+    route: str
+    build_flags: list[str]
+    profile: dict[str, list[int]]
+    input_name: str
+    onnx_sha256: str | None = None
+    plan_sha256: str | None = None
+    driver_version: str | None = None
+    built_at: str = field(
+        default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
+    )
+    note: str = (
+        "A TensorRT engine loads only on the GPU model (compute capability) and TensorRT "
+        "version it was built with; rebuild it from the ONNX model anywhere else."
+    )
+
+
+def engine_record(
+    spec: EngineSpec,
+    route: str,
+    commands: Sequence[Sequence[str]],
+    gpu: GpuInfo | None,
+    tensorrt_version: str | None,
+    log_text: str = "",
+) -> EngineRecord:
+    """Collect the sidecar facts; trtexec's own log wins over what the host saw (notebook 02)."""
+    from helpers.trtexec_report import parse_build_info
+
+    logged = parse_build_info(log_text) if log_text else {}
+    flags = [str(part) for part in commands[-1]] if commands else []
+    return EngineRecord(
+        gpu_name=logged.get("gpu_name") or (gpu.name if gpu else None),
+        compute_capability=logged.get("compute_capability")
+        or (gpu.compute_capability if gpu else None),
+        tensorrt_version=logged.get("tensorrt_version") or tensorrt_version,
+        precision=spec.precision,
+        route=route,
+        build_flags=flags,
+        profile=spec.profile(),
+        input_name=spec.input_name,
+        onnx_sha256=_sha256(spec.onnx),
+        plan_sha256=_sha256(spec.plan),
+        driver_version=gpu.driver_version if gpu else None,
+    )
+
+
+def write_sidecar(plan: Path, record: EngineRecord) -> Path:
+    """Write ``<plan>.json`` next to the plan (notebook 02)."""
+    path = sidecar_path(plan)
+    path.write_text(json.dumps(asdict(record), indent=2) + "\n")
+    return path
+
+
+def read_sidecar(plan: Path) -> EngineRecord:
+    """Read ``<plan>.json``; raise ``FileNotFoundError`` naming it when missing (notebook 02)."""
+    path = sidecar_path(plan)
+    if not path.exists():
+        raise FileNotFoundError(f"no sidecar {path}: rebuild the engine in notebook 02")
+    return EngineRecord(**json.loads(path.read_text()))
+
+
+def sidecar_mismatches(
+    record: EngineRecord, gpu: GpuInfo | None, tensorrt_version: str | None
+) -> list[str]:
+    """Why the recorded engine would not load here (empty when GPU and TensorRT match; notebook 02)."""
+    problems = []
+    if gpu is None:
+        problems.append("no NVIDIA GPU here")
+    else:
+        if record.compute_capability and gpu.compute_capability not in (
+            None,
+            record.compute_capability,
+        ):
+            problems.append(
+                f"built for compute capability {record.compute_capability} "
+                f"({record.gpu_name}), this GPU is {gpu.compute_capability} ({gpu.name})"
+            )
+        elif record.gpu_name and gpu.name != record.gpu_name:
+            problems.append(
+                f"built on {record.gpu_name}, this GPU is {gpu.name} (same compute capability: "
+                "it may load, but the tactics were timed on the other GPU)"
+            )
+    if tensorrt_version is None:
+        problems.append("no TensorRT here")
+    elif record.tensorrt_version and tensorrt_version != record.tensorrt_version:
+        problems.append(
+            f"built with TensorRT {record.tensorrt_version}, this machine has {tensorrt_version}"
+        )
+    return problems
+
+
+def install_plan(
+    plan: Path,
+    model_name: str = TRT_MODEL_NAME,
+    model_repository: Path = MODEL_REPOSITORY,
+    version: int = 1,
+) -> Path:
+    """Copy a plan and its sidecar to ``<repo>/<model>/<version>/model.plan`` (notebook 02)."""
+    target = model_repository / model_name / str(version) / "model.plan"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(plan, target)
+    if sidecar_path(plan).exists():
+        shutil.copyfile(sidecar_path(plan), sidecar_path(target))
+    return target
+
+
+if __name__ == "__main__":
+    sys.exit(main())
