@@ -1,0 +1,152 @@
+"""The pictures of notebook 04: latency-throughput curves, model bars, server-time breakdowns.
+
+Every function takes a DataFrame in the course's result schema (``RESULT_COLUMNS`` plus the
+``model``/``config`` labels ``helpers.measure.measure_sweep`` adds), draws with matplotlib
+and returns what it drew on, so a notebook cell can end with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+#: Server-side components of a request's latency, bottom to top in the stacked bars.
+BREAKDOWN: dict[str, str] = {
+    "server_queue_ms": "queue",
+    "server_compute_input_ms": "compute input",
+    "server_compute_infer_ms": "compute infer",
+    "server_compute_output_ms": "compute output",
+}
+OUTSIDE = "outside the server (client, network)"
+_MARKERS = {"p50": "o", "p90": "^", "p95": "v", "p99": "s"}
+_LINES = {"p50": "-", "p90": "-.", "p95": ":", "p99": "--"}
+
+
+def group_label(frame: pd.DataFrame, by: str = "config") -> pd.Series:
+    """The label of each row: ``by`` where it is filled in, else the model, else "run" (notebook 04)."""
+    labels = pd.Series("run", index=frame.index)
+    if "model" in frame.columns:
+        labels = frame["model"].fillna("run").astype(str)
+    if by in frame.columns:
+        own = frame[by].fillna("").astype(str)
+        labels = own.where(own != "", labels)
+    return labels
+
+
+def latency_throughput(
+    frame: pd.DataFrame,
+    ax: Axes | None = None,
+    by: str = "config",
+    percentiles: Sequence[str] = ("p50", "p99"),
+    label: str = "",
+    annotate: bool = True,
+    color_offset: int = 0,
+    alpha: float = 1.0,
+) -> Axes:
+    """Latency (p50, p99) against throughput, one curve per ``by`` group, concurrency annotated (notebook 04)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4.5))
+    labels = group_label(frame, by)
+    for index, (name, rows) in enumerate(frame.groupby(labels, sort=False)):
+        rows = rows.sort_values("concurrency")
+        color = f"C{(index + color_offset) % 10}"
+        for percentile in percentiles:
+            ax.plot(
+                rows["throughput_infer_per_s"],
+                rows[f"latency_{percentile}_ms"],
+                linestyle=_LINES.get(percentile, "-"),
+                marker=_MARKERS.get(percentile, "o"),
+                color=color,
+                alpha=alpha,
+                label=" · ".join(part for part in (label, str(name), percentile) if part),
+            )
+        if annotate:
+            for _, row in rows.iterrows():
+                ax.annotate(
+                    f"c={int(row['concurrency'])}",
+                    (row["throughput_infer_per_s"], row[f"latency_{percentiles[0]}_ms"]),
+                    textcoords="offset points",
+                    xytext=(4, -10),
+                    fontsize=8,
+                    color=color,
+                )
+    ax.set_xlabel("throughput (inferences/s)")
+    ax.set_ylabel("latency (ms)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def compare_bars(frame: pd.DataFrame, by: str = "model") -> Figure:
+    """Throughput and p50/p99 latency side by side, one group of bars per model (notebook 04)."""
+    labels = group_label(frame, by).tolist()
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    positions = np.arange(len(labels))
+    bars = left.bar(positions, frame["throughput_infer_per_s"], color=[f"C{i}" for i in positions])
+    left.bar_label(bars, fmt="%.1f", fontsize=8)
+    left.set_ylabel("throughput (inferences/s)")
+    left.set_title("throughput (higher is better)")
+    width = 0.38
+    for offset, percentile in ((-width / 2, "p50"), (width / 2, "p99")):
+        bars = right.bar(
+            positions + offset,
+            frame[f"latency_{percentile}_ms"],
+            width,
+            label=percentile,
+            hatch="" if percentile == "p50" else "//",
+            color=[f"C{i}" for i in positions],
+            edgecolor="black",
+            linewidth=0.5,
+        )
+        right.bar_label(bars, fmt="%.0f", fontsize=8)
+    right.set_ylabel("latency (ms)")
+    right.set_title("latency (lower is better)")
+    right.legend(fontsize=8)
+    for ax in (left, right):
+        ax.set_xticks(positions, labels, rotation=15, ha="right", fontsize=8)
+        ax.grid(True, axis="y", alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+def server_breakdown(
+    frame: pd.DataFrame, by: str = "config", ax: Axes | None = None, outside: bool = True
+) -> Axes:
+    """Stacked bars of a request's average time: queue, compute input/infer/output, the rest (notebook 04).
+
+    With ``outside``, the remainder of the average client latency (client, network,
+    (de)serialisation) is drawn as a grey last segment.
+    """
+    labels = group_label(frame, by).tolist()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 0.55 * len(labels) + 1.6))
+    positions = np.arange(len(labels))
+    left = np.zeros(len(labels))
+    for index, (column, name) in enumerate(BREAKDOWN.items()):
+        values = frame[column].fillna(0).to_numpy(dtype=float)
+        ax.barh(positions, values, left=left, label=name, color=f"C{index}")
+        left += values
+    if outside:
+        rest = np.clip(frame["latency_avg_ms"].to_numpy(dtype=float) - left, 0, None)
+        ax.barh(positions, rest, left=left, label=OUTSIDE, color="0.85", hatch="..")
+        left += rest
+    for position, total in zip(positions, left):
+        ax.annotate(
+            f"{total:.0f} ms",
+            (total, position),
+            xytext=(3, -3),
+            textcoords="offset points",
+            fontsize=8,
+        )
+    ax.set_yticks(positions, labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("average time per request (ms)")
+    ax.set_xlim(0, max(left.max(), 1) * 1.15)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(True, axis="x", alpha=0.3)
+    return ax

@@ -1,0 +1,220 @@
+"""Save measured tables as CSV with where/when they were measured, and plot runs together (notebook 04).
+
+``save_results(frame, "concurrency")`` writes ``build/results/concurrency-<host>-<date>.csv``
+with the machine columns ``host``, ``cpu``, ``gpu``, ``date``, ``tool`` and ``launcher`` added
+(a second save on the same machine and day replaces the first). ``find_results`` lists saved
+CSVs (yours under ``build/results/``, the course's reference runs under ``docs/results/``);
+``plot_against`` draws any of them next to the current run, labelled by host, hardware, date
+and tool, so runs from different machines can be compared on one chart.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import subprocess
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.axes import Axes
+
+from helpers.paths import BUILD_DIR, REPO_ROOT
+from helpers.perf_analyzer import RESULT_COLUMNS
+from helpers.plots import group_label, latency_throughput
+
+#: Where ``save_results`` writes, and where the course keeps reference runs to compare with.
+RESULTS_DIR: Path = BUILD_DIR / "results"
+REFERENCE_DIR: Path = REPO_ROOT / "docs" / "results"
+#: Columns that say where, when and how a row was measured.
+MACHINE_COLUMNS: tuple[str, ...] = ("host", "cpu", "gpu", "date", "tool", "launcher")
+_SAFE = re.compile(r"[^A-Za-z0-9_.]+")
+
+
+def cpu_name() -> str:
+    """The CPU model and the number of cores Python sees, e.g. ``AMD EPYC 7B13, 2 cores`` (notebook 04)."""
+    name = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    name = name or platform.processor() or platform.machine()
+    return f"{name}, {os.cpu_count()} cores"
+
+
+def gpu_names() -> str:
+    """The NVIDIA GPUs ``nvidia-smi`` lists, joined with " + ", or ``"none"`` (notebook 04)."""
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return "none"
+    try:
+        result = subprocess.run(
+            [smi, "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "none"
+    names = [line.strip() for line in result.stdout.splitlines() if line.strip()]
+    return " + ".join(names) if result.returncode == 0 and names else "none"
+
+
+def machine_info(when: datetime | None = None) -> dict[str, str]:
+    """``host``, ``cpu``, ``gpu`` and ``date`` (ISO, local time zone) of this machine (notebook 04)."""
+    when = when or datetime.now().astimezone()
+    return {
+        "host": platform.node() or "unknown-host",
+        "cpu": cpu_name(),
+        "gpu": gpu_names(),
+        "date": when.isoformat(timespec="seconds"),
+    }
+
+
+def results_path(name: str, host: str, when: datetime, directory: str | Path | None = None) -> Path:
+    """``<directory>/<name>-<host>-<YYYY-MM-DD>.csv`` with unsafe characters replaced (notebook 04)."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ValueError(f"result names are letters, digits, '_', '.' and '-': got {name!r}")
+    folder = Path(directory) if directory is not None else RESULTS_DIR
+    host = _SAFE.sub("_", host).strip("_") or "unknown-host"
+    return folder / f"{name}-{host}-{when:%Y-%m-%d}.csv"
+
+
+def save_results(
+    frame: pd.DataFrame,
+    name: str,
+    directory: str | Path | None = None,
+    launcher: str | None = None,
+    when: datetime | None = None,
+) -> Path:
+    """Write ``frame`` with the machine columns to ``build/results/<name>-<host>-<date>.csv`` (notebook 04).
+
+    ``frame`` must hold ``RESULT_COLUMNS`` (``tool`` included); ``launcher`` fills the column
+    when the frame has none (``measure_sweep`` adds it).
+    """
+    missing = [c for c in RESULT_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"not a result table: it lacks {missing}")
+    when = when or datetime.now().astimezone()
+    info = machine_info(when)
+    table = frame.copy()
+    for column, value in info.items():
+        table[column] = value
+    if "launcher" not in table.columns or launcher is not None:
+        table["launcher"] = launcher or ""
+    path = results_path(name, info["host"], when, directory)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ordered = [*RESULT_COLUMNS, *(c for c in table.columns if c not in RESULT_COLUMNS)]
+    table[ordered].to_csv(path, index=False)
+    return path
+
+
+def load_results(path: str | Path) -> pd.DataFrame:
+    """Read a CSV ``save_results`` wrote (here or on another machine); check its columns (notebook 04)."""
+    frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    missing = [c for c in (*RESULT_COLUMNS, *MACHINE_COLUMNS) if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path} is not a saved result table: it lacks {missing}")
+    for column in MACHINE_COLUMNS:
+        frame[column] = frame[column].fillna("").astype(str)
+    return frame
+
+
+def find_results(
+    name: str | None = None,
+    directories: Iterable[str | Path] = (RESULTS_DIR, REFERENCE_DIR),
+    exclude: Iterable[str | Path] = (),
+) -> list[Path]:
+    """Saved result CSVs (all, or those of sweep ``name``), newest first (notebook 04)."""
+    skip = {Path(p).resolve() for p in exclude}
+    found = []
+    for folder in directories:
+        folder = Path(folder)
+        if folder.is_dir():
+            pattern = f"{name}-*.csv" if name else "*.csv"
+            found += [p for p in folder.glob(pattern) if p.resolve() not in skip]
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def run_label(frame: pd.DataFrame) -> str:
+    """Where, on what, when and with which tool a table was measured, for a legend (notebook 04)."""
+    first = frame.iloc[0] if len(frame) else pd.Series(dtype=object)
+
+    def value(column: str) -> str:
+        return str(first.get(column, "") or "")
+
+    host = value("host") or platform.node()
+    gpu = value("gpu")
+    hardware = gpu if gpu and gpu != "none" else value("cpu") or cpu_name()
+    date = value("date")[:16].replace("T", " ") or "now"
+    tool = value("tool")
+    return ", ".join(part for part in (host, hardware, date, tool) if part)
+
+
+def plot_against(
+    saved: str | Path | pd.DataFrame | Sequence[str | Path | pd.DataFrame] | None,
+    current: pd.DataFrame,
+    kind: str = "curve",
+    by: str = "config",
+    metric: str = "throughput_infer_per_s",
+    ax: Axes | None = None,
+) -> Axes:
+    """Plot saved runs (CSV paths or frames) and the current run on one chart (notebook 04).
+
+    ``kind="curve"``: latency p50/p99 against throughput, saved runs dashed and faded;
+    ``kind="bars"``: ``metric`` per configuration, one bar per run. Legends say where and
+    when each run was measured (``run_label``).
+    """
+    if saved is None:
+        others: list = []
+    elif isinstance(saved, (str, Path, pd.DataFrame)):
+        others = [saved]
+    else:
+        others = list(saved)
+    runs = [load_results(s) if not isinstance(s, pd.DataFrame) else s for s in others]
+    labels = [f"saved: {run_label(run)}" for run in runs]
+    runs.append(current)
+    labels.append(f"this run: {run_label(current)}")
+    if kind == "curve":
+        if ax is None:
+            _, ax = plt.subplots(figsize=(8, 5))
+        offset = 0
+        for index, (run, label) in enumerate(zip(runs, labels)):
+            latest = index == len(runs) - 1
+            latency_throughput(
+                run,
+                ax=ax,
+                by=by,
+                label=label,
+                annotate=latest,
+                color_offset=offset,
+                alpha=1.0 if latest else 0.55,
+            )
+            offset += group_label(run, by).nunique()
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    elif kind == "bars":
+        table = pd.concat(
+            [
+                pd.DataFrame({"group": group_label(run, by), "run": label, metric: run[metric]})
+                for run, label in zip(runs, labels)
+            ]
+        )
+        wide = table.pivot_table(index="group", columns="run", values=metric, sort=False)
+        wide = wide[[label for label in labels if label in wide.columns]]
+        ax = wide.plot.barh(ax=ax, figsize=(8, 0.6 * len(wide) * len(labels) + 1.5))
+        ax.invert_yaxis()
+        ax.set_xlabel(metric)
+        ax.set_ylabel("")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        ax.grid(True, axis="x", alpha=0.3)
+    else:
+        raise ValueError(f"kind must be 'curve' or 'bars', got {kind!r}")
+    ax.set_title("this run next to saved runs" if len(runs) > 1 else "this run (no saved run)")
+    return ax
