@@ -145,7 +145,8 @@ def stream_segments(
 # --------------------------------------------------------------------------- measuring
 def set_instance_count(server: Any, model_name: str, count: int, kind: str = "KIND_CPU") -> dict:
     """Reload a model with ``count`` instances, keeping the rest of its config (notebook 05)."""
-    config = server.http_client().get_model_config(model_name)
+    with server.http_client() as client:
+        config = client.get_model_config(model_name)
     config["instance_group"] = [{"count": count, "kind": kind}]
     server.load_model(model_name, config=config)
     return config
@@ -180,27 +181,26 @@ def measure_throughput(
     lock = threading.Lock()
 
     def worker(offset: int) -> None:
-        client = httpclient.InferenceServerClient(url, network_timeout=600.0)
-        try:
-            transcribe(client, audios[offset % len(audios)], model_name, **options)
-        except Exception as error:  # noqa: BLE001 - counted and reported
-            with lock:
-                errors.append(f"warm-up: {error}")
-        finally:
-            barrier.wait()
-        i = offset
-        while time.perf_counter() < window["deadline"]:
-            start = time.perf_counter()
+        with httpclient.InferenceServerClient(url, network_timeout=600.0) as client:
             try:
-                result = transcribe(client, audios[i % len(audios)], model_name, **options)
+                transcribe(client, audios[offset % len(audios)], model_name, **options)
             except Exception as error:  # noqa: BLE001 - counted and reported
                 with lock:
-                    errors.append(str(error))
-            else:
-                with lock:
-                    records.append((time.perf_counter() - start, result.duration))
-            i += 1
-        client.close()
+                    errors.append(f"warm-up: {error}")
+            finally:
+                barrier.wait()
+            i = offset
+            while time.perf_counter() < window["deadline"]:
+                start = time.perf_counter()
+                try:
+                    result = transcribe(client, audios[i % len(audios)], model_name, **options)
+                except Exception as error:  # noqa: BLE001 - counted and reported
+                    with lock:
+                        errors.append(str(error))
+                else:
+                    with lock:
+                        records.append((time.perf_counter() - start, result.duration))
+                i += 1
 
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(concurrency)]
     for thread in threads:

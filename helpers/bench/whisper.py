@@ -68,7 +68,8 @@ def run(args: list[str]) -> dict[str, float]:
         with TritonServer(models=[wc.MODEL_NAME]) as server:
             # A second copy of the same model with N instances, loaded beside the first
             # (config override + the same model.py), so rounds need no reloads.
-            config = server.http_client().get_model_config(wc.MODEL_NAME)
+            with server.http_client() as client:
+                config = client.get_model_config(wc.MODEL_NAME)
             config.update(
                 name=many, instance_group=[{"count": options.instances, "kind": "KIND_CPU"}]
             )
