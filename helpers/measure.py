@@ -15,7 +15,7 @@ batch it formed), so tables from either tool look the same and say which tool ma
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -247,3 +247,23 @@ def comparison_table(
 def default_threads(instances: int) -> int:
     """CPU threads per instance so that all instances together use every core once (notebook 04)."""
     return max(1, (os.cpu_count() or 1) // max(1, instances))
+
+
+def measure_configs(
+    server: Any,
+    model: str,
+    configs: Mapping[str, Mapping[str, Any]],
+    payload: Payload | Callable[[int], Payload],
+    concurrencies: Sequence[int],
+    **options: Any,
+) -> pd.DataFrame:
+    """Load each config variant of ``model`` in turn and sweep it; ``config`` holds its label (notebook 04).
+
+    ``configs`` maps a label to a config dict (``helpers.model_config.config_variant``); the
+    model stays loaded with the last one. ``options`` go to ``measure_sweep``.
+    """
+    frames = []
+    for label, config in configs.items():
+        server.load_model(model, config=dict(config))
+        frames.append(measure_sweep(server, model, payload, concurrencies, config=label, **options))
+    return pd.concat(frames, ignore_index=True)

@@ -12,6 +12,7 @@ import pytest
 from helpers import loadgen, measure
 from helpers import perf_analyzer as pa
 from helpers.loadgen import Payload
+from helpers.model_config import config_variant
 from helpers.server import TritonServer
 from tests.tiny_models import sample_batch
 
@@ -61,32 +62,33 @@ def test_missing_reason(tiny_repository: Path, tmp_path: Path):
     assert "no model file" in measure.missing_reason("no_file", tmp_path)
 
 
-def test_measure_sweep_with_the_fallback_on_a_real_server(tiny_repository: Path):
+def test_measure_configs_with_the_fallback_on_a_real_server(tiny_repository: Path):
+    configs = {
+        "batching off": config_variant(tiny_repository / "tiny_onnx", dynamic_batching=False),
+        "batching 50 ms": config_variant(tiny_repository / "tiny_onnx"),
+    }
     with TritonServer(tiny_repository, models=["tiny_onnx"]) as server:
-        frame = measure.measure_sweep(
+        frame = measure.measure_configs(
             server,
             "tiny_onnx",
+            configs,
             Payload({"images": sample_batch(1)}),
             [8],
             tool="fallback",
-            config="batching 50 ms",
             warmup_s=0.3,
             window_s=1.0,
             max_windows=1,
             progress=False,
         )
     assert list(frame.columns[: len(pa.RESULT_COLUMNS)]) == list(pa.RESULT_COLUMNS)
-    row = frame.iloc[0]
-    assert (row["tool"], row["model"], row["config"], row["launcher"]) == (
-        "fallback generator",
-        "tiny_onnx",
-        "batching 50 ms",
-        "embedded",
-    )
-    # 8 clients, max batch 8: the dynamic batcher runs several requests per execution
-    assert row["requests_per_execution"] > 1.5
-    assert row["requests_per_execution"] == pytest.approx(
-        row["server_success_delta"] / row["server_executions_delta"]
+    assert frame["config"].tolist() == list(configs)
+    assert (frame["tool"] == "fallback generator").all()
+    assert (frame["model"] == "tiny_onnx").all() and (frame["launcher"] == "embedded").all()
+    off, on = frame["requests_per_execution"]
+    assert off == 1.0  # no batcher: one request per execution
+    assert on > 1.5  # 8 clients, max batch 8: the batcher runs several together
+    assert frame["requests_per_execution"].tolist() == pytest.approx(
+        (frame["server_success_delta"] / frame["server_executions_delta"]).tolist()
     )
 
 
