@@ -1,0 +1,115 @@
+"""The baseline a team would write: YOLO11n in PyTorch behind FastAPI (introduced in notebook 06).
+
+Run it with ``uvicorn helpers.fastapi_app:app`` (``helpers.fastapi_server`` does that).
+The model is loaded once, at startup. ``POST /predict`` takes the same input the Triton
+model ``yolo11n_onnx`` takes: the preprocessed float32 tensor ``[N, 3, 640, 640]`` as raw
+bytes (``Content-Type: application/octet-stream``, the shape in an ``X-Shape: N,3,640,640``
+header), and answers with the raw network output ``[N, 84, 8400]`` as float32 bytes (its
+shape in ``X-Shape``), exactly what Triton returns as ``output0``. Pre- and post-processing
+stay in the client for both services, so both servers do the same work per request.
+
+The handler is a plain ``def``: FastAPI runs it in a thread pool (40 threads by default),
+so concurrent requests overlap, each one running the whole network on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+import anyio.to_thread
+import numpy as np
+import torch
+from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
+
+from helpers.yolo import INPUT_SIZE, load_yolo, torch_forward
+
+#: The largest batch one request may carry (the Triton config's max_batch_size).
+MAX_BATCH = 8
+STATE: dict = {}
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Load YOLO11n once, before the server accepts requests (introduced in notebook 06)."""
+    loaded = load_yolo()  # pretrained weights if on disk, else random ones (timings still real)
+    loaded.model.model.fuse(verbose=False)  # fold BatchNorm into conv, as Ultralytics' predict does
+    STATE["yolo"] = loaded
+    yield
+    STATE.clear()
+
+
+app = FastAPI(title="YOLO11n, PyTorch + FastAPI baseline", lifespan=lifespan)
+
+
+async def raw_body(request: Request) -> bytes:
+    """The request body as bytes, whatever its content type (introduced in notebook 06)."""
+    return await request.body()
+
+
+def parse_shape(x_shape: str | None, size: int) -> tuple[int, ...]:
+    """Check the X-Shape header against the body size; raise HTTP 400 naming what is wrong."""
+    if not x_shape:
+        raise HTTPException(
+            400, f"missing header X-Shape (e.g. X-Shape: 1,3,{INPUT_SIZE},{INPUT_SIZE})"
+        )
+    try:
+        shape = tuple(int(part) for part in x_shape.split(","))
+    except ValueError:
+        raise HTTPException(
+            400, f"X-Shape must be integers separated by commas, got {x_shape!r}"
+        ) from None
+    expected = (3, INPUT_SIZE, INPUT_SIZE)
+    if len(shape) != 4 or shape[1:] != expected or not 1 <= shape[0] <= MAX_BATCH:
+        raise HTTPException(
+            400,
+            f"X-Shape must be N,{','.join(map(str, expected))} with 1 <= N <= {MAX_BATCH}, got {x_shape!r}",
+        )
+    needed = int(np.prod(shape)) * 4
+    if size != needed:
+        raise HTTPException(
+            400, f"body has {size} bytes, but float32 of shape {list(shape)} needs {needed}"
+        )
+    return shape
+
+
+@app.post("/predict")
+def predict(
+    body: Annotated[bytes, Depends(raw_body)],
+    content_type: Annotated[str | None, Header()] = None,
+    x_shape: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Run YOLO11n on one request's tensor, the whole network, right now (notebook 06)."""
+    if content_type != "application/octet-stream":
+        raise HTTPException(
+            415, f"Content-Type must be application/octet-stream, got {content_type!r}"
+        )
+    shape = parse_shape(x_shape, len(body))
+    images = np.frombuffer(body, dtype=np.float32).reshape(shape)
+    output = torch_forward(STATE["yolo"], images)  # [N, 84, 8400] float32
+    return Response(
+        output.tobytes(),
+        media_type="application/octet-stream",
+        headers={"X-Shape": ",".join(map(str, output.shape))},
+    )
+
+
+@app.get("/health")
+def health() -> dict[str, bool]:
+    """200 once the model is loaded (introduced in notebook 06)."""
+    return {"ready": "yolo" in STATE}
+
+
+@app.get("/info")
+async def info() -> dict[str, object]:
+    """Which weights and how many CPU threads this process uses (introduced in notebook 06)."""
+    loaded = STATE["yolo"]
+    return {
+        "weights": loaded.source,
+        "pretrained": loaded.pretrained,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "handler_threads": anyio.to_thread.current_default_thread_limiter().total_tokens,
+    }

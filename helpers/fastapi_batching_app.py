@@ -1,0 +1,105 @@
+"""The FastAPI baseline with a hand-written batching queue (introduced in notebook 06).
+
+What teams end up re-implementing when the plain baseline (``helpers.fastapi_app``) falls
+over under load: an ``async`` handler puts each request on an ``asyncio.Queue`` and waits;
+one background task takes the first waiting request, collects more for at most
+``BATCH_MAX_WAIT_MS`` (or until ``MAX_BATCH`` images), runs them through the network as one
+batch in a worker thread, and hands every request its slice of the output. One batch runs
+at a time, so torch's threads never compete with each other. Same API as the plain app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+import numpy as np
+from fastapi import Depends, FastAPI, Header, HTTPException, Response
+
+from helpers.fastapi_app import MAX_BATCH, health, info, parse_shape, raw_body
+from helpers.fastapi_app import STATE as SHARED_STATE
+from helpers.yolo import load_yolo, torch_forward
+
+#: How long the first request of a batch waits for company (Triton's max_queue_delay).
+MAX_WAIT_S = float(os.environ.get("BATCH_MAX_WAIT_MS", "2")) / 1000
+STATE = SHARED_STATE  # /health and /info read the same dict
+
+
+async def batcher(queue: asyncio.Queue) -> None:
+    """Take requests off ``queue`` in batches and answer each one (introduced in notebook 06)."""
+    loop = asyncio.get_running_loop()
+    waiting: tuple[np.ndarray, asyncio.Future] | None = None
+    while True:
+        first = waiting or await queue.get()
+        waiting, batch = None, [first]
+        size, deadline = first[0].shape[0], loop.time() + MAX_WAIT_S
+        while size < MAX_BATCH:
+            if queue.empty():  # wait for company, but only until the first one's deadline
+                if loop.time() >= deadline:
+                    break
+                try:
+                    item = await asyncio.wait_for(queue.get(), deadline - loop.time())
+                except asyncio.TimeoutError:
+                    break
+            else:
+                item = queue.get_nowait()
+            if size + item[0].shape[0] > MAX_BATCH:
+                waiting = item  # starts the next batch
+                break
+            batch.append(item)
+            size += item[0].shape[0]
+        images = np.concatenate([images for images, _ in batch])
+        try:
+            output = await asyncio.to_thread(torch_forward, STATE["yolo"], images)
+        except Exception as error:  # noqa: BLE001 - every request of the batch gets the error
+            for _, future in batch:
+                future.set_exception(error)
+            continue
+        start = 0
+        for part, future in batch:
+            future.set_result(output[start : start + part.shape[0]])
+            start += part.shape[0]
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Load YOLO11n once and start the batching task (introduced in notebook 06)."""
+    loaded = load_yolo()
+    loaded.model.model.fuse(verbose=False)
+    STATE["yolo"] = loaded
+    STATE["queue"] = asyncio.Queue()
+    task = asyncio.create_task(batcher(STATE["queue"]))
+    yield
+    task.cancel()
+    STATE.clear()
+
+
+app = FastAPI(title="YOLO11n, PyTorch + FastAPI with a batching queue", lifespan=lifespan)
+app.get("/health")(health)
+app.get("/info")(info)
+
+
+@app.post("/predict")
+async def predict(
+    body: Annotated[bytes, Depends(raw_body)],
+    content_type: Annotated[str | None, Header()] = None,
+    x_shape: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Queue one request's tensor and wait for its part of a batch (notebook 06)."""
+    if content_type != "application/octet-stream":
+        raise HTTPException(
+            415, f"Content-Type must be application/octet-stream, got {content_type!r}"
+        )
+    shape = parse_shape(x_shape, len(body))
+    images = np.frombuffer(body, dtype=np.float32).reshape(shape)
+    future = asyncio.get_running_loop().create_future()
+    await STATE["queue"].put((images, future))
+    output = await future
+    return Response(
+        output.tobytes(),
+        media_type="application/octet-stream",
+        headers={"X-Shape": ",".join(map(str, output.shape))},
+    )
