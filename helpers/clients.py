@@ -1,0 +1,262 @@
+"""Talk to a Triton server with ``tritonclient``: HTTP and gRPC, sync and async (notebook 03).
+
+Every request sends its tensors as binary data (raw bytes after a small JSON header on HTTP,
+protobuf ``raw_input_contents`` on gRPC), never as JSON lists of numbers.
+
+    from helpers.clients import detect, infer_grpc
+    outputs = infer_grpc(server, "yolo11n_onnx", {"images": batch})   # {"output0": array}
+    detections = detect(server.http_client(), image)                    # boxes on the image
+
+``target`` arguments take a running ``TritonServer``, a ``host:port`` URL or a client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from tritonclient.utils import np_to_triton_dtype
+
+from helpers.model_config import ModelConfig, config_from_dict
+from helpers.yolo import CONF_THRESHOLD, IOU_THRESHOLD, Detection, postprocess, preprocess
+
+if TYPE_CHECKING:
+    from helpers.server import TritonServer
+
+Protocol = Literal["http", "grpc"]
+Arrays = Mapping[str, np.ndarray]
+
+
+def client_module(protocol: Protocol) -> Any:
+    """``tritonclient.http`` or ``tritonclient.grpc`` (introduced in notebook 03)."""
+    if protocol == "http":
+        import tritonclient.http as module
+    elif protocol == "grpc":
+        import tritonclient.grpc as module
+    else:
+        raise ValueError(f"protocol must be 'http' or 'grpc', not {protocol!r}")
+    return module
+
+
+def protocol_of(client: Any) -> Protocol:
+    """Which protocol a sync or asyncio tritonclient client speaks (introduced in notebook 03)."""
+    module = type(client).__module__
+    if module.startswith("tritonclient.grpc"):
+        return "grpc"
+    if module.startswith("tritonclient.http"):
+        return "http"
+    raise TypeError(f"not a tritonclient client: {type(client).__name__}")
+
+
+def url_of(target: TritonServer | str, protocol: Protocol) -> str:
+    """The ``host:port`` of ``protocol`` for a server (or the URL itself) (notebook 03)."""
+    if isinstance(target, str):
+        return target
+    return target.http_url if protocol == "http" else target.grpc_url
+
+
+def client_for(target: Any, protocol: Protocol) -> Any:
+    """A sync client for a server or URL; a client passed in is returned as is (notebook 03)."""
+    if hasattr(target, "infer"):
+        return target
+    return client_module(protocol).InferenceServerClient(url_of(target, protocol))
+
+
+def make_inputs(protocol: Protocol, arrays: Arrays) -> list[Any]:
+    """``InferInput`` objects holding the arrays as binary tensor data (notebook 03)."""
+    module = client_module(protocol)
+    inputs = []
+    for name, array in arrays.items():
+        array = np.ascontiguousarray(array)
+        tensor = module.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+        if protocol == "http":
+            tensor.set_data_from_numpy(array, binary_data=True)
+        else:
+            tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    return inputs
+
+
+def make_outputs(protocol: Protocol, names: Sequence[str]) -> list[Any] | None:
+    """``InferRequestedOutput`` objects asking for binary data; None means every output."""
+    if not names:
+        return None
+    module = client_module(protocol)
+    if protocol == "http":
+        return [module.InferRequestedOutput(name, binary_data=True) for name in names]
+    return [module.InferRequestedOutput(name) for name in names]
+
+
+def result_arrays(result: Any, protocol: Protocol) -> dict[str, np.ndarray]:
+    """Every output of an ``InferResult`` as numpy arrays, by name (notebook 03)."""
+    response = result.get_response(as_json=True) if protocol == "grpc" else result.get_response()
+    return {out["name"]: result.as_numpy(out["name"]) for out in response["outputs"]}
+
+
+def infer(
+    client: Any,
+    model: str,
+    arrays: Arrays,
+    *,
+    outputs: Sequence[str] = (),
+    version: str = "",
+) -> dict[str, np.ndarray]:
+    """One request with a sync HTTP or gRPC client; returns the outputs by name (notebook 03)."""
+    protocol = protocol_of(client)
+    result = client.infer(
+        model,
+        make_inputs(protocol, arrays),
+        model_version=version,
+        outputs=make_outputs(protocol, outputs),
+    )
+    return result_arrays(result, protocol)
+
+
+def infer_http(target: Any, model: str, arrays: Arrays, **options: Any) -> dict[str, np.ndarray]:
+    """``infer`` over HTTP/REST, for a server, a URL or an HTTP client (notebook 03)."""
+    return infer(client_for(target, "http"), model, arrays, **options)
+
+
+def infer_grpc(target: Any, model: str, arrays: Arrays, **options: Any) -> dict[str, np.ndarray]:
+    """``infer`` over gRPC, for a server, a URL or a gRPC client (notebook 03)."""
+    return infer(client_for(target, "grpc"), model, arrays, **options)
+
+
+def async_client(target: TritonServer | str, protocol: Protocol) -> Any:
+    """An asyncio client (``tritonclient.http.aio`` / ``.grpc.aio``); close it with ``await client.close()``."""
+    if protocol == "http":
+        import tritonclient.http.aio as module
+    else:
+        import tritonclient.grpc.aio as module
+    return module.InferenceServerClient(url_of(target, protocol))
+
+
+async def infer_async(
+    client: Any,
+    model: str,
+    arrays: Arrays,
+    *,
+    outputs: Sequence[str] = (),
+    version: str = "",
+) -> dict[str, np.ndarray]:
+    """One request with an asyncio client; ``await`` it, or gather many (notebook 03)."""
+    protocol = protocol_of(client)
+    result = await client.infer(
+        model,
+        make_inputs(protocol, arrays),
+        model_version=version,
+        outputs=make_outputs(protocol, outputs),
+    )
+    return result_arrays(result, protocol)
+
+
+async def infer_many_async(
+    target: TritonServer | str,
+    model: str,
+    requests: Sequence[Arrays],
+    protocol: Protocol = "grpc",
+) -> list[dict[str, np.ndarray]]:
+    """Send every request at once from one event loop, one asyncio client (notebook 03)."""
+    client = async_client(target, protocol)
+    try:
+        return list(await asyncio.gather(*(infer_async(client, model, r) for r in requests)))
+    finally:
+        await client.close()
+
+
+def infer_concurrently(
+    target: TritonServer | str,
+    model: str,
+    requests: Sequence[Arrays],
+    concurrency: int = 8,
+    protocol: Protocol = "grpc",
+) -> list[dict[str, np.ndarray]]:
+    """Send requests from ``concurrency`` threads, each with its own client; results in order.
+
+    Introduced in notebook 03. At most ``concurrency`` requests are in flight at any time,
+    like ``perf_analyzer --concurrency-range``.
+    """
+    url = url_of(target, protocol)
+    local = threading.local()
+
+    def one(arrays: Arrays) -> dict[str, np.ndarray]:
+        if not hasattr(local, "client"):
+            local.client = client_module(protocol).InferenceServerClient(url)
+        return infer(local.client, model, arrays)
+
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        return list(pool.map(one, requests))
+
+
+# --------------------------------------------------------------------------- what the server says
+
+
+def model_metadata(client: Any, model: str, version: str = "") -> dict[str, Any]:
+    """Model metadata (name, versions, platform, inputs, outputs) as a dict (notebook 03)."""
+    if protocol_of(client) == "grpc":
+        metadata = client.get_model_metadata(model, version, as_json=True)
+        for tensor in metadata.get("inputs", []) + metadata.get("outputs", []):
+            tensor["shape"] = [int(d) for d in tensor["shape"]]  # JSON int64 are strings
+        return metadata
+    return client.get_model_metadata(model, version)
+
+
+def model_io(client: Any, model: str) -> tuple[list[str], list[str]]:
+    """The names of a model's inputs and outputs, from its metadata (notebook 03)."""
+    metadata = model_metadata(client, model)
+    return [t["name"] for t in metadata["inputs"]], [t["name"] for t in metadata["outputs"]]
+
+
+def loaded_config(client: Any, model: str) -> ModelConfig:
+    """The configuration Triton is running the model with, auto-completed (notebook 03)."""
+    if protocol_of(client) == "grpc":
+        values = client.get_model_config(model, as_json=True)["config"]
+    else:
+        values = client.get_model_config(model)
+    return config_from_dict(values)
+
+
+# --------------------------------------------------------------------------- YOLO through Triton
+
+
+def detect(
+    client: Any,
+    image: np.ndarray,
+    model: str = "yolo11n_onnx",
+    names: dict[int, str] | None = None,
+    *,
+    conf: float = CONF_THRESHOLD,
+    iou: float = IOU_THRESHOLD,
+) -> list[Detection]:
+    """Detect objects in one BGR image with a YOLO model served by Triton (notebook 03).
+
+    The same ``helpers.yolo`` pre- and post-processing as in-process; tensor names come from
+    the model's metadata, so it works for ``images``/``output0`` (ONNX) and
+    ``INPUT__0``/``OUTPUT__0`` (TorchScript) alike.
+    """
+    if names is None:
+        from helpers.yolo import coco_names
+
+        names = coco_names()
+    batch, letterboxes = preprocess(image)
+    (input_name,), (output_name, *_) = model_io(client, model)
+    output = infer(client, model, {input_name: batch}, outputs=[output_name])[output_name]
+    return postprocess(output, letterboxes, names, conf=conf, iou=iou)[0]
+
+
+def detections_equal(
+    first: Sequence[Detection], second: Sequence[Detection], atol: float = 1e-2
+) -> bool:
+    """Same objects, same classes, boxes and scores within ``atol`` pixels/score (notebook 03)."""
+    if len(first) != len(second):
+        return False
+    return all(
+        a.class_id == b.class_id
+        and abs(a.score - b.score) <= atol
+        and np.allclose(a.box, b.box, atol=atol)
+        for a, b in zip(first, second)
+    )

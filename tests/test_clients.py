@@ -1,0 +1,164 @@
+"""helpers.clients against a real embedded Triton: tiny models, and YOLO11n on bus.jpg."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from helpers.clients import (
+    client_for,
+    detect,
+    detections_equal,
+    infer,
+    infer_concurrently,
+    infer_grpc,
+    infer_http,
+    infer_many_async,
+    loaded_config,
+    model_io,
+    model_metadata,
+    protocol_of,
+)
+from helpers.model_config import config_to_dict
+from helpers.paths import MODEL_REPOSITORY
+from helpers.server import TritonServer
+from helpers.yolo import Detection, bus_image_path, coco_names, load_image, postprocess, preprocess
+from tests.tiny_models import sample_batch, tiny_net
+
+#: Served vs in-process: same runtime, same inputs; only float summation order may differ.
+ATOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def server(tiny_repository: Path):
+    with TritonServer(tiny_repository, models=["tiny_onnx", "tiny_torchscript"]) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def expected(tiny_repository: Path):
+    session = ort.InferenceSession(str(tiny_repository / "tiny_onnx/1/model.onnx"))
+    return lambda batch: session.run(None, {"images": batch})[0]
+
+
+# ----------------------------------------------------------------------------- sync
+@pytest.mark.parametrize("how", ["server", "url", "client"])
+def test_http_and_grpc_equal_in_process_for_any_target(server, expected, how):
+    batch = sample_batch(3, seed=1)
+    for protocol, call in (("http", infer_http), ("grpc", infer_grpc)):
+        target = {
+            "server": server,
+            "url": server.http_url if protocol == "http" else server.grpc_url,
+            "client": client_for(server, protocol),
+        }[how]
+        outputs = call(target, "tiny_onnx", {"images": batch})
+        assert list(outputs) == ["scores"]
+        np.testing.assert_allclose(outputs["scores"], expected(batch), atol=ATOL)
+
+
+def test_torchscript_by_position_names(server):
+    batch = sample_batch(2, seed=2)
+    with torch.no_grad():
+        reference = tiny_net()(torch.from_numpy(batch)).numpy()
+    outputs = infer_grpc(server, "tiny_torchscript", {"INPUT__0": batch}, outputs=["OUTPUT__0"])
+    np.testing.assert_allclose(outputs["OUTPUT__0"], reference, atol=ATOL)
+
+
+def test_non_contiguous_input_is_sent_correctly(server, expected):
+    batch = sample_batch(1, seed=3, size=32)[:, :, ::2, ::2]  # a strided view
+    assert not batch.flags["C_CONTIGUOUS"]
+    served = infer_http(server, "tiny_onnx", {"images": batch})["scores"]
+    np.testing.assert_allclose(served, expected(np.ascontiguousarray(batch)), atol=ATOL)
+
+
+def test_protocol_of_rejects_other_objects(server):
+    assert protocol_of(server.http_client()) == "http"
+    assert protocol_of(server.grpc_client()) == "grpc"
+    with pytest.raises(TypeError, match="not a tritonclient client"):
+        protocol_of(object())
+
+
+# ----------------------------------------------------------------------------- async, concurrent
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_async_requests_all_answered_in_order(server, expected, protocol):
+    batches = [sample_batch(1, seed=i) for i in range(5)]
+    answers = asyncio.run(
+        infer_many_async(server, "tiny_onnx", [{"images": b} for b in batches], protocol)
+    )
+    for batch, answer in zip(batches, answers):
+        np.testing.assert_allclose(answer["scores"], expected(batch), atol=ATOL)
+
+
+def test_concurrent_requests_come_back_in_order(server, expected):
+    batches = [sample_batch(1, seed=10 + i) for i in range(12)]
+    answers = infer_concurrently(server, "tiny_onnx", [{"images": b} for b in batches], 6, "http")
+    for batch, answer in zip(batches, answers):
+        np.testing.assert_allclose(answer["scores"], expected(batch), atol=ATOL)
+
+
+# ----------------------------------------------------------------------------- metadata, config
+def test_metadata_and_config_agree_across_protocols(server):
+    http, grpc = server.http_client(), server.grpc_client()
+    assert model_metadata(http, "tiny_onnx") == model_metadata(grpc, "tiny_onnx")
+    assert model_metadata(grpc, "tiny_onnx")["inputs"][0]["shape"] == [-1, 3, -1, -1]
+    assert model_io(grpc, "tiny_torchscript") == (["INPUT__0"], ["OUTPUT__0"])
+    assert loaded_config(http, "tiny_onnx") == loaded_config(grpc, "tiny_onnx")
+    values = config_to_dict(loaded_config(http, "tiny_onnx"))
+    assert values["backend"] == "onnxruntime"  # filled in by Triton from the platform
+    assert values["dynamic_batching"]["max_queue_delay_microseconds"] == "50000"
+
+
+# ----------------------------------------------------------------------------- detections
+def _detection(x: float, score: float = 0.9, class_id: int = 0) -> Detection:
+    return Detection(x, 10.0, x + 50.0, 80.0, score, class_id, "person")
+
+
+def test_detections_equal_needs_same_count_class_and_close_boxes():
+    ours = [_detection(10.0), _detection(200.0, 0.5, 2)]
+    assert detections_equal(ours, [_detection(10.001), _detection(200.0, 0.5, 2)])
+    assert not detections_equal(ours, ours[:1])
+    assert not detections_equal(ours, [_detection(10.0), _detection(200.0, 0.5, 3)])
+    assert not detections_equal(ours, [_detection(10.5), ours[1]])
+    assert detections_equal(ours, [_detection(10.5), ours[1]], atol=1.0)
+    assert detections_equal([], [])
+
+
+@pytest.fixture(scope="module")
+def yolo_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """model_repository when notebook 01 exported YOLO11n there; else a fresh export."""
+    if (MODEL_REPOSITORY / "yolo11n_onnx/1/model.onnx").exists():
+        return MODEL_REPOSITORY
+    from helpers.export import export_onnx
+    from helpers.yolo import load_yolo
+
+    root = tmp_path_factory.mktemp("yolo_repository")
+    (root / "yolo11n_onnx").mkdir()
+    shutil.copy(MODEL_REPOSITORY / "yolo11n_onnx/config.pbtxt", root / "yolo11n_onnx")
+    with pytest.warns(UserWarning):  # random weights offline
+        export_onnx(load_yolo("n"), root)
+    return root
+
+
+def test_bus_detection_over_http_and_grpc_equals_in_process(yolo_repository):
+    image = load_image(bus_image_path())
+    batch, letterboxes = preprocess(image)
+    session = ort.InferenceSession(str(yolo_repository / "yolo11n_onnx/1/model.onnx"))
+    in_process = session.run(None, {"images": batch})[0]
+    # Random weights score far below 0.25: lower the threshold so there are boxes to compare.
+    best = float(in_process[0, 4:].max())
+    conf = 0.25 if best > 0.3 else best / 2
+    names = coco_names()
+    reference = postprocess(in_process, letterboxes, names, conf=conf)[0]
+    assert reference, "the comparison needs at least one detection"
+    with TritonServer(yolo_repository, models=["yolo11n_onnx"]) as running:
+        for client in (running.http_client(), running.grpc_client()):
+            raw = infer(client, "yolo11n_onnx", {"images": batch})["output0"]
+            np.testing.assert_allclose(raw, in_process, atol=1e-4)
+            served = detect(client, image, "yolo11n_onnx", names, conf=conf)
+            assert detections_equal(served, reference), (protocol_of(client), served, reference)
