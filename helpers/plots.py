@@ -2,7 +2,8 @@
 
 Every function takes a DataFrame in the course's result schema (``RESULT_COLUMNS`` plus the
 ``model``/``config`` labels ``helpers.measure.measure_sweep`` adds), draws with matplotlib
-and returns what it drew on, so a notebook cell can end with it.
+and returns what it drew on, so a notebook cell can end with it. Figures are made outside
+pyplot's list of open figures: a cell ending in ``ax.figure`` shows the chart once.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 #: Server-side components of a request's latency, bottom to top in the stacked bars.
 BREAKDOWN: dict[str, str] = {
@@ -23,8 +25,31 @@ BREAKDOWN: dict[str, str] = {
     "server_compute_output_ms": "compute output",
 }
 OUTSIDE = "outside the server (client, network)"
+#: Axis labels of the schema's columns.
+AXIS_LABELS: dict[str, str] = {
+    "throughput_infer_per_s": "throughput (inferences/s)",
+    "latency_avg_ms": "average latency (ms)",
+    "latency_p50_ms": "p50 latency (ms)",
+    "latency_p99_ms": "p99 latency (ms)",
+}
 _MARKERS = {"p50": "o", "p90": "^", "p95": "v", "p99": "s"}
 _LINES = {"p50": "-", "p90": "-.", "p95": ":", "p99": "--"}
+
+
+def new_figure(width: float = 7.0, height: float = 4.5) -> Figure:
+    """A new Figure that a notebook shows once, as the result of the cell that returns it (notebook 04).
+
+    Made by pyplot (which sets up Jupyter's inline display) and closed there at once, so the
+    inline backend does not show it a second time at the end of the cell.
+    """
+    figure = plt.figure(figsize=(width, height))
+    plt.close(figure)
+    return figure
+
+
+def new_axes(width: float = 7.0, height: float = 4.5) -> Axes:
+    """Axes on a ``new_figure`` (notebook 04)."""
+    return new_figure(width, height).subplots()
 
 
 def group_label(frame: pd.DataFrame, by: str = "config") -> pd.Series:
@@ -50,7 +75,7 @@ def latency_throughput(
 ) -> Axes:
     """Latency (p50, p99) against throughput, one curve per ``by`` group, concurrency annotated (notebook 04)."""
     if ax is None:
-        _, ax = plt.subplots(figsize=(7, 4.5))
+        ax = new_axes(7, 4.5)
     labels = group_label(frame, by)
     for index, (name, rows) in enumerate(frame.groupby(labels, sort=False)):
         rows = rows.sort_values("concurrency")
@@ -85,7 +110,8 @@ def latency_throughput(
 def compare_bars(frame: pd.DataFrame, by: str = "model") -> Figure:
     """Throughput and p50/p99 latency side by side, one group of bars per model (notebook 04)."""
     labels = group_label(frame, by).tolist()
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    figure = new_figure(10, 4)
+    left, right = figure.subplots(1, 2)
     positions = np.arange(len(labels))
     bars = left.bar(positions, frame["throughput_infer_per_s"], color=[f"C{i}" for i in positions])
     left.bar_label(bars, fmt="%.1f", fontsize=8)
@@ -106,7 +132,13 @@ def compare_bars(frame: pd.DataFrame, by: str = "model") -> Figure:
         right.bar_label(bars, fmt="%.0f", fontsize=8)
     right.set_ylabel("latency (ms)")
     right.set_title("latency (lower is better)")
-    right.legend(fontsize=8)
+    right.legend(
+        handles=[
+            Patch(facecolor="white", edgecolor="black", label="p50"),
+            Patch(facecolor="white", edgecolor="black", hatch="//", label="p99"),
+        ],
+        fontsize=8,
+    )
     for ax in (left, right):
         ax.set_xticks(positions, labels, rotation=15, ha="right", fontsize=8)
         ax.grid(True, axis="y", alpha=0.3)
@@ -124,7 +156,7 @@ def server_breakdown(
     """
     labels = group_label(frame, by).tolist()
     if ax is None:
-        _, ax = plt.subplots(figsize=(8, 0.55 * len(labels) + 1.6))
+        ax = new_axes(8, 0.55 * len(labels) + 1.6)
     positions = np.arange(len(labels))
     left = np.zeros(len(labels))
     for index, (column, name) in enumerate(BREAKDOWN.items()):
@@ -147,6 +179,6 @@ def server_breakdown(
     ax.invert_yaxis()
     ax.set_xlabel("average time per request (ms)")
     ax.set_xlim(0, max(left.max(), 1) * 1.15)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(True, axis="x", alpha=0.3)
     return ax

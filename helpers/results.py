@@ -19,13 +19,12 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.axes import Axes
 
 from helpers.paths import BUILD_DIR, REPO_ROOT
 from helpers.perf_analyzer import RESULT_COLUMNS
-from helpers.plots import group_label, latency_throughput
+from helpers.plots import AXIS_LABELS, group_label, latency_throughput, new_axes
 
 #: Where ``save_results`` writes, and where the course keeps reference runs to compare with.
 RESULTS_DIR: Path = BUILD_DIR / "results"
@@ -184,7 +183,7 @@ def plot_against(
     labels.append(f"this run: {run_label(current)}")
     if kind == "curve":
         if ax is None:
-            _, ax = plt.subplots(figsize=(8, 5))
+            ax = new_axes(8, 5)
         offset = 0
         for index, (run, label) in enumerate(zip(runs, labels)):
             latest = index == len(runs) - 1
@@ -208,9 +207,9 @@ def plot_against(
         )
         wide = table.pivot_table(index="group", columns="run", values=metric, sort=False)
         wide = wide[[label for label in labels if label in wide.columns]]
-        ax = wide.plot.barh(ax=ax, figsize=(8, 0.6 * len(wide) * len(labels) + 1.5))
+        ax = wide.plot.barh(ax=ax or new_axes(8, 0.3 * len(wide) * len(labels) + 1.5))
         ax.invert_yaxis()
-        ax.set_xlabel(metric)
+        ax.set_xlabel(AXIS_LABELS.get(metric, metric))
         ax.set_ylabel("")
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         ax.grid(True, axis="x", alpha=0.3)
