@@ -35,7 +35,7 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -572,15 +572,20 @@ def format_command(command: Sequence[str]) -> str:
 
 
 def run_commands(commands: Sequence[Sequence[str]], log: Path | None = None) -> str:
-    """Run each command in turn; return the last one's output; raise ``BuildError`` with its tail (notebook 02)."""
+    """Run each command in turn; return the last one's output; raise ``BuildError`` with its tail (notebook 02).
+
+    ``log`` (overwritten) receives every command and its output.
+    """
     output = ""
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("")
     for command in commands:
         result = subprocess.run(  # noqa: S603 - an argument list we built, no shell
             [str(part) for part in command], capture_output=True, text=True
         )
         output = result.stdout + result.stderr
         if log is not None:
-            log.parent.mkdir(parents=True, exist_ok=True)
             with log.open("a") as handle:
                 handle.write(f"$ {format_command(command)}\n{output}\n")
         if result.returncode != 0:
@@ -805,6 +810,89 @@ def install_plan(
     if sidecar_path(plan).exists():
         shutil.copyfile(sidecar_path(plan), sidecar_path(target))
     return target
+
+
+# --------------------------------------------------------------------------- build and time
+
+
+@dataclass
+class EngineBuild:
+    """One engine built by ``build_engines``: its spec, sidecar record and log (notebook 02)."""
+
+    spec: EngineSpec
+    record: EngineRecord
+    log: str
+
+
+def build_engines(
+    route: BuildRoute,
+    specs: Mapping[str, EngineSpec],
+    env: BuildEnvironment,
+    ngc_tag: str = DEFAULT_NGC_TAG,
+    log_dir: Path | None = None,
+) -> tuple[dict[str, EngineBuild], list[str]]:
+    """Build every spec by ``route`` and write its sidecar; return the builds and what was skipped (notebook 02).
+
+    An FP16 build on TensorRT 11+ without ModelOpt is skipped with the reason (its AutoCast
+    step needs it). A failing build raises ``BuildError`` with the tail of trtexec's output.
+    """
+    if not route.available:
+        raise BuildError(f"no build route: {route.reason}")
+    builds: dict[str, EngineBuild] = {}
+    skipped: list[str] = []
+    for precision, spec in specs.items():
+        if spec.precision == "fp16" and route.tensorrt_major >= 11 and not env.modelopt:
+            skipped.append(
+                f"{precision}: TensorRT {route.tensorrt_version} builds FP16 only from an FP16 "
+                "ONNX made by ModelOpt AutoCast (pip install 'nvidia-modelopt[onnx]')"
+            )
+            continue
+        commands = build_commands(
+            route.name,
+            spec,
+            route.tensorrt_major,
+            trtexec=route.trtexec or "trtexec",
+            ngc_tag=ngc_tag,
+        )
+        log_file = (log_dir or spec.plan.parent) / f"build_{precision}.log"
+        log = run_commands(commands, log=log_file)
+        record = engine_record(spec, route.name, commands, env.gpu, route.tensorrt_version, log)
+        write_sidecar(spec.plan, record)
+        builds[precision] = EngineBuild(spec, record, log)
+    return builds, skipped
+
+
+def time_engines(
+    route: BuildRoute,
+    builds: Mapping[str, EngineBuild],
+    batch_sizes: Sequence[int],
+    duration_s: int = 10,
+    ngc_tag: str = DEFAULT_NGC_TAG,
+    log_dir: Path | None = None,
+):  # -> pandas.DataFrame
+    """trtexec-time every built engine at every batch size; one row per run with images/s (notebook 02)."""
+    import pandas as pd
+
+    from helpers.trtexec_report import parse_performance_summary
+
+    rows = []
+    for precision, build in builds.items():
+        for batch in batch_sizes:
+            command = benchmark_command(
+                route.name,
+                build.spec.plan,
+                batch,
+                trtexec=route.trtexec or "trtexec",
+                ngc_tag=ngc_tag,
+                duration_s=duration_s,
+            )
+            log_file = (log_dir or build.spec.plan.parent) / f"bench_{precision}_b{batch}.log"
+            summary = parse_performance_summary(run_commands([command], log=log_file))
+            rows.append(summary.row(precision=precision, batch=batch))
+    table = pd.DataFrame(rows)
+    if not table.empty:
+        table.insert(2, "images_per_s", table["throughput_qps"] * table["batch"])
+    return table
 
 
 if __name__ == "__main__":

@@ -251,7 +251,7 @@ def test_run_commands_raises_with_the_tail(tmp_path):
     with pytest.raises(tb.BuildError, match="exited with 3") as error:
         tb.run_commands([ok, bad], log=log)
     assert "parse error: bad node" in str(error.value)
-    assert log.read_text().count("$ ") == 3
+    assert log.read_text().count("$ ") == 2  # each call starts the log afresh
 
 
 # --------------------------------------------------------------------------- the sidecar
@@ -460,3 +460,73 @@ def test_layer_info_tensorrt_11_io_tensors_and_names_only():
         {"name": "images", "mode": "input", "dtype": "fp32", "shape": (-1, 3, 640, 640)},
         {"name": "output0", "mode": "output", "dtype": "fp32", "shape": (-1, 84, 8400)},
     ]
+
+
+# --------------------------------------------------------------------------- build and time
+
+
+FAKE_TRTEXEC = f"""
+# Stand-in for trtexec: writes what a build writes, prints the fixture log for a benchmark.
+echo "&&&& RUNNING TensorRT.trtexec [TensorRT v100500] # trtexec $*"
+for a in "$@"; do
+  case "$a" in
+    --saveEngine=*) echo "engine bytes" > "${{a#--saveEngine=}}";;
+    --exportLayerInfo=*) cp {DATA}/yolo11n_fp16_layers.json "${{a#--exportLayerInfo=}}";;
+    --loadEngine=*) cat {DATA}/yolo11n_fp16_b4_benchmark.log; exit 0;;
+    --onnx=*broken*) echo "[E] [TRT] ModelImporter.cpp: failed to parse onnx file" >&2; exit 1;;
+  esac
+done
+echo "[I] Selected Device: NVIDIA L4"
+echo "[I] Compute Capability: 8.9"
+echo "[I] TensorRT version: 10.5.0"
+"""
+
+
+def test_build_and_time_engines_with_a_stand_in_trtexec(tmp_path):
+    trtexec = _executable(tmp_path / "trtexec", FAKE_TRTEXEC)
+    env = tb.BuildEnvironment(gpu=GPU, trtexec=trtexec, trtexec_version="10.5.0")
+    route = tb.choose_route(env)
+    folder = tmp_path / "build"
+    folder.mkdir()
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"onnx")
+    specs = {p: tb.engine_spec(p, folder, onnx) for p in ("fp32", "fp16")}
+    builds, skipped = tb.build_engines(route, specs, env)
+    assert skipped == [] and list(builds) == ["fp32", "fp16"]
+    for precision, build in builds.items():
+        assert build.spec.plan.read_text() == "engine bytes\n"
+        record = tb.read_sidecar(build.spec.plan)
+        assert record == build.record
+        assert (record.gpu_name, record.compute_capability, record.tensorrt_version) == (
+            "NVIDIA L4",
+            "8.9",
+            "10.5.0",
+        )
+        assert ("--fp16" in record.build_flags) == (precision == "fp16")
+        assert tr.parse_layer_info(build.spec.layer_info).precision_counts()["fp16"] == 5
+        assert (folder / f"build_{precision}.log").read_text().startswith("$ ")
+
+    table = tb.time_engines(route, builds, [1, 4], duration_s=3)
+    assert table[["precision", "batch"]].values.tolist() == [
+        ["fp32", 1],
+        ["fp32", 4],
+        ["fp16", 1],
+        ["fp16", 4],
+    ]
+    assert table["throughput_qps"].tolist() == pytest.approx([189.62] * 4)
+    assert table["images_per_s"].tolist() == pytest.approx([189.62, 758.48, 189.62, 758.48])
+    assert "--duration=3" in (folder / "bench_fp16_b4.log").read_text()
+
+
+def test_build_engines_reports_failures_and_skips(tmp_path):
+    trtexec = _executable(tmp_path / "trtexec", FAKE_TRTEXEC)
+    env = tb.BuildEnvironment(gpu=GPU, trtexec=trtexec, trtexec_version="11.4.0")
+    route = tb.choose_route(env)
+    broken = {"fp32": tb.engine_spec("fp32", tmp_path, tmp_path / "broken.onnx")}
+    with pytest.raises(tb.BuildError, match="failed to parse onnx file"):
+        tb.build_engines(route, broken, env)
+    fp16_only = {"fp16": tb.engine_spec("fp16", tmp_path, tmp_path / "m.onnx")}
+    builds, skipped = tb.build_engines(route, fp16_only, env)  # TensorRT 11, no ModelOpt
+    assert builds == {} and "ModelOpt AutoCast" in skipped[0]
+    with pytest.raises(tb.BuildError, match="No NVIDIA GPU"):
+        tb.build_engines(tb.choose_route(tb.BuildEnvironment(gpu=None)), fp16_only, env)
