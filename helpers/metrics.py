@@ -108,13 +108,15 @@ def plot_metrics_delta(delta: pd.DataFrame, title: str = "") -> Figure:
     """Counts that grew (left) and the per-request time split they imply (right) (notebook 03)."""
     import matplotlib.pyplot as plt
 
-    counts = delta.loc[
-        ["nv_inference_request_success", "nv_inference_count", "nv_inference_exec_count"],
-        "increase",
-    ]
+    labels = {
+        "nv_inference_request_success": "requests\n(request_success)",
+        "nv_inference_count": "inferences\n(count)",
+        "nv_inference_exec_count": "executions\n(exec_count)",
+    }
+    counts = delta.loc[list(labels), "increase"]
     split = per_request_us(delta) / 1000
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.2))
-    left.barh([n.removeprefix("nv_inference_") for n in counts.index], counts.values)
+    left.barh(list(labels.values()), counts.values)
     left.set(xlabel="increase during the burst", title="Counters")
     right.barh(split.index, split.values, color="tab:orange")
     right.set(xlabel="ms per request (average)", title="Server time, from the duration counters")
