@@ -141,14 +141,30 @@ def burst(
     concurrency: int = 8,
     protocol: Protocol = "grpc",
     label: str = "",
+    settle_timeout: float = 10.0,
 ) -> Burst:
-    """Send ``requests`` from ``concurrency`` threads; return the statistics delta (notebook 03)."""
+    """Send ``requests`` from ``concurrency`` threads; return the statistics delta (notebook 03).
+
+    Triton counts a request when it releases it, a moment after the client has its response,
+    so the statistics are read again until every request is counted (``settle_timeout``).
+    """
     client = client_for(target, protocol)
     before = model_stats(client, model)
     started = time.perf_counter()
     outputs = infer_concurrently(target, model, requests, concurrency, protocol)
     wall = time.perf_counter() - started
-    return Burst(label or model, model_stats(client, model) - before, wall, outputs)
+    after = settled_stats(client, model, before.success_count + len(requests), settle_timeout)
+    return Burst(label or model, after - before, wall, outputs)
+
+
+def settled_stats(client: Any, model: str, success_count: int, timeout: float = 10.0) -> ModelStats:
+    """Read the statistics until ``success_count`` requests are counted, or ``timeout`` s (notebook 03)."""
+    deadline = time.monotonic() + timeout
+    stats = model_stats(client, model)
+    while stats.success_count < success_count and time.monotonic() < deadline:
+        time.sleep(0.02)
+        stats = model_stats(client, model)
+    return stats
 
 
 def bursts_frame(bursts: Sequence[Burst]) -> pd.DataFrame:

@@ -6,12 +6,14 @@ burst of requests did is the difference between two scrapes:
 
     before = model_metrics(scrape(server.metrics_url), "yolo11n_onnx")
     ...  # send requests
-    after = model_metrics(scrape(server.metrics_url), "yolo11n_onnx")
+    expected = before["nv_inference_request_success"] + requests_sent
+    after = wait_for_model_metrics(server.metrics_url, "yolo11n_onnx", expected)
     metrics_delta(before, after)
 """
 
 from __future__ import annotations
 
+import time
 import urllib.request
 from typing import TYPE_CHECKING
 
@@ -79,6 +81,22 @@ def model_metrics(
     names = list(metrics or KEY_METRICS)
     rows = frame[(frame["model"] == model) & frame["metric"].isin(names)]
     return rows.groupby("metric")["value"].sum().reindex(names, fill_value=0.0).rename(model)
+
+
+def wait_for_model_metrics(
+    url: str, model: str, success: float, timeout: float = 10.0
+) -> pd.Series:
+    """Scrape until the model's success counter reaches ``success``, or ``timeout`` s (notebook 03).
+
+    Triton counts a request when it releases it, a moment after the client has its response,
+    so a scrape right after the last response can miss the last requests.
+    """
+    deadline = time.monotonic() + timeout
+    counters = model_metrics(scrape(url), model)
+    while counters["nv_inference_request_success"] < success and time.monotonic() < deadline:
+        time.sleep(0.02)
+        counters = model_metrics(scrape(url), model)
+    return counters
 
 
 def metrics_delta(before: pd.Series, after: pd.Series) -> pd.DataFrame:

@@ -14,6 +14,7 @@ from helpers.metrics import (
     parse_metrics,
     per_request_us,
     scrape,
+    wait_for_model_metrics,
 )
 from helpers.server import TritonServer
 from tests.tiny_models import sample_batch
@@ -89,9 +90,18 @@ def test_counters_increase_by_the_requests_sent(server):
     requests = [{"images": sample_batch(1, seed=i)} for i in range(9)]
     infer_concurrently(server, "tiny_onnx", requests, concurrency=3)
     infer_http(server, "tiny_onnx", {"images": sample_batch(2)})  # one request, two images
-    delta = metrics_delta(before, model_metrics(scrape(server.metrics_url), "tiny_onnx"))
+    success = before["nv_inference_request_success"] + 10
+    after = wait_for_model_metrics(server.metrics_url, "tiny_onnx", success, timeout=10)
+    delta = metrics_delta(before, after)
     assert delta.loc["nv_inference_request_success", "increase"] == 10
     assert delta.loc["nv_inference_count", "increase"] == 11
     assert 1 <= delta.loc["nv_inference_exec_count", "increase"] <= 10
     assert delta.loc["nv_inference_request_failure", "increase"] == 0
     assert delta.loc["nv_inference_compute_infer_duration_us", "increase"] > 0
+
+
+def test_waiting_for_counters_gives_up_after_the_timeout(server):
+    now = model_metrics(scrape(server.metrics_url), "tiny_onnx")
+    target = now["nv_inference_request_success"] + 1000
+    counters = wait_for_model_metrics(server.metrics_url, "tiny_onnx", target, timeout=0.3)
+    assert counters["nv_inference_request_success"] < target

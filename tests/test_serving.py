@@ -70,7 +70,7 @@ def test_batching_on_groups_requests_and_keeps_them_apart(server, tiny_repositor
 
 
 def test_stats_read_the_same_over_both_protocols(server):
-    infer_http(server, "tiny_onnx", {"images": sample_batch(1)})
+    burst(server, "tiny_onnx", [{"images": sample_batch(1)}], concurrency=1)  # waits until counted
     assert model_stats(server.http_client(), "tiny_onnx") == model_stats(
         server.grpc_client(), "tiny_onnx"
     )
