@@ -196,7 +196,7 @@ def measure_throughput(
         with httpclient.InferenceServerClient(url, network_timeout=600.0) as client:
             try:
                 transcribe(client, audios[offset % len(audios)], model_name, **options)
-            except Exception as error:  # noqa: BLE001 - counted and reported
+            except Exception as error:  # counted and reported
                 with lock:
                     errors.append(f"warm-up: {error}")
             finally:
@@ -206,7 +206,7 @@ def measure_throughput(
                 start = time.perf_counter()
                 try:
                     result = transcribe(client, audios[i % len(audios)], model_name, **options)
-                except Exception as error:  # noqa: BLE001 - counted and reported
+                except Exception as error:  # counted and reported
                     with lock:
                         errors.append(str(error))
                 else:
@@ -223,25 +223,6 @@ def measure_throughput(
         raise RuntimeError("the load generator's clients did not start")
     wall = time.perf_counter() - window["start"]
     return summarise(records, wall, concurrency, errors)
-
-
-def inprocess_throughput(
-    model: Any, audios: Sequence[bytes], seconds: float, **transcribe_options: Any
-) -> dict[str, float]:
-    """The same loop without a server: faster-whisper in this process, one file after
-    another, decoding the same encoded bytes (introduced in notebook 05)."""
-    segments, _ = model.transcribe(io.BytesIO(audios[0]), **transcribe_options)
-    list(segments)  # warm-up
-    records: list[tuple[float, float]] = []
-    start = time.perf_counter()
-    i = 0
-    while time.perf_counter() < start + seconds:
-        t0 = time.perf_counter()
-        segments, info = model.transcribe(io.BytesIO(audios[i % len(audios)]), **transcribe_options)
-        list(segments)  # the generator does the work
-        records.append((time.perf_counter() - t0, info.duration))
-        i += 1
-    return summarise(records, time.perf_counter() - start, 1, [])
 
 
 def alternate_served_inprocess(

@@ -123,6 +123,18 @@ def test_grpc_gives_the_http_transcript_and_options_work(server, http, grpc) -> 
         wc.transcribe(http, audio, task="summarise")
 
 
+def test_one_request_may_carry_several_files(server, http) -> None:
+    names = ["thank_you", "meeting_start"]
+    audio = np.array([[SAMPLES[name].read_bytes()] for name in names], dtype=np.object_)
+    tensor = httpclient.InferInput("AUDIO", [2, 1], "BYTES")
+    tensor.set_data_from_numpy(audio)
+    result = http.infer(wc.MODEL_NAME, [tensor])
+    assert result.as_numpy("TEXT").shape == (2, 1)
+    for index, name in enumerate(names):
+        transcript = wc.parse_result(result, index)
+        assert word_error_rate(SAMPLES[name].text, transcript.text) < 0.2
+
+
 def test_bad_audio_fails_alone_in_a_dynamic_batch(server, long_audio, tmp_path, http) -> None:
     good = SAMPLES["thank_you"]
     bad = {

@@ -182,7 +182,7 @@ class TritonPythonModel:
             try:
                 results = [self.transcribe(item) for item in self.items(request)]
                 responses.append(pb_utils.InferenceResponse(output_tensors=outputs(results)))
-            except Exception as error:  # noqa: BLE001 - reported to that client only
+            except Exception as error:  # reported to that client only
                 responses.append(pb_utils.InferenceResponse(error=as_triton_error(error)))
         return responses
 
@@ -204,7 +204,7 @@ class TritonPythonModel:
                 }
                 sender.send(pb_utils.InferenceResponse(output_tensors=outputs([result])))
             sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-        except Exception as error:  # noqa: BLE001 - reported to that client only
+        except Exception as error:  # reported to that client only
             sender.send(
                 pb_utils.InferenceResponse(error=as_triton_error(error)),
                 flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL,
