@@ -109,7 +109,8 @@ def measure_sweep(
 
     Returns one row per level: ``RESULT_COLUMNS`` (``tool`` says which ran), then ``model``,
     ``config`` (your label), ``launcher`` and ``requests_per_execution`` (from the server's
-    statistics: how many requests it ran together, on average). ``window_s`` is the fallback's
+    statistics: how many requests it ran together, on average; with perf_analyzer over its
+    whole run of the level, warm-up trials included). ``window_s`` is the fallback's
     window and perf_analyzer's ``--measurement-interval``; ``max_windows`` its ``--max-trials``.
     ``perf_options`` go to ``helpers.perf_analyzer.run`` (e.g. ``shared_memory="system"``).
     """
