@@ -11,7 +11,9 @@ only thing that changes is the URL and the envelope around the tensor:
   its length in ``Inference-Header-Content-Length``, then the same raw bytes).
 
 Each row reports throughput, latency percentiles, errors, and the CPU the server process
-(with its children: Triton's Python backend stubs) and the client used over the window.
+(with its children: Triton's Python backend stubs), the client and everything else on the
+machine used over the window, in cores (1.0 = one core busy for the whole window). The last
+one says how quiet the machine was: other work competes with the server for the same cores.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ COLUMNS = [
     "window_s",
     "server_cpu_cores",
     "client_cpu_cores",
+    "other_cpu_cores",
     "first_error",
 ]
 
@@ -188,6 +191,12 @@ def cpu_seconds(pid: int | None, children: bool = True) -> float:
     return total
 
 
+def busy_cpu_seconds() -> float:
+    """CPU seconds the whole machine spent busy (all processes, all cores) (notebook 06)."""
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+
 def measure(
     target: Target, concurrency: int, *, warmup_s: float = 2.0, window_s: float = 5.0
 ) -> dict[str, Any]:
@@ -218,17 +227,11 @@ def measure(
         thread.start()
     try:
         time.sleep(warmup_s)
-        server_before, client_before = (
-            cpu_seconds(target.pid),
-            cpu_seconds(client.pid, children=False),
-        )
+        before = (cpu_seconds(target.pid), cpu_seconds(client.pid, False), busy_cpu_seconds())
         begin = time.perf_counter()
         time.sleep(window_s)
         end = time.perf_counter()
-        server_after, client_after = (
-            cpu_seconds(target.pid),
-            cpu_seconds(client.pid, children=False),
-        )
+        after = (cpu_seconds(target.pid), cpu_seconds(client.pid, False), busy_cpu_seconds())
     finally:
         stop.set()
         for thread in threads:
@@ -238,6 +241,7 @@ def measure(
         errors = [error for e, error in failed if begin <= e < end]
         first_error = str(failed[0][1]) if failed else ""
     elapsed = end - begin
+    server, client_cores, machine = ((a - b) / elapsed for a, b in zip(after, before))
     latencies = np.array([(e - s) * 1000 for s, e in window]) if window else np.array([np.nan])
     return {
         "service": target.name,
@@ -251,8 +255,9 @@ def measure(
         "errors": len(errors),
         "requests": len(window),
         "window_s": elapsed,
-        "server_cpu_cores": (server_after - server_before) / elapsed,
-        "client_cpu_cores": (client_after - client_before) / elapsed,
+        "server_cpu_cores": server,
+        "client_cpu_cores": client_cores,
+        "other_cpu_cores": max(machine - server - client_cores, 0.0),
         "first_error": first_error,
     }
 

@@ -142,6 +142,7 @@ def test_harness_counts_requests_and_server_cpu(server, images):
     assert row["throughput_infer_per_s"] > 0
     assert row["latency_p50_ms"] <= row["latency_p99_ms"]
     assert 0 < row["server_cpu_cores"] <= psutil.cpu_count() + 0.5
+    assert 0 <= row["other_cpu_cores"] <= psutil.cpu_count() + 0.5
 
 
 def test_harness_records_errors_instead_of_stopping(server):
