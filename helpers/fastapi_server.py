@@ -174,7 +174,11 @@ class FastAPIServer:
             with urllib.request.urlopen(self.url + path, timeout=5) as reply:
                 return reply.status, json.loads(reply.read())
         except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read() or b"null")
+            body = error.read()
+            try:
+                return error.code, json.loads(body or b"null")
+            except ValueError:
+                return error.code, body.decode(errors="replace")
 
     def info(self) -> dict[str, Any]:
         """What the app reports about itself: weights, torch version and threads."""
