@@ -342,6 +342,7 @@ class TritonServer:
     log_path: Path | None = field(default=None, init=False)
     _workdir: Path | None = field(default=None, init=False, repr=False)
     _container: str | None = field(default=None, init=False, repr=False)
+    _clients: weakref.WeakSet = field(default_factory=weakref.WeakSet, init=False, repr=False)
 
     # ----- lifecycle
     def start(self) -> TritonServer:
@@ -442,6 +443,10 @@ class TritonServer:
                 check=False,
             )
             self._container = None
+        # An open HTTP keep-alive connection makes Triton wait its whole exit timeout.
+        for client in list(self._clients):
+            with contextlib.suppress(Exception):
+                client.close()
         code = None
         if self.process is not None:
             if self.process.poll() is None:
@@ -494,21 +499,33 @@ class TritonServer:
         """A ready ``tritonclient.http.InferenceServerClient`` for this server."""
         import tritonclient.http as httpclient
 
-        return httpclient.InferenceServerClient(self.http_url, **kwargs)
+        client = httpclient.InferenceServerClient(self.http_url, **kwargs)
+        self._clients.add(client)
+        return client
 
     def grpc_client(self, **kwargs: Any):
         """A ready ``tritonclient.grpc.InferenceServerClient`` for this server."""
         import tritonclient.grpc as grpcclient
 
-        return grpcclient.InferenceServerClient(self.grpc_url, **kwargs)
+        client = grpcclient.InferenceServerClient(self.grpc_url, **kwargs)
+        self._clients.add(client)
+        return client
 
     # ----- model control
     def load_model(
         self, name: str, config: str | dict | None = None, files: dict[str, bytes] | None = None
     ) -> None:
-        """Load (or reload) a model; ``config`` overrides its config.pbtxt (JSON or dict)."""
+        """Load (or reload) a model; ``config`` overrides its config.pbtxt (JSON or dict).
+
+        Without ``config``, a model that is already loaded is reloaded with its config.pbtxt
+        as it is on disk (Triton alone would keep an earlier override: its files did not change).
+        """
         self._check_alive()
         body: dict[str, Any] = {}
+        if config is None and self.model_ready(name):
+            from helpers.model_config import config_to_dict, read_config
+
+            config = config_to_dict(read_config(Path(self.model_repository) / name))
         if config is not None:
             body.setdefault("parameters", {})["config"] = (
                 config if isinstance(config, str) else json.dumps(config)
@@ -544,9 +561,16 @@ class TritonServer:
         status, text = self._post(f"/v2/repository/models/{name}/unload", body)
         if status != 200:
             raise ServerError(f"model '{name}' failed to unload: {_error_text(text)}")
-        deadline = time.monotonic() + 30
-        while self.model_ready(name) and time.monotonic() < deadline:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and self._state(name) in ("READY", "UNLOADING"):
             time.sleep(0.05)
+
+    def _state(self, name: str) -> str:
+        """The model's state in the repository index ("" when it is not listed)."""
+        for entry in self.repository_index():
+            if entry.get("name") == name:
+                return entry.get("state", "")
+        return ""
 
     def model_ready(self, name: str, version: str = "") -> bool:
         """True when the model (or that version) is READY."""

@@ -3,7 +3,9 @@
 Serves a TorchScript ``<model>/<version>/model.pt`` with torch inside the embedded server,
 on CUDA for KIND_GPU instances when torch sees a GPU. Like the native backend, inputs are
 passed to ``forward`` in config order and outputs are matched to the config by position
-(names such as ``INPUT__0`` / ``OUTPUT__0``).
+(names such as ``INPUT__0`` / ``OUTPUT__0``). The native backend's parameter
+``DISABLE_OPTIMIZED_EXECUTION: "true"`` turns off TorchScript's profiling executor, which
+otherwise re-specialises the graph for every new batch size dynamic batching produces.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from runtime_base import ModelSignature, StandInModel
 class TritonPythonModel(StandInModel):
     backend_name = "pytorch"
     model_filename = "model.pt"
-    known_parameters = frozenset({"INFERENCE_MODE", "NUM_THREADS"})
+    known_parameters = frozenset({"INFERENCE_MODE", "NUM_THREADS", "DISABLE_OPTIMIZED_EXECUTION"})
 
     @classmethod
     def read_signature(cls, model_path: str) -> ModelSignature:
@@ -27,6 +29,8 @@ class TritonPythonModel(StandInModel):
         )
 
     def load(self, model_path: str, kind: str, device_id: int) -> str:
+        disable = self.parameter("DISABLE_OPTIMIZED_EXECUTION", "false")
+        self.optimized_execution = disable.strip().lower() not in ("true", "1", "yes")
         threads = self.parameter("NUM_THREADS")
         if threads:
             torch.set_num_threads(int(threads))
@@ -43,7 +47,7 @@ class TritonPythonModel(StandInModel):
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         tensors = [torch.from_numpy(inputs[name]).to(self.device) for name in self.input_names]
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.jit.optimized_execution(self.optimized_execution):
             result = self.module(*tensors)
         if isinstance(result, torch.Tensor):
             result = [result]

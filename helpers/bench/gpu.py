@@ -1,0 +1,356 @@
+"""YOLO11n TorchScript on an NVIDIA GPU through the embedded Triton, measured by perf_analyzer.
+
+Two exports of the same network are served by the PyTorch stand-in on ``KIND_GPU``:
+
+* ``naive``: what a first export looks like: float32 [3, 640, 640] in, float32 out;
+* ``gpu``: uint8 RGB in (4x fewer bytes through the client, Triton and host-to-device
+  copy), normalised and run in float16 on the GPU, float16 [84, 8400] out (half the bytes
+  back).
+
+Each is measured with dynamic batching off and on over a concurrency sweep, the ``gpu``
+model also with 2 GPU instances, and the same points again with the course's fallback
+generator to see how far it is from perf_analyzer. Writes a dated CSV and a short markdown
+report (device, driver, CUDA, torch, commands) to ``--out`` (default ``docs/results``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from helpers.bench import CannotRun
+from helpers.loadgen import Payload, sweep
+from helpers.model_config import config_from_dict, render_config
+from helpers.paths import REPO_ROOT, build_dir
+
+INPUT, OUTPUT, SIDE = "INPUT__0", "OUTPUT__0", 640
+MAX_BATCH = 32
+OUTPUT_BYTES = 84 * 8400 * 4  # one float32 output per request
+
+
+def export_variant(folder: Path, uint8_half: bool) -> None:
+    """Trace YOLO11n (random weights unless yolo11n.pt is found) on CUDA into ``folder``."""
+    import torch
+
+    from helpers.yolo import load_yolo
+
+    network = load_yolo("n").model.model.fuse().eval().cuda()
+    for module in network.modules():
+        if hasattr(module, "export"):
+            module.export = True  # Detect head returns the [N, 84, 8400] tensor only
+
+    class Served(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = network.half() if uint8_half else network
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            if uint8_half:
+                return self.net(images.half() / 255.0)
+            return self.net(images)
+
+    example = torch.zeros(
+        1, 3, SIDE, SIDE, device="cuda", dtype=torch.uint8 if uint8_half else torch.float32
+    )
+    (folder / "1").mkdir(parents=True, exist_ok=True)
+    with torch.inference_mode():
+        torch.jit.trace(Served().eval(), example, check_trace=False).save(
+            str(folder / "1" / "model.pt")
+        )
+    config = {
+        "name": folder.name,
+        "platform": "pytorch_libtorch",
+        "max_batch_size": MAX_BATCH,
+        "input": [
+            {
+                "name": INPUT,
+                "data_type": "TYPE_UINT8" if uint8_half else "TYPE_FP32",
+                "dims": [3, SIDE, SIDE],
+            }
+        ],
+        "output": [
+            {
+                "name": OUTPUT,
+                "data_type": "TYPE_FP16" if uint8_half else "TYPE_FP32",
+                "dims": [84, 8400],
+            }
+        ],
+        "instance_group": [{"kind": "KIND_GPU", "count": 1}],
+    }
+    if uint8_half:
+        # TorchScript's profiling executor re-specialises for every new batch size that
+        # dynamic batching produces; the native libtorch backend has the same switch.
+        config["parameters"] = {"DISABLE_OPTIMIZED_EXECUTION": {"string_value": "true"}}
+    (folder / "config.pbtxt").write_text(render_config(config))
+
+
+def inprocess_images_per_s(path: Path, image: np.ndarray, batch: int, seconds: float = 3) -> float:
+    """Images/s of the TorchScript file run in this process on the GPU, copies included."""
+    import time
+
+    import torch
+
+    module = torch.jit.load(str(path), map_location="cuda").eval()
+    host = np.repeat(image, batch, axis=0)
+    optimized = image.dtype != np.uint8  # the gpu variant runs with optimized execution off
+    with torch.inference_mode(), torch.jit.optimized_execution(optimized):
+        for _ in range(5):  # TorchScript's profiling runs
+            module(torch.from_numpy(host).cuda()).cpu()
+        done, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            module(torch.from_numpy(host).cuda()).cpu()
+            done += batch
+    return done / (time.perf_counter() - start)
+
+
+def variant(model: Path, batching: bool, instances: int = 1) -> dict:
+    """The model's config with batching on/off and an instance count."""
+    from helpers.model_config import config_to_dict, read_config
+
+    values = config_to_dict(read_config(model))
+    values["instance_group"] = [{"kind": "KIND_GPU", "count": instances}]
+    if batching:
+        values["dynamic_batching"] = {"max_queue_delay_microseconds": 1000}
+    config_from_dict(values)
+    return values
+
+
+def machine_facts() -> dict[str, str]:
+    """Device, driver, CUDA and library versions for the report."""
+    import torch
+
+    smi = (
+        subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        .stdout.strip()
+        .splitlines()
+    )
+    name, driver = (part.strip() for part in smi[0].split(","))
+    return {
+        "device": name,
+        "driver": driver,
+        "cuda": str(torch.version.cuda),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "os": platform.platform(),
+        "date": dt.date.today().isoformat(),
+    }
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A DataFrame as a GitHub markdown table (no extra dependency)."""
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def run(argv: list[str]) -> dict[str, float]:
+    parser = argparse.ArgumentParser(prog="python -m helpers.bench gpu")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--window-ms", type=int, default=3000, help="perf_analyzer window")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "results")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from helpers import perf_analyzer
+    from helpers.server import TritonServer
+
+    if shutil.which("nvidia-smi") is None or not torch.cuda.is_available():
+        raise CannotRun("no NVIDIA GPU visible (nvidia-smi and torch.cuda) on this machine")
+    location = perf_analyzer.find_perf_analyzer(use_docker=False)
+    if not location.available:
+        raise CannotRun(f"perf_analyzer cannot run here: {location.reason}")
+    facts = machine_facts()
+    print(json.dumps(facts))
+
+    repository = build_dir("gpu_repository")
+    shutil.rmtree(repository)
+    models = {"naive": repository / "yolo11n_ts_naive", "gpu": repository / "yolo11n_ts_gpu"}
+    export_variant(models["naive"], uint8_half=False)
+    export_variant(models["gpu"], uint8_half=True)
+
+    payloads = {
+        "naive": np.random.default_rng(0).random((1, 3, SIDE, SIDE), dtype=np.float32),
+        "gpu": np.random.default_rng(0).integers(0, 256, (1, 3, SIDE, SIDE), dtype=np.uint8),
+    }
+    # perf_analyzer passes tensors through system shared memory, as the reference runs in
+    # docs/results do; the last row repeats the best config over plain gRPC, the transport
+    # the fallback generator uses, so the two tools are compared like for like.
+    plan = [
+        (name, batching, 1, args.concurrency, "system")
+        for name in models
+        for batching in (False, True)
+    ]
+    plan.append(("gpu", True, 2, [max(args.concurrency)], "system"))
+    plan.append(("gpu", True, 1, args.concurrency, "none"))
+    columns = [
+        "concurrency",
+        "throughput_infer_per_s",
+        "latency_p50_ms",
+        "latency_p99_ms",
+        "server_queue_ms",
+        "server_compute_input_ms",
+        "server_compute_infer_ms",
+        "server_compute_output_ms",
+    ]
+    frames = []
+    with TritonServer(repository, startup_timeout=120) as server:
+        for name, batching, instances, levels, memory in plan:
+            label = f"{name}, batching {'on' if batching else 'off'}, {instances} instance(s)"
+            server.load_model(models[name].name, config=variant(models[name], batching, instances))
+            rows = []
+            for level in levels:  # one at a time: an unstable level is reported, not fatal
+                try:
+                    rows.append(
+                        perf_analyzer.run(
+                            models[name].name,
+                            [level],
+                            url=server.grpc_url,
+                            protocol="grpc",
+                            shape={INPUT: [3, SIDE, SIDE]},
+                            measurement_interval_ms=args.window_ms,
+                            shared_memory=memory,
+                            output_shared_memory_size=OUTPUT_BYTES,
+                            extra=["--stability-percentage", "25", "--max-trials", "8"],
+                            location=location,
+                            results_dir=build_dir("gpu_perf_analyzer"),
+                            progress=False,
+                        )
+                    )
+                except perf_analyzer.PerfAnalyzerError as error:
+                    print(f"{label}, concurrency {level}: {str(error).splitlines()[-1]}")
+            if not rows:
+                continue
+            frame = pd.concat(rows, ignore_index=True)
+            frames.append(
+                frame.assign(
+                    config=label,
+                    model=name,
+                    batching=batching,
+                    instances=instances,
+                    shared_memory=memory,
+                )
+            )
+            print(
+                f"{label}, perf_analyzer, shared memory {memory}",
+                frame[columns].round(2).to_string(index=False),
+                sep="\n",
+            )
+        # The fallback generator at the same points, over gRPC like the last perf_analyzer row.
+        server.load_model(models["gpu"].name, config=variant(models["gpu"], True, 1))
+        fallback = sweep(
+            server.grpc_url,
+            models["gpu"].name,
+            Payload({INPUT: payloads["gpu"]}),
+            args.concurrency,
+            warmup_s=2,
+            window_s=args.window_ms / 1000,
+            max_windows=4,
+            progress=False,
+        )
+        frames.append(
+            fallback.assign(
+                config="gpu, batching on, 1 instance(s)",
+                model="gpu",
+                batching=True,
+                instances=1,
+                shared_memory="none",
+            )
+        )
+        print(
+            "gpu, batching on, 1 instance(s), fallback generator",
+            fallback[columns].round(2).to_string(index=False),
+            sep="\n",
+        )
+        print(server.log_tail(4, containing=["stand-in"]))
+    for name, folder in models.items():
+        for batch in (1, MAX_BATCH):
+            rate = inprocess_images_per_s(folder / "1" / "model.pt", payloads[name], batch)
+            print(
+                f"in-process {name}, batch {batch}: {rate:.0f} images/s "
+                "(torch on the GPU, host-to-device and output copies included)"
+            )
+
+    results = pd.concat(frames, ignore_index=True).assign(**facts)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = f"{facts['date']}-gpu-{facts['device'].replace(' ', '_')}"
+    results.to_csv(args.out / f"{stem}.csv", index=False)
+
+    def tput(
+        name: str,
+        batching: bool,
+        instances: int,
+        memory: str = "system",
+        tool: str = "perf_analyzer",
+    ) -> float:
+        rows = results[
+            (results.model == name)
+            & (results.batching == batching)
+            & (results.instances == instances)
+            & (results.concurrency == top)
+            & (results.tool == tool)
+            & (results.shared_memory == memory)
+        ]
+        return float(rows.throughput_infer_per_s.iloc[0]) if len(rows) else float("nan")
+
+    top = max(args.concurrency)
+    figures = {
+        "gain": tput("gpu", True, 1) / tput("gpu", False, 1),
+        "instances_gain": tput("gpu", True, 2) / tput("gpu", True, 1),
+        "naive_gain": tput("naive", True, 1) / tput("naive", False, 1),
+        "gpu_ips": tput("gpu", True, 1),
+        "naive_ips": tput("naive", True, 1),
+    }
+    same = results[
+        (results.model == "gpu")
+        & results.batching
+        & (results.instances == 1)
+        & (results.shared_memory == "none")
+    ]
+    pairs = same.pivot_table(
+        index="concurrency", columns="tool", values=["throughput_infer_per_s", "latency_p50_ms"]
+    )
+    for key, column in (("tput_gap", "throughput_infer_per_s"), ("p50_gap", "latency_p50_ms")):
+        pa, fb = pairs[column].get("perf_analyzer"), pairs[column].get("fallback generator")
+        figures[key] = float(((fb - pa).abs() / pa).max()) if pa is not None else float("nan")
+    command = perf_analyzer.build_command(
+        "<model>",
+        url="127.0.0.1:<grpc port>",
+        concurrency=top,
+        shape={INPUT: [3, SIDE, SIDE]},
+        measurement_interval_ms=args.window_ms,
+        shared_memory="system",
+        output_shared_memory_size=OUTPUT_BYTES,
+        csv_path="<file>.csv",
+        extra=["--stability-percentage", "25", "--max-trials", "8"],
+        prefix=("perf_analyzer",),
+    )
+    table = results[["config", "tool", "shared_memory", *columns]].round(2)
+    (args.out / f"{stem}.md").write_text(
+        f"# YOLO11n TorchScript on {facts['device']}, {facts['date']}\n\n"
+        "Measured by `python -m helpers.bench gpu`: embedded Triton 2.51.0 (nvidia-pytriton "
+        "0.7.0), the course's PyTorch stand-in backend, KIND_GPU.\n\n"
+        + "\n".join(f"- {key}: {value}" for key, value in facts.items())
+        + f"\n- perf_analyzer: {location.reason}\n- command: `{' '.join(command)}`\n\n"
+        "`naive`: float32 input and output. `gpu`: uint8 input normalised on the GPU, float16 "
+        "compute and output. Latencies in ms; server columns are per request.\n\n"
+        + markdown_table(table)
+        + "\n\nHeadline: "
+        + " ".join(f"{k}={v:.3g}" for k, v in figures.items())
+        + "\n"
+    )
+    print(f"wrote {args.out / stem}.csv and .md")
+    return figures
