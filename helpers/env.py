@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from helpers import server as triton
+from helpers.perf_analyzer import glibc_version
 
 #: The embedded tritonserver (manylinux_2_35 build) needs at least this glibc.
 EMBEDDED_MIN_GLIBC = (2, 35)
@@ -94,15 +95,6 @@ def _run(command: list[str], timeout: float = 10) -> subprocess.CompletedProcess
         return None
 
 
-def glibc_version() -> tuple[int, int]:
-    """The C library version as (major, minor), e.g. (2, 36); (0, 0) when it is not glibc."""
-    name, _, version = (os.confstr("CS_GNU_LIBC_VERSION") or "").partition(" ")
-    if name != "glibc":
-        return (0, 0)
-    major, minor = version.split(".")[:2]
-    return int(major), int(minor)
-
-
 # ----------------------------------------------------------------------------- the checks
 def check_python() -> Check:
     venv = sys.prefix != sys.base_prefix
@@ -127,7 +119,7 @@ def check_libpython() -> Check:
 
 
 def check_glibc() -> Check:
-    version = glibc_version()
+    version = glibc_version() or (0, 0)
     text = ".".join(map(str, version)) if version != (0, 0) else "not glibc"
     return Check(
         "glibc",

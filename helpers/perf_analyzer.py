@@ -30,6 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from helpers.paths import build_dir
+from helpers.server import docker_engine_available
 
 #: The DataFrame schema every load generator of the course returns, in this order.
 RESULT_COLUMNS: tuple[str, ...] = (
@@ -142,22 +143,6 @@ def _probe(binary: str, timeout_s: float = 30.0) -> str | None:
     return None
 
 
-def _docker_answers(timeout_s: float = 10.0) -> bool:
-    docker = shutil.which("docker")
-    if not docker:
-        return False
-    try:
-        result = subprocess.run(  # noqa: S603 - fixed argument list
-            [docker, "info", "--format", "{{.ServerVersion}}"],
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return result.returncode == 0 and bool(result.stdout.strip())
-
-
 def docker_command(tag: str = DEFAULT_SDK_TAG, results_dir: Path | None = None) -> tuple[str, ...]:
     """``docker run`` prefix for perf_analyzer in the NGC SDK image (notebook 04).
 
@@ -214,7 +199,7 @@ def find_perf_analyzer(
         )
     checked.append(hint)
     if use_docker:
-        if _docker_answers():
+        if docker_engine_available()[0]:
             prefix = docker_command(sdk_tag)
             return PerfAnalyzerLocation(
                 True,

@@ -272,8 +272,8 @@ def docker_engine_available() -> tuple[bool, str]:
             timeout=10,
             check=False,
         )
-    except subprocess.TimeoutExpired:
-        return False, "`docker info` did not answer within 10 s"
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return False, f"`docker info` failed: {error}"
     if result.returncode != 0:
         reason = (result.stderr.strip().splitlines() or ["no engine"])[-1]
         return False, f"the docker client is installed but no engine answers ({reason})"

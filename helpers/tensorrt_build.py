@@ -41,6 +41,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from helpers.paths import MODEL_REPOSITORY, REPO_ROOT
+from helpers.server import docker_engine_available
 
 #: Folders where TensorRT installs put ``trtexec`` (Debian/Ubuntu packages, NGC images, tar files).
 TRTEXEC_DIRS: tuple[str, ...] = (
@@ -165,23 +166,6 @@ def trtexec_version(trtexec: str | os.PathLike[str]) -> str | None:
     return tensorrt_version_from_tag(match.group(1)) if match else None
 
 
-def docker_engine_available(timeout_s: float = 10.0) -> bool:
-    """True when a ``docker`` client is there and its engine answers ``docker info`` (notebook 02)."""
-    docker = shutil.which("docker")
-    if not docker:
-        return False
-    try:
-        result = subprocess.run(
-            [docker, "info", "--format", "{{.ServerVersion}}"],
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return result.returncode == 0 and bool(result.stdout.strip())
-
-
 def tensorrt_python_version() -> str | None:
     """Version of the installed ``tensorrt`` Python package, without importing it (notebook 02)."""
     if importlib.util.find_spec("tensorrt") is None:
@@ -238,7 +222,7 @@ def detect_build_environment() -> BuildEnvironment:
         gpu=detect_gpu(),
         trtexec=trtexec,
         trtexec_version=trtexec_version(trtexec) if trtexec else None,
-        docker=docker_engine_available(),
+        docker=docker_engine_available()[0],
         tensorrt_python=tensorrt_python_version(),
         modelopt=importlib.util.find_spec("modelopt") is not None,
     )

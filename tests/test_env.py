@@ -9,7 +9,8 @@ import subprocess
 import psutil
 import pytest
 
-from helpers.env import environment_report, glibc_version
+from helpers.env import environment_report
+from helpers.perf_analyzer import glibc_version
 
 
 @pytest.fixture(scope="module")

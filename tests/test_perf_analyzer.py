@@ -254,7 +254,7 @@ def test_find_explains_the_placeholder_wheel(tmp_path, monkeypatch):
 
 def test_find_falls_back_to_docker_when_an_engine_answers(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr(pa, "_docker_answers", lambda timeout_s=10.0: True)
+    monkeypatch.setattr(pa, "docker_engine_available", lambda: (True, "Docker engine 28"))
     location = pa.find_perf_analyzer(sdk_tag="24.10")
     assert location.available and location.source == "docker"
     assert "nvcr.io/nvidia/tritonserver:24.10-py3-sdk" in location.command
