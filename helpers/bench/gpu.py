@@ -16,7 +16,6 @@ report (device, driver, CUDA, torch, commands) to ``--out`` (default ``docs/resu
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import platform
 import shutil
@@ -30,6 +29,7 @@ from helpers.bench import CannotRun
 from helpers.loadgen import Payload, sweep
 from helpers.model_config import config_from_dict, render_config
 from helpers.paths import REPO_ROOT, build_dir
+from helpers.results import load_results, save_results
 
 INPUT, OUTPUT, SIDE = "INPUT__0", "OUTPUT__0", 640
 MAX_BATCH = 32
@@ -145,7 +145,6 @@ def machine_facts() -> dict[str, str]:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "os": platform.platform(),
-        "date": dt.date.today().isoformat(),
     }
 
 
@@ -284,10 +283,10 @@ def run(argv: list[str]) -> dict[str, float]:
                 "(torch on the GPU, host-to-device and output copies included)"
             )
 
-    results = pd.concat(frames, ignore_index=True).assign(**facts)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"{facts['date']}-gpu-{facts['device'].replace(' ', '_')}"
-    results.to_csv(args.out / f"{stem}.csv", index=False)
+    results = pd.concat(frames, ignore_index=True)
+    path = save_results(results.assign(**facts), "gpu", directory=args.out, launcher="embedded")
+    results = load_results(path)
+    stem = path.stem
 
     def tput(
         name: str,
@@ -340,7 +339,7 @@ def run(argv: list[str]) -> dict[str, float]:
     )
     table = results[["config", "tool", "shared_memory", *columns]].round(2)
     (args.out / f"{stem}.md").write_text(
-        f"# YOLO11n TorchScript on {facts['device']}, {facts['date']}\n\n"
+        f"# YOLO11n TorchScript on {facts['device']}, {results.date.iloc[0]}\n\n"
         "Measured by `python -m helpers.bench gpu`: embedded Triton 2.51.0 (nvidia-pytriton "
         "0.7.0), the course's PyTorch stand-in backend, KIND_GPU.\n\n"
         + "\n".join(f"- {key}: {value}" for key, value in facts.items())
