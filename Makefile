@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lab lint strip clean
+.PHONY: run test lab lint strip screenshots clean
 
 $(STAMP): pyproject.toml
 	@echo "==> setting up $(VENV) (first run: several minutes; torch is large)"
@@ -28,6 +28,10 @@ test: $(STAMP)
 ## lab: JupyterLab on loopback only
 lab: $(STAMP)
 	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=notebooks
+
+## screenshots: README pictures (JupyterLab, Netron, a measured latency-throughput plot) into docs/screenshots/
+screenshots: $(STAMP)
+	$(BIN)/python -m helpers.screenshots
 
 ## lint: ruff on everything
 lint: $(STAMP)
