@@ -16,6 +16,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
 #: Server-side components of a request's latency, bottom to top in the stacked bars.
 BREAKDOWN: dict[str, str] = {
@@ -25,6 +26,8 @@ BREAKDOWN: dict[str, str] = {
     "server_compute_output_ms": "compute output",
 }
 OUTSIDE = "outside the server (client, network)"
+#: Columns that never tell the curves of one table apart (they describe the run as a whole).
+_NOT_LABELS = frozenset({"config", "model", "tool", "host", "cpu", "gpu", "date", "launcher"})
 #: Axis labels of the schema's columns.
 AXIS_LABELS: dict[str, str] = {
     "throughput_infer_per_s": "throughput (inferences/s)",
@@ -53,13 +56,35 @@ def new_axes(width: float = 7.0, height: float = 4.5) -> Axes:
 
 
 def group_label(frame: pd.DataFrame, by: str = "config") -> pd.Series:
-    """The label of each row: ``by`` where it is filled in, else the model, else "run" (notebook 04)."""
+    """The label of each row: ``by`` where it is filled in, else the model, else "run" (notebook 04).
+
+    Where one table mixes tools (the same config measured by perf_analyzer and by the
+    fallback generator), the tool is added, so each makes its own curve; where a group still
+    holds a concurrency level twice, the text columns that tell its rows apart are added
+    (e.g. ``shared_memory=system``).
+    """
     labels = pd.Series("run", index=frame.index)
     if "model" in frame.columns:
         labels = frame["model"].fillna("run").astype(str)
     if by in frame.columns:
         own = frame[by].fillna("").astype(str)
         labels = own.where(own != "", labels)
+    if "tool" in frame.columns and frame["tool"].nunique() > 1:
+        labels = labels + " (" + frame["tool"].astype(str) + ")"
+    if "concurrency" not in frame.columns:
+        return labels
+    for _, rows in frame.groupby(labels, sort=False):
+        if not rows["concurrency"].duplicated().any():
+            continue
+        apart = [
+            column
+            for column in rows.columns
+            if column not in _NOT_LABELS
+            and (not is_numeric_dtype(rows[column]) or is_bool_dtype(rows[column]))
+            and rows[column].nunique() > 1
+        ]
+        for column in apart:
+            labels.loc[rows.index] += f", {column}=" + rows[column].astype(str)
     return labels
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from helpers.paths import BUILD_DIR, REPO_ROOT
 from helpers.perf_analyzer import RESULT_COLUMNS
@@ -153,7 +154,8 @@ def run_label(frame: pd.DataFrame) -> str:
     gpu = value("gpu")
     hardware = gpu if gpu and gpu != "none" else value("cpu") or cpu_name()
     date = value("date")[:16].replace("T", " ") or "now"
-    tool = value("tool")
+    tools = frame["tool"].dropna().astype(str).unique() if "tool" in frame.columns else []
+    tool = " + ".join(tools)
     return ", ".join(part for part in (host, hardware, date, tool) if part)
 
 
@@ -164,12 +166,14 @@ def plot_against(
     by: str = "config",
     metric: str = "throughput_infer_per_s",
     ax: Axes | None = None,
+    log: bool = False,
 ) -> Axes:
     """Plot saved runs (CSV paths or frames) and the current run on one chart (notebook 04).
 
     ``kind="curve"``: latency p50/p99 against throughput, saved runs dashed and faded;
     ``kind="bars"``: ``metric`` per configuration, one bar per run. Legends say where and
-    when each run was measured (``run_label``).
+    when each run was measured (``run_label``). ``log`` puts the curve's axes on log scales,
+    for runs orders of magnitude apart (a CPU next to a GPU).
     """
     if saved is None:
         others: list = []
@@ -198,6 +202,12 @@ def plot_against(
             )
             offset += group_label(run, by).nunique()
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        if log:
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            for axis in (ax.xaxis, ax.yaxis):
+                axis.set_major_formatter(ScalarFormatter())
+                axis.set_minor_formatter(NullFormatter())
     elif kind == "bars":
         table = pd.concat(
             [

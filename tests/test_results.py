@@ -146,3 +146,21 @@ def test_compare_bars_and_curve_one_group_per_label():
         "dynamic batching · p99",
     ]
     plt.close("all")
+
+
+def test_mixed_tools_and_settings_make_separate_curves():
+    perf = _frame("gpu").assign(tool="perf_analyzer", shared_memory="system")
+    perf_none = _frame("gpu").assign(tool="perf_analyzer", shared_memory="none")
+    fallback = _frame("gpu").assign(shared_memory="none")
+    frame = pd.concat([perf, perf_none, fallback], ignore_index=True)
+    labels = plots.group_label(frame)
+    assert sorted(labels.unique()) == [
+        "gpu (fallback generator)",
+        "gpu (perf_analyzer), shared_memory=none",
+        "gpu (perf_analyzer), shared_memory=system",
+    ]
+    ax = results.plot_against(frame.assign(host="gpu-box"), _frame(), log=True)
+    assert len(ax.get_lines()) == 8  # (3 saved curves + this run) x (p50, p99)
+    assert ax.get_xscale() == ax.get_yscale() == "log"
+    assert "perf_analyzer + fallback generator" in ax.get_lines()[0].get_label()
+    plt.close("all")
