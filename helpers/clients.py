@@ -116,14 +116,45 @@ def infer(
     return result_arrays(result, protocol)
 
 
+def raise_if_server_died(target: Any, error: BaseException) -> None:
+    """If ``target`` is a ``TritonServer`` whose process died, raise its ``ServerError``.
+
+    Introduced in notebook 03. A request to a server that was killed fails with a bare
+    connection error; this says so instead, with the exit code and the tail of the server log.
+    """
+    if hasattr(target, "is_running") and target.process is not None and not target.is_running():
+        from helpers.server import ServerError
+
+        try:
+            target._check_alive()
+        except ServerError as died:
+            raise died from error
+
+
 def infer_http(target: Any, model: str, arrays: Arrays, **options: Any) -> dict[str, np.ndarray]:
     """``infer`` over HTTP/REST, for a server, a URL or an HTTP client (notebook 03)."""
-    return infer(client_for(target, "http"), model, arrays, **options)
+    client = client_for(target, "http")
+    try:
+        return infer(client, model, arrays, **options)
+    except Exception as error:
+        raise_if_server_died(target, error)
+        raise
+    finally:
+        if client is not target:  # made for this call: an open connection delays server exit
+            client.close()
 
 
 def infer_grpc(target: Any, model: str, arrays: Arrays, **options: Any) -> dict[str, np.ndarray]:
     """``infer`` over gRPC, for a server, a URL or a gRPC client (notebook 03)."""
-    return infer(client_for(target, "grpc"), model, arrays, **options)
+    client = client_for(target, "grpc")
+    try:
+        return infer(client, model, arrays, **options)
+    except Exception as error:
+        raise_if_server_died(target, error)
+        raise
+    finally:
+        if client is not target:  # made for this call: an open connection delays server exit
+            client.close()
 
 
 def async_client(target: TritonServer | str, protocol: Protocol) -> Any:
@@ -186,7 +217,11 @@ def infer_concurrently(
     def one(arrays: Arrays) -> dict[str, np.ndarray]:
         if not hasattr(local, "client"):
             local.client = client_module(protocol).InferenceServerClient(url)
-        return infer(local.client, model, arrays)
+        try:
+            return infer(local.client, model, arrays)
+        except Exception as error:
+            raise_if_server_died(target, error)
+            raise
 
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         return list(pool.map(one, requests))

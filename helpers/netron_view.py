@@ -70,15 +70,30 @@ class NetronServer:
         if not self.model_path.is_file():
             raise FileNotFoundError(f"no model file at {self.model_path}")
         self.host = host
-        self.port = port or free_port(host)
-        self.url = f"http://{host}:{self.port}/"
+        for attempt in range(3):
+            self._start(port or free_port(host))
+            try:
+                self._wait_ready(timeout_s)
+                return
+            except RuntimeError as error:
+                self.stop()
+                # A free port can be taken by another process before netron binds it: pick again.
+                if port or attempt == 2 or "Address already in use" not in str(error):
+                    raise
+            except BaseException:
+                self.stop()
+                raise
+
+    def _start(self, port: int) -> None:
+        self.port = port
+        self.url = f"http://{self.host}:{self.port}/"
         self.log_path = build_dir("netron") / f"netron-{self.port}.log"
         command = [
             sys.executable,
             "-c",
             _NETRON_MAIN,
             "--host",
-            host,
+            self.host,
             "--port",
             str(self.port),
             "--verbosity",
@@ -95,11 +110,6 @@ class NetronServer:
             )
         self._finalizer = weakref.finalize(self, _terminate, self.process)
         atexit.register(self._finalizer)
-        try:
-            self._wait_ready(timeout_s)
-        except BaseException:
-            self.stop()
-            raise
 
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

@@ -10,6 +10,9 @@ Two launchers serve the same ``model_repository/``:
 
 Either way the server binds to 127.0.0.1 on free ports, runs with
 ``--model-control-mode=explicit`` and never outlives the Python process that started it.
+``host="0.0.0.0"`` (or another address) exposes it to the network on purpose; the
+model-repository API (load, unload, index) then answers only requests carrying a key that
+only this ``TritonServer`` object knows.
 
     from helpers.server import TritonServer
     with TritonServer(models=["yolo11n_onnx"]) as server:
@@ -23,6 +26,7 @@ import contextlib
 import ctypes
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -30,6 +34,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -40,7 +45,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from helpers.backends import BACKENDS_DIR, SHARED_MODULE, STAND_IN_BACKENDS
-from helpers.paths import MODEL_REPOSITORY, build_dir
+from helpers.paths import MODEL_REPOSITORY, REPO_ROOT, build_dir
+from helpers.processes import is_loopback_address
 
 #: The NGC release whose Triton matches the one bundled in nvidia-pytriton 0.7.0 (2.51.0).
 DEFAULT_DOCKER_TAG = "24.10"
@@ -48,6 +54,18 @@ DEFAULT_DOCKER_IMAGE = f"nvcr.io/nvidia/tritonserver:{DEFAULT_DOCKER_TAG}-py3"
 #: Shared memory for the Python backend (per-model stub <-> server IPC), 16 MiB steps.
 PYTHON_SHM_BYTES = 16 * 1024 * 1024
 Mode = Literal["auto", "embedded", "docker"]
+#: Header the model-repository API needs when the server listens beyond loopback.
+CONTROL_HEADER = "triton-serving-lab-control"
+#: Triton APIs that need ``CONTROL_HEADER`` then: model control and the other admin APIs.
+RESTRICTED_APIS = "model-repository,shared-memory,trace,logging"
+#: Which notebook writes the model files that are not committed (model folder name patterns).
+MODEL_FILE_CREATORS: tuple[tuple[str, str], ...] = (
+    ("yolo11*_onnx", "notebook 01 (01_onnx_export_and_inspection)"),
+    ("yolo11*_torchscript", "notebook 01 (01_onnx_export_and_inspection)"),
+    ("yolo11*_onnx_ortopt", "notebook 02 (02_tensorrt_engine_builds)"),
+    ("yolo11*_onnx_int8", "notebook 02 (02_tensorrt_engine_builds)"),
+    ("yolo11*_trt", "notebook 02 (02_tensorrt_engine_builds)"),
+)
 
 
 class ServerError(RuntimeError):
@@ -177,6 +195,61 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
         for sock in sockets:
             sock.close()
     return ports
+
+
+def restricted_api_arguments(key: str) -> list[str]:
+    """Options making Triton refuse model control (and other admin APIs) without ``key``."""
+    return [
+        f"--http-restricted-api={RESTRICTED_APIS}:{CONTROL_HEADER}={key}",
+        f"--grpc-restricted-protocol={RESTRICTED_APIS}:{CONTROL_HEADER}={key}",
+    ]
+
+
+def missing_model_file(repository: str | Path, name: str, config: str | dict | None = None) -> str:
+    """Say which model file is missing for ``name`` and which notebook creates it ("" if none).
+
+    Looks in the version folders the config's version policy loads (by default the latest)
+    for the file its backend expects; ``config`` overrides config.pbtxt as in
+    ``TritonServer.load_model``. Anything it cannot judge is left to Triton's own error.
+    """
+    from fnmatch import fnmatch
+
+    from helpers.model_config import ConfigError, config_from_dict, read_config
+    from helpers.repository import model_filename
+
+    folder = Path(repository) / name
+    if not folder.is_dir():
+        return ""
+    try:
+        if config is None:
+            parsed = read_config(folder)
+        else:
+            parsed = config_from_dict(json.loads(config) if isinstance(config, str) else config)
+    except (ConfigError, OSError, ValueError, TypeError, KeyError):
+        return ""
+    filename = model_filename(parsed)
+    if filename == "?":
+        return ""
+    versions = sorted(
+        (p for p in folder.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0),
+        key=lambda p: int(p.name),
+    )
+    policy = parsed.version_policy
+    choice = policy.WhichOneof("policy_choice")
+    if choice == "specific":
+        wanted = [folder / str(version) for version in policy.specific.versions]
+    elif choice == "all":
+        wanted = versions
+    else:
+        wanted = versions[-max(policy.latest.num_versions, 1) :]
+    missing = [v / filename for v in wanted or [folder / "1"] if not (v / filename).exists()]
+    if not missing:
+        return ""
+    resolved = missing[0].resolve()
+    shown = resolved.relative_to(REPO_ROOT) if resolved.is_relative_to(REPO_ROOT) else resolved
+    creators = [notebook for pattern, notebook in MODEL_FILE_CREATORS if fnmatch(name, pattern)]
+    hint = f"{creators[0]} creates it" if creators else "no notebook of the course creates it"
+    return f"{shown} is missing: {hint}"
 
 
 def server_arguments(
@@ -326,7 +399,10 @@ class TritonServer:
     """A Triton server process (embedded binary or NGC container) and its clients.
 
     Introduced in notebook 03. Use it as a context manager, or call ``start()`` and
-    ``stop()``. ``models`` are loaded at start; more with ``load_model``.
+    ``stop()``. ``models`` are loaded at start; more with ``load_model``. ``start()`` on a
+    server whose process died launches a new one. ``host`` is where it listens: loopback
+    by default; any other address (``"0.0.0.0"``: every interface) serves the network, with
+    the model-repository API locked to this object (see ``restricted_api_arguments``).
     """
 
     model_repository: str | Path = MODEL_REPOSITORY
@@ -343,12 +419,15 @@ class TritonServer:
     _workdir: Path | None = field(default=None, init=False, repr=False)
     _container: str | None = field(default=None, init=False, repr=False)
     _clients: weakref.WeakSet = field(default_factory=weakref.WeakSet, init=False, repr=False)
+    _control_key: str = field(default_factory=lambda: secrets.token_hex(16), init=False, repr=False)
 
     # ----- lifecycle
     def start(self) -> TritonServer:
         """Start the server and wait until it is ready and ``models`` are loaded."""
         if self.is_running():
             return self
+        if self.process is not None:  # it died: reap it and remove its files first
+            self.stop()
         repository = Path(self.model_repository).resolve()
         if not repository.is_dir():
             raise ServerError(f"model repository not found: {repository}")
@@ -362,7 +441,8 @@ class TritonServer:
                 self._wait_until_ready()
                 break
             except ServerError as error:
-                in_use = "address already in use" in str(error).lower()
+                # HTTP and metrics say "Socket '...' already in use", gRPC "Address already in use".
+                in_use = "already in use" in str(error).lower()
                 self.stop()
                 if not in_use or fixed_ports or attempt == 2:
                     raise
@@ -374,6 +454,9 @@ class TritonServer:
         self._workdir = Path(tempfile.mkdtemp(prefix="triton-serving-lab-"))
         self.log_path = build_dir("logs") / f"tritonserver-{self.ports.http}.log"
         log = open(self.log_path, "wb")  # handed to the child process
+        extra_args = list(self.extra_args)
+        if not is_loopback_address(self.host):
+            extra_args += restricted_api_arguments(self._control_key)
         if self.mode == "embedded":
             embedded = find_embedded_triton()
             if python_shared_library() is None:
@@ -386,7 +469,7 @@ class TritonServer:
                 self.ports,
                 (),
                 self.log_verbose,
-                self.extra_args,
+                extra_args,
             )
             self.process = subprocess.Popen(
                 command,
@@ -407,7 +490,7 @@ class TritonServer:
                 host=self.host,
                 gpus=nvidia_gpu_present(),
                 log_verbose=self.log_verbose,
-                extra_args=self.extra_args,
+                extra_args=extra_args,
             )
             subprocess.run(command, check=True, capture_output=True)
             self.process = subprocess.Popen(
@@ -417,6 +500,9 @@ class TritonServer:
                 preexec_fn=_die_with_parent,
             )
         log.close()
+        # Reap the process as soon as it exits: its Python stub processes watch it and exit
+        # with it, but an unreaped (zombie) parent still looks alive to them.
+        threading.Thread(target=_reap, args=(self.process,), daemon=True).start()
         _RUNNING.add(self)
 
     def _wait_until_ready(self) -> None:
@@ -427,12 +513,22 @@ class TritonServer:
                     f"tritonserver exited with code {self.process.returncode} while starting"
                     + self._log_excerpt()
                 )
-            if self._get("/v2/health/ready") == 200:
+            # Metrics start last: a metrics port already taken stops the server after HTTP is up.
+            if self._get("/v2/health/ready") == 200 and self._metrics_ready():
                 return
             time.sleep(0.1)
         raise ServerError(
             f"tritonserver was not ready after {self.startup_timeout:.0f} s" + self._log_excerpt()
         )
+
+    def _metrics_ready(self) -> bool:
+        if "--allow-metrics=false" in self.extra_args:
+            return True
+        try:
+            with urllib.request.urlopen(self.metrics_url, timeout=2) as reply:
+                return reply.status == 200
+        except OSError:
+            return False
 
     def stop(self, grace_period: float = 10.0) -> int | None:
         """Stop the server: SIGTERM, then SIGKILL after ``grace_period`` seconds."""
@@ -521,6 +617,9 @@ class TritonServer:
         as it is on disk (Triton alone would keep an earlier override: its files did not change).
         """
         self._check_alive()
+        missing = "" if files else missing_model_file(self.model_repository, name, config)
+        if missing:
+            raise ModelLoadError(f"model '{name}' cannot load: {missing}")
         body: dict[str, Any] = {}
         if config is None and self.model_ready(name):
             from helpers.model_config import config_to_dict, read_config
@@ -553,6 +652,21 @@ class TritonServer:
         except (ConfigError, FileNotFoundError) as error:
             return f" ({error})"
         return ""
+
+    def reload_model(self, name: str) -> None:
+        """Unload ``name`` and load it from disk again: new instances, new stub processes.
+
+        ``load_model`` on a loaded model whose files and config did not change keeps its
+        instances; after a Python stub process died (requests fail with "Stub process ... is
+        not healthy"), only unloading and loading again brings the model back. Triton never
+        finishes unloading an instance whose stub is gone, so this does not wait for it: the
+        new instances load beside the old ones, which Triton then drops.
+        """
+        self._check_alive()
+        status, text = self._post(f"/v2/repository/models/{name}/unload", {})
+        if status != 200:
+            raise ServerError(f"model '{name}' failed to unload: {_error_text(text)}")
+        self.load_model(name)
 
     def unload_model(self, name: str, unload_dependents: bool = False) -> None:
         """Unload a model (its instances finish in-flight requests first)."""
@@ -631,7 +745,7 @@ class TritonServer:
             f"http://{self.http_url}{path}",
             data=json.dumps(body).encode(),
             method="POST",
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", CONTROL_HEADER: self._control_key},
         )
         try:
             with urllib.request.urlopen(request, timeout=600) as reply:
@@ -641,6 +755,12 @@ class TritonServer:
         except OSError as error:
             self._check_alive()
             raise ServerError(f"no answer from {self.http_url}{path}: {error}") from error
+
+
+def _reap(process: subprocess.Popen) -> None:
+    """Poll ``process`` until it exits, so that it is reaped at once (a daemon thread)."""
+    while process.poll() is None:
+        time.sleep(0.2)
 
 
 def _error_text(body: str) -> str:

@@ -248,10 +248,26 @@ def bus_image_path() -> Path:
 
 
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an image file as BGR uint8 ``[H, W, 3]``; raise if it cannot be read (notebook 01)."""
+    """Read an image file as BGR uint8 ``[H, W, 3]``; raise if it cannot be read (notebook 01).
+
+    A missing file raises FileNotFoundError; a file that is not an image, or a damaged one,
+    ValueError naming it. (OpenCV alone decodes a truncated JPEG to a picture whose missing
+    part is grey, and only prints a warning.)
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no image file at {path}")
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
-        raise FileNotFoundError(f"cannot read an image from {path}")
+        raise ValueError(f"cannot read an image from {path}: not an image file OpenCV can decode")
+    try:
+        with Image.open(path) as decoded:
+            decoded.load()  # decodes every byte: raises on a truncated or damaged file
+    except (UnidentifiedImageError, Image.DecompressionBombError):
+        pass  # a format or size Pillow does not judge: OpenCV's decoding stands
+    except (OSError, SyntaxError) as error:
+        raise ValueError(f"{path} is damaged: {error}") from error
     return image
 
 
