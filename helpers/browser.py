@@ -26,6 +26,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -44,8 +45,9 @@ from typing import TYPE_CHECKING
 
 import psutil
 
-from helpers.netron_view import _die_with_parent, _terminate, free_port
+from helpers.netron_view import free_port
 from helpers.paths import build_dir
+from helpers.processes import die_with_parent, terminate
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -167,7 +169,7 @@ class JupyterLabServer:
                 stderr=subprocess.STDOUT,
                 cwd=self.root_dir,
                 env=self.environment(),
-                preexec_fn=_die_with_parent(),
+                preexec_fn=die_with_parent(signal.SIGTERM),
             )
         self._finalizer = weakref.finalize(self, _stop_tree, self.process, self.home)
         atexit.register(self._finalizer)
@@ -290,7 +292,7 @@ def _stop_tree(process: subprocess.Popen[bytes], home: Path) -> None:
         children = psutil.Process(process.pid).children(recursive=True)
     except psutil.Error:
         children = []
-    _terminate(process)
+    terminate(process)
     _gone, alive = psutil.wait_procs(children, timeout=5)
     for child in alive:  # kernels start in their own session: a process-group kill misses them
         with contextlib.suppress(psutil.Error):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -28,7 +27,8 @@ from typing import Any
 import psutil
 
 from helpers.paths import REPO_ROOT, build_dir
-from helpers.server import ServerError, _die_with_parent, free_ports
+from helpers.processes import die_with_parent, terminate
+from helpers.server import ServerError, free_ports
 
 _RUNNING: weakref.WeakSet[FastAPIServer] = weakref.WeakSet()
 
@@ -101,7 +101,7 @@ class FastAPIServer:
                     stdin=subprocess.DEVNULL,
                     cwd=REPO_ROOT,
                     env=self.environment(),
-                    preexec_fn=_die_with_parent,
+                    preexec_fn=die_with_parent(),
                 )
             _RUNNING.add(self)
             try:
@@ -136,14 +136,7 @@ class FastAPIServer:
         """Stop uvicorn: SIGTERM, then SIGKILL after ``grace_period`` seconds."""
         code = None
         if self.process is not None:
-            if self.process.poll() is None:
-                self.process.send_signal(signal.SIGTERM)
-                try:
-                    self.process.wait(grace_period)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait()
-            code = self.process.returncode
+            code = terminate(self.process, grace_period)
             self.process = None
         _RUNNING.discard(self)
         return code

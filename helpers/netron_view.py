@@ -9,7 +9,6 @@ the Python process that started it: on Linux the kernel sends it SIGTERM when it
 from __future__ import annotations
 
 import atexit
-import ctypes
 import os
 import signal
 import socket
@@ -19,17 +18,16 @@ import time
 import urllib.error
 import urllib.request
 import weakref
-from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
 from IPython.display import IFrame
 
 from helpers.paths import build_dir
+from helpers.processes import die_with_parent, terminate
 
 #: Starts netron's own command line (the package has no ``__main__``) with the arguments after it.
 _NETRON_MAIN = "import sys, netron; sys.argv[0] = 'netron'; netron.main()"
-_PR_SET_PDEATHSIG = 1
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -37,18 +35,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` asking Linux to SIGTERM the child when its parent dies (else None)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def set_pdeathsig() -> None:
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-
-    return set_pdeathsig
 
 
 class NetronServer:
@@ -106,9 +92,9 @@ class NetronServer:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent(),
+                preexec_fn=die_with_parent(signal.SIGTERM),
             )
-        self._finalizer = weakref.finalize(self, _terminate, self.process)
+        self._finalizer = weakref.finalize(self, terminate, self.process)
         atexit.register(self._finalizer)
 
     def _wait_ready(self, timeout_s: float) -> None:
@@ -159,13 +145,3 @@ class NetronServer:
     def __repr__(self) -> str:
         state = "running" if self.running else f"stopped ({self.process.returncode})"
         return f"NetronServer({self.model_path.name!r}, url={self.url!r}, pid={self.process.pid}, {state})"
-
-
-def _terminate(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)

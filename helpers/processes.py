@@ -12,12 +12,18 @@ outlives the kernel or test that started it and that each listens on loopback on
 
 from __future__ import annotations
 
+import ctypes
 import ipaddress
 import os
+import signal
+import subprocess
+import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import psutil
+
+_PR_SET_PDEATHSIG = 1
 
 #: What the course's server processes are called (executable name or command line).
 SERVER_MARKERS: tuple[str, ...] = (
@@ -120,3 +126,27 @@ def non_loopback_addresses() -> list[str]:
             if entry.family.name == "AF_INET" and not is_loopback_address(entry.address):
                 addresses.append(entry.address)
     return addresses
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking Linux to send ``sig`` to the child when its parent dies (else None)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def set_pdeathsig() -> None:  # runs in the child between fork and exec
+        libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+
+    return set_pdeathsig
+
+
+def terminate(process: subprocess.Popen, grace_period: float = 5.0) -> int | None:
+    """Stop a child: SIGTERM, then SIGKILL after ``grace_period`` seconds; return its exit code."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(grace_period)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode

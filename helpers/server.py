@@ -28,7 +28,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -46,7 +45,7 @@ from typing import Any, Literal
 
 from helpers.backends import BACKENDS_DIR, SHARED_MODULE, STAND_IN_BACKENDS
 from helpers.paths import MODEL_REPOSITORY, REPO_ROOT, build_dir
-from helpers.processes import is_loopback_address
+from helpers.processes import die_with_parent, is_loopback_address, terminate
 
 #: The NGC release whose Triton matches the one bundled in nvidia-pytriton 0.7.0 (2.51.0).
 DEFAULT_DOCKER_TAG = "24.10"
@@ -380,11 +379,6 @@ def choose_mode(mode: Mode = "auto") -> Literal["embedded", "docker"]:
 
 
 # ----------------------------------------------------------------------------- the server
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: killed when the parent goes
-
-
 _RUNNING: weakref.WeakSet[TritonServer] = weakref.WeakSet()
 
 
@@ -478,7 +472,7 @@ class TritonServer:
                 stdin=subprocess.DEVNULL,
                 env=embedded_environment(embedded),
                 cwd=self._workdir,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent(),
             )
         else:
             self._container = f"triton-serving-lab-{os.getpid()}-{self.ports.http}"
@@ -497,7 +491,7 @@ class TritonServer:
                 ["docker", "logs", "--follow", self._container],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent(),
             )
         log.close()
         # Reap the process as soon as it exits: its Python stub processes watch it and exit
@@ -545,14 +539,7 @@ class TritonServer:
                 client.close()
         code = None
         if self.process is not None:
-            if self.process.poll() is None:
-                self.process.send_signal(signal.SIGTERM)
-                try:
-                    self.process.wait(grace_period)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait()
-            code = self.process.returncode
+            code = terminate(self.process, grace_period)
             self.process = None
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
