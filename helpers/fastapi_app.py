@@ -74,6 +74,25 @@ def parse_shape(x_shape: str | None, size: int) -> tuple[int, ...]:
     return shape
 
 
+def read_images(body: bytes, content_type: str | None, x_shape: str | None) -> np.ndarray:
+    """The request's float32 [N, 3, 640, 640] tensor, or a 4xx naming what is wrong (notebook 06)."""
+    if content_type != "application/octet-stream":
+        raise HTTPException(
+            415, f"Content-Type must be application/octet-stream, got {content_type!r}"
+        )
+    shape = parse_shape(x_shape, len(body))
+    return np.frombuffer(body, dtype=np.float32).reshape(shape)
+
+
+def tensor_response(output: np.ndarray) -> Response:
+    """The raw output tensor as the response body, its shape in ``X-Shape`` (notebook 06)."""
+    return Response(
+        output.tobytes(),
+        media_type="application/octet-stream",
+        headers={"X-Shape": ",".join(map(str, output.shape))},
+    )
+
+
 @app.post("/predict")
 def predict(
     body: Annotated[bytes, Depends(raw_body)],
@@ -81,18 +100,9 @@ def predict(
     x_shape: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Run YOLO11n on one request's tensor, the whole network, right now (notebook 06)."""
-    if content_type != "application/octet-stream":
-        raise HTTPException(
-            415, f"Content-Type must be application/octet-stream, got {content_type!r}"
-        )
-    shape = parse_shape(x_shape, len(body))
-    images = np.frombuffer(body, dtype=np.float32).reshape(shape)
+    images = read_images(body, content_type, x_shape)
     output = torch_forward(STATE["yolo"], images)  # [N, 84, 8400] float32
-    return Response(
-        output.tobytes(),
-        media_type="application/octet-stream",
-        headers={"X-Shape": ",".join(map(str, output.shape))},
-    )
+    return tensor_response(output)
 
 
 @app.get("/health")

@@ -23,9 +23,16 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 import numpy as np
-from fastapi import Depends, FastAPI, Header, HTTPException, Response
+from fastapi import Depends, FastAPI, Header, Response
 
-from helpers.fastapi_app import MAX_BATCH, health, info, parse_shape, raw_body
+from helpers.fastapi_app import (
+    MAX_BATCH,
+    health,
+    info,
+    raw_body,
+    read_images,
+    tensor_response,
+)
 from helpers.fastapi_app import STATE as SHARED_STATE
 from helpers.yolo import LoadedYolo, load_yolo, torch_forward
 
@@ -102,17 +109,8 @@ async def predict(
     x_shape: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Queue one request's tensor and wait for its part of a batch (notebook 06)."""
-    if content_type != "application/octet-stream":
-        raise HTTPException(
-            415, f"Content-Type must be application/octet-stream, got {content_type!r}"
-        )
-    shape = parse_shape(x_shape, len(body))
-    images = np.frombuffer(body, dtype=np.float32).reshape(shape)
+    images = read_images(body, content_type, x_shape)
     future = asyncio.get_running_loop().create_future()
     await STATE["queue"].put((images, future))
     output = await future
-    return Response(
-        output.tobytes(),
-        media_type="application/octet-stream",
-        headers={"X-Shape": ",".join(map(str, output.shape))},
-    )
+    return tensor_response(output)
