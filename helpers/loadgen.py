@@ -7,14 +7,21 @@ within 10% (perf_analyzer's stability rule) or ``max_windows`` is reached, then 
 same columns as ``helpers.perf_analyzer.parse_csv``: throughput, average and p50/p90/p95/p99
 latency, and the server-side split (queue, compute input/infer/output) from the
 statistics API, taken over exactly the measured windows.
+
+``shared_memory="system"`` passes inputs and outputs through POSIX shared memory regions
+registered with the server, like ``perf_analyzer --shared-memory=system``: the requests
+then carry only region names, so the client's serialisation and the copies through the
+socket drop out of the measurement (client and server must share the machine).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -54,18 +61,97 @@ def _client(protocol: str, url: str) -> tuple[Any, Any]:
     return module, module.InferenceServerClient(url)
 
 
-def _client_and_inputs(protocol: str, url: str, payload: Payload) -> tuple[Any, list, list]:
-    """A client of its own for one thread, and its prepared inputs (binary tensor data)."""
+@dataclass
+class _Prepared:
+    """One thread's client, its request inputs/outputs and any shared memory it registered."""
+
+    client: Any
+    inputs: list
+    outputs: list
+    regions: list[tuple[str, Any]] = field(default_factory=list)  # (name, handle)
+
+    def release(self) -> None:
+        """Unregister and destroy this thread's shared memory regions."""
+        if not self.regions:
+            return
+        import tritonclient.utils.shared_memory as shm
+
+        for name, handle in self.regions:
+            try:
+                self.client.unregister_system_shared_memory(name)
+            except Exception:  # noqa: BLE001 - the server may be gone; the region is still ours
+                pass
+            shm.destroy_shared_memory_region(handle)
+        self.regions.clear()
+
+
+def output_byte_sizes(client: Any, protocol: str, model: str, batch_size: int) -> dict[str, int]:
+    """Bytes of each output of ``model`` for a request of ``batch_size``, from its metadata."""
+    from tritonclient.utils import triton_to_np_dtype
+
+    if protocol == "grpc":
+        metadata = client.get_model_metadata(model, as_json=True)
+    else:
+        metadata = client.get_model_metadata(model)
+    sizes = {}
+    for output in metadata["outputs"]:
+        dims = [int(d) for d in output["shape"]]
+        if dims and dims[0] == -1:
+            dims[0] = batch_size
+        dtype = triton_to_np_dtype(output["datatype"])
+        if any(d < 0 for d in dims) or dtype is None or dtype == np.object_:
+            raise ValueError(
+                f"output '{output['name']}' of '{model}' has shape {output['shape']} and type "
+                f"{output['datatype']}: its size is not known before the request, so it cannot "
+                "go through shared memory; use shared_memory='none'"
+            )
+        sizes[output["name"]] = int(np.prod(dims)) * np.dtype(dtype).itemsize
+    return sizes
+
+
+def _prepare(
+    protocol: str, url: str, model: str, payload: Payload, shared_memory: str
+) -> _Prepared:
+    """A client of its own for one thread, and its prepared inputs and outputs."""
+    import tritonclient.utils.shared_memory as shm
     from tritonclient.utils import np_to_triton_dtype
 
     module, client = _client(protocol, url)
-    inputs = []
-    for name, array in payload.arrays.items():
-        tensor = module.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
-        tensor.set_data_from_numpy(array)
-        inputs.append(tensor)
-    outputs = [module.InferRequestedOutput(name) for name in payload.outputs]
-    return client, inputs, outputs
+    prepared = _Prepared(client, [], [])
+    tag = f"loadgen_{os.getpid()}_{uuid.uuid4().hex[:12]}"
+    try:
+        for position, (name, array) in enumerate(payload.arrays.items()):
+            tensor = module.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+            if shared_memory == "system":
+                region, handle = _region(prepared, f"{tag}_in{position}", array.nbytes)
+                shm.set_shared_memory_region(handle, [np.ascontiguousarray(array)])
+                tensor.set_shared_memory(region, array.nbytes)
+            else:
+                tensor.set_data_from_numpy(array)
+            prepared.inputs.append(tensor)
+        if shared_memory == "system":
+            sizes = output_byte_sizes(client, protocol, model, payload.batch_size)
+            for position, name in enumerate(payload.outputs or sizes):
+                region, _ = _region(prepared, f"{tag}_out{position}", sizes[name])
+                output = module.InferRequestedOutput(name)
+                output.set_shared_memory(region, sizes[name])
+                prepared.outputs.append(output)
+        else:
+            prepared.outputs = [module.InferRequestedOutput(name) for name in payload.outputs]
+    except BaseException:
+        prepared.release()
+        raise
+    return prepared
+
+
+def _region(prepared: _Prepared, name: str, byte_size: int) -> tuple[str, Any]:
+    """Create a system shared memory region and register it with the server; remember it."""
+    import tritonclient.utils.shared_memory as shm
+
+    handle = shm.create_shared_memory_region(name, "/" + name, byte_size)
+    prepared.regions.append((name, handle))
+    prepared.client.register_system_shared_memory(name, "/" + name, byte_size)
+    return name, handle
 
 
 def _statistics(url: str, protocol: str, model: str) -> dict[str, float]:
@@ -101,22 +187,50 @@ def measure(
     warmup_s: float = 2.0,
     window_s: float = 3.0,
     max_windows: int = 5,
+    shared_memory: str = "none",
 ) -> dict[str, Any]:
     """Measure one concurrency level; return one row with ``RESULT_COLUMNS``.
 
     ``payload`` is the request every thread sends, or a function of the thread index
-    returning that thread's own payload (to send distinct inputs).
+    returning that thread's own payload (to send distinct inputs). ``shared_memory`` is
+    ``"none"`` (tensors in the request) or ``"system"`` (POSIX shared memory regions).
     """
+    if shared_memory not in ("none", "system"):
+        raise ValueError(f"shared_memory must be 'none' or 'system', not {shared_memory!r}")
     make = payload if callable(payload) else (lambda _index: payload)
     payloads = [make(i) for i in range(concurrency)]
-    prepared = [_client_and_inputs(protocol, url, p) for p in payloads]
+    prepared: list[_Prepared] = []
+    try:
+        for p in payloads:
+            prepared.append(_prepare(protocol, url, model, p, shared_memory))
+        return _closed_loop(
+            url, model, protocol, payloads, prepared, warmup_s, window_s, max_windows
+        ) | {"shared_memory": shared_memory}
+    finally:
+        for one in prepared:
+            one.release()
+
+
+def _closed_loop(
+    url: str,
+    model: str,
+    protocol: str,
+    payloads: list[Payload],
+    prepared: list[_Prepared],
+    warmup_s: float,
+    window_s: float,
+    max_windows: int,
+) -> dict[str, Any]:
+    """Run ``len(prepared)`` client threads and measure windows until stable (see ``measure``)."""
+    concurrency = len(prepared)
     finished: list[tuple[float, float]] = []  # (start, end) of every successful request
     errors: list[BaseException] = []
     stop = threading.Event()
     lock = threading.Lock()
 
     def worker(index: int) -> None:
-        client, inputs, outputs = prepared[index]
+        client, inputs = prepared[index].client, prepared[index].inputs
+        outputs = prepared[index].outputs
         while not stop.is_set():
             start = time.perf_counter()
             try:

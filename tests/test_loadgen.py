@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
-from helpers.loadgen import Payload, sweep
+from helpers.loadgen import Payload, _prepare, measure, output_byte_sizes, sweep
 from helpers.perf_analyzer import RESULT_COLUMNS
 from helpers.server import TritonServer
-from tests.tiny_models import sample_batch
+from tests.tiny_models import sample_batch, tiny_net
 
 LEVELS = (4, 8)
 SPLIT = (
@@ -66,3 +67,72 @@ def test_server_side_split_is_at_most_the_client_latency(result: pd.DataFrame):
     assert (split >= 0).all().all()
     assert (split["server_compute_infer_ms"] > 0).all()
     assert (split.sum(axis=1) <= result["latency_avg_ms"]).all(), result[[*SPLIT, "latency_avg_ms"]]
+
+
+@pytest.fixture(scope="module")
+def tiny_server(tiny_repository: Path):
+    with TritonServer(tiny_repository, models=["tiny_onnx"]) as server:
+        yield server
+
+
+def _loadgen_regions() -> list[str]:
+    return sorted(p.name for p in Path("/dev/shm").glob("loadgen_*"))
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_system_shared_memory_carries_real_inputs_and_outputs(tiny_server, protocol: str):
+    """The request names regions; the server reads the input there and writes the output there."""
+    import tritonclient.utils.shared_memory as shm
+
+    batch = sample_batch(3, seed=7)
+    url = tiny_server.grpc_url if protocol == "grpc" else tiny_server.http_url
+    prepared = _prepare(protocol, url, "tiny_onnx", Payload({"images": batch}), "system")
+    try:
+        assert len(prepared.regions) == 2  # one input, one output
+        output_handle = prepared.regions[1][1]
+        fresh = shm.get_contents_as_numpy(output_handle, np.float32, [3, 4]).copy()
+        prepared.client.infer("tiny_onnx", prepared.inputs, outputs=prepared.outputs)
+        served = shm.get_contents_as_numpy(output_handle, np.float32, [3, 4])
+        assert not fresh.any()  # a new region is zeros: what is there now, the server wrote
+        with torch.no_grad():
+            expected = tiny_net()(torch.from_numpy(batch)).numpy()
+        np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-5)
+        status = prepared.client.get_system_shared_memory_status()
+        assert len(status.regions if protocol == "grpc" else status) == 2
+    finally:
+        prepared.release()
+    status = prepared.client.get_system_shared_memory_status()
+    assert len(status.regions if protocol == "grpc" else status) == 0
+    assert _loadgen_regions() == []
+
+
+def test_measure_over_shared_memory_counts_what_the_server_counts(tiny_server):
+    row = measure(
+        tiny_server.grpc_url,
+        "tiny_onnx",
+        Payload({"images": sample_batch(1)}, ["scores"]),
+        4,
+        warmup_s=0.5,
+        window_s=1.5,
+        max_windows=3,
+        shared_memory="system",
+    )
+    assert row["shared_memory"] == "system"
+    assert row["server_success_delta"] > 20
+    counted = row["throughput_infer_per_s"] * row["window_s"]
+    assert counted == pytest.approx(row["server_success_delta"], rel=0.05)
+    assert _loadgen_regions() == []  # every region is unregistered and unlinked afterwards
+
+
+def test_shared_memory_mode_is_checked():
+    with pytest.raises(ValueError, match="shared_memory must be 'none' or 'system'"):
+        measure("127.0.0.1:1", "m", Payload({"x": np.zeros((1, 1))}), 1, shared_memory="cuda")
+
+
+def test_output_of_unknown_size_cannot_use_shared_memory():
+    class Client:
+        def get_model_metadata(self, model, as_json=False):
+            return {"outputs": [{"name": "text", "datatype": "BYTES", "shape": ["-1", "1"]}]}
+
+    with pytest.raises(ValueError, match="output 'text' of 'whisper'.*shared_memory='none'"):
+        output_byte_sizes(Client(), "grpc", "whisper", 1)

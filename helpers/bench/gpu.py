@@ -7,10 +7,11 @@ Two exports of the same network are served by the PyTorch stand-in on ``KIND_GPU
   copy), normalised and run in float16 on the GPU, float16 [84, 8400] out (half the bytes
   back).
 
-Each is measured with dynamic batching off and on over a concurrency sweep, the ``gpu``
-model also with 2 GPU instances, and the same points again with the course's fallback
-generator to see how far it is from perf_analyzer. Writes a dated CSV and a short markdown
-report (device, driver, CUDA, torch, commands) to ``--out`` (default ``docs/results``).
+Each is measured by perf_analyzer (tensors in system shared memory) with dynamic batching
+off and on over a concurrency sweep, the ``gpu`` model also with 2 GPU instances. Writes a
+dated CSV and a short markdown report (device, driver, CUDA, torch, commands) to ``--out``
+(default ``docs/results``). ``python -m helpers.bench.gpu_tools`` compares perf_analyzer
+with the course's fallback generator on the same machine.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import numpy as np
 import pandas as pd
 
 from helpers.bench import CannotRun
-from helpers.loadgen import Payload, sweep
 from helpers.model_config import config_from_dict, render_config
 from helpers.paths import REPO_ROOT, build_dir
 from helpers.results import load_results, save_results
@@ -112,15 +112,55 @@ def inprocess_images_per_s(path: Path, image: np.ndarray, batch: int, seconds: f
 
 
 def variant(model: Path, batching: bool, instances: int = 1) -> dict:
-    """The model's config with batching on/off and an instance count."""
+    """The model's config with batching on/off, an instance count and a warm-up per batch size.
+
+    ``model_warmup`` makes Triton run one request of every batch size the instance can get
+    before the model is READY: the first call at a new batch size loads and picks CUDA
+    kernels for it, which otherwise lands inside the measurement as a stall of up to seconds.
+    """
     from helpers.model_config import config_to_dict, read_config
 
     values = config_to_dict(read_config(model))
     values["instance_group"] = [{"kind": "KIND_GPU", "count": instances}]
+    sizes = range(1, values["max_batch_size"] + 1) if batching else [1]
     if batching:
         values["dynamic_batching"] = {"max_queue_delay_microseconds": 1000}
+    values["model_warmup"] = [
+        {
+            "name": f"batch {size}",
+            "batch_size": size,
+            "inputs": {
+                spec["name"]: {
+                    "data_type": spec["data_type"],
+                    "dims": spec["dims"],
+                    "zero_data": True,
+                }
+                for spec in values["input"]
+            },
+        }
+        for size in sizes
+    ]
     config_from_dict(values)
     return values
+
+
+def batch_profile(url: str, model: str) -> str:
+    """Executions and mean compute time per batch size since the model was loaded."""
+    import tritonclient.grpc as grpcclient
+
+    stats = grpcclient.InferenceServerClient(url).get_inference_statistics(model, as_json=True)
+    parts = []
+    for entry in stats["model_stats"]:
+        for batch in sorted(entry.get("batch_stats", []), key=lambda b: int(b["batch_size"])):
+            infer = batch["compute_infer"]
+            count = int(infer.get("count", 0))
+            if count:
+                mean = int(infer.get("ns", 0)) / count / 1e6
+                parts.append(f"{batch['batch_size']}x{count}:{mean:.1f}ms")
+    return (
+        "executions per batch size since load, warm-up included (size x count: mean compute): "
+        + " ".join(parts)
+    )
 
 
 def machine_facts() -> dict[str, str]:
@@ -185,16 +225,8 @@ def run(argv: list[str]) -> dict[str, float]:
         "naive": np.random.default_rng(0).random((1, 3, SIDE, SIDE), dtype=np.float32),
         "gpu": np.random.default_rng(0).integers(0, 256, (1, 3, SIDE, SIDE), dtype=np.uint8),
     }
-    # perf_analyzer passes tensors through system shared memory, as the reference runs in
-    # docs/results do; the last row repeats the best config over plain gRPC, the transport
-    # the fallback generator uses, so the two tools are compared like for like.
-    plan = [
-        (name, batching, 1, args.concurrency, "system")
-        for name in models
-        for batching in (False, True)
-    ]
-    plan.append(("gpu", True, 2, [max(args.concurrency)], "system"))
-    plan.append(("gpu", True, 1, args.concurrency, "none"))
+    plan = [(name, batching, 1, args.concurrency) for name in models for batching in (False, True)]
+    plan.append(("gpu", True, 2, args.concurrency[1:] or args.concurrency))
     columns = [
         "concurrency",
         "throughput_infer_per_s",
@@ -207,7 +239,7 @@ def run(argv: list[str]) -> dict[str, float]:
     ]
     frames = []
     with TritonServer(repository, startup_timeout=120) as server:
-        for name, batching, instances, levels, memory in plan:
+        for name, batching, instances, levels in plan:
             label = f"{name}, batching {'on' if batching else 'off'}, {instances} instance(s)"
             server.load_model(models[name].name, config=variant(models[name], batching, instances))
             rows = []
@@ -221,7 +253,7 @@ def run(argv: list[str]) -> dict[str, float]:
                             protocol="grpc",
                             shape={INPUT: [3, SIDE, SIDE]},
                             measurement_interval_ms=args.window_ms,
-                            shared_memory=memory,
+                            shared_memory="system",
                             output_shared_memory_size=OUTPUT_BYTES,
                             extra=["--stability-percentage", "25", "--max-trials", "8"],
                             location=location,
@@ -240,40 +272,13 @@ def run(argv: list[str]) -> dict[str, float]:
                     model=name,
                     batching=batching,
                     instances=instances,
-                    shared_memory=memory,
+                    shared_memory="system",
                 )
             )
             print(
-                f"{label}, perf_analyzer, shared memory {memory}",
-                frame[columns].round(2).to_string(index=False),
-                sep="\n",
+                f"{label}, perf_analyzer", frame[columns].round(2).to_string(index=False), sep="\n"
             )
-        # The fallback generator at the same points, over gRPC like the last perf_analyzer row.
-        server.load_model(models["gpu"].name, config=variant(models["gpu"], True, 1))
-        fallback = sweep(
-            server.grpc_url,
-            models["gpu"].name,
-            Payload({INPUT: payloads["gpu"]}),
-            args.concurrency,
-            warmup_s=2,
-            window_s=args.window_ms / 1000,
-            max_windows=4,
-            progress=False,
-        )
-        frames.append(
-            fallback.assign(
-                config="gpu, batching on, 1 instance(s)",
-                model="gpu",
-                batching=True,
-                instances=1,
-                shared_memory="none",
-            )
-        )
-        print(
-            "gpu, batching on, 1 instance(s), fallback generator",
-            fallback[columns].round(2).to_string(index=False),
-            sep="\n",
-        )
+            print(batch_profile(server.grpc_url, models[name].name))
         print(server.log_tail(4, containing=["stand-in"]))
     for name, folder in models.items():
         for batch in (1, MAX_BATCH):
@@ -288,43 +293,28 @@ def run(argv: list[str]) -> dict[str, float]:
     results = load_results(path)
     stem = path.stem
 
-    def tput(
-        name: str,
-        batching: bool,
-        instances: int,
-        memory: str = "system",
-        tool: str = "perf_analyzer",
-    ) -> float:
+    def tput(name: str, batching: bool, instances: int, level: int) -> float:
         rows = results[
             (results.model == name)
             & (results.batching == batching)
             & (results.instances == instances)
-            & (results.concurrency == top)
-            & (results.tool == tool)
-            & (results.shared_memory == memory)
+            & (results.concurrency == level)
         ]
         return float(rows.throughput_infer_per_s.iloc[0]) if len(rows) else float("nan")
 
     top = max(args.concurrency)
     figures = {
-        "gain": tput("gpu", True, 1) / tput("gpu", False, 1),
-        "instances_gain": tput("gpu", True, 2) / tput("gpu", True, 1),
-        "naive_gain": tput("naive", True, 1) / tput("naive", False, 1),
-        "gpu_ips": tput("gpu", True, 1),
-        "naive_ips": tput("naive", True, 1),
+        "gain": tput("gpu", True, 1, top) / tput("gpu", False, 1, top),
+        "instances_gain": tput("gpu", True, 2, top) / tput("gpu", True, 1, top),
+        "naive_gain": tput("naive", True, 1, top) / tput("naive", False, 1, top),
+        "gpu_ips": tput("gpu", True, 1, top),
+        "naive_ips": tput("naive", True, 1, top),
     }
-    same = results[
-        (results.model == "gpu")
-        & results.batching
-        & (results.instances == 1)
-        & (results.shared_memory == "none")
-    ]
-    pairs = same.pivot_table(
-        index="concurrency", columns="tool", values=["throughput_infer_per_s", "latency_p50_ms"]
-    )
-    for key, column in (("tput_gap", "throughput_infer_per_s"), ("p50_gap", "latency_p50_ms")):
-        pa, fb = pairs[column].get("perf_analyzer"), pairs[column].get("fallback generator")
-        figures[key] = float(((fb - pa).abs() / pa).max()) if pa is not None else float("nan")
+    if len(args.concurrency) > 2:
+        middle = sorted(args.concurrency)[-2]
+        figures[f"instances_gain_c{middle}"] = tput("gpu", True, 2, middle) / tput(
+            "gpu", True, 1, middle
+        )
     command = perf_analyzer.build_command(
         "<model>",
         url="127.0.0.1:<grpc port>",

@@ -1,15 +1,25 @@
 """YOLO11n ONNX served by the embedded Triton vs onnxruntime in-process, same machine, one run.
 
-In-process: one onnxruntime session, requests back to back, at batch 1 and at the model's
-max batch; the better of the two is the baseline. Served: the same model.onnx through the
-embedded server (dynamic batching) with 1 and 2 instances, driven by the fallback load
-generator over gRPC; the better is compared. Also reports how long the server takes from
-start to the model being READY.
+In-process: onnxruntime running requests back to back, as one session (onnxruntime's
+default threads) at batch 1 and at the model's max batch, and as two sessions of 1 thread
+each in two Python threads at batch 1 (what 2 served instances do); the best of these is the
+baseline. Served: the same model.onnx through
+the embedded server with dynamic batching, 1 instance (onnxruntime's default threads) or
+2 instances of 1 thread, driven by the fallback load generator over gRPC with the tensors
+in the request or in system shared memory (as ``perf_analyzer --shared-memory=system``);
+the best of these four is compared.
+
+A shared machine's speed drifts by 10% from one minute to the next, more than the effect
+measured, so after choosing both sides the benchmark alternates them for ``--rounds``
+rounds (in-process, then served) and reports the median of the per-round ratios, with the
+range. Also reports how long the server takes from start to the model being READY.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
+import threading
 import time
 
 import numpy as np
@@ -25,22 +35,40 @@ from helpers.yolo import bus_image_path, load_image, preprocess
 MODEL = "yolo11n_onnx"
 
 
-def inprocess_throughput(model_path: str, batch: np.ndarray, seconds: float) -> float:
-    """Images per second of one onnxruntime session running ``batch`` back to back."""
-    session = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
-    session.run(None, {"images": batch})  # warm-up
-    done, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        session.run(None, {"images": batch})
-        done += batch.shape[0]
-    return done / (time.perf_counter() - start)
+def session(model_path: str, threads: int = 0) -> ort.InferenceSession:
+    """An onnxruntime CPU session with ``threads`` intra-op threads (0: onnxruntime's default)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    return ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
+
+
+def inprocess_throughput(
+    sessions: list[ort.InferenceSession], batch: np.ndarray, seconds: float
+) -> float:
+    """Images per second of ``sessions``, one Python thread each, running ``batch`` back to back."""
+    done = [0] * len(sessions)
+    for one in sessions:
+        one.run(None, {"images": batch})  # warm-up
+    start = time.perf_counter()
+
+    def loop(index: int) -> None:
+        while time.perf_counter() - start < seconds:
+            sessions[index].run(None, {"images": batch})
+            done[index] += batch.shape[0]
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(len(sessions))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(done) / (time.perf_counter() - start)
 
 
 def run(argv: list[str]) -> dict[str, float]:
     parser = argparse.ArgumentParser(prog="python -m helpers.bench served-vs-inprocess")
-    parser.add_argument("--seconds", type=float, default=12, help="in-process time per batch size")
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--window", type=float, default=4.0, help="load generator window (s)")
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--window", type=float, default=3.0, help="load generator window (s)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating comparison rounds")
     args = parser.parse_args(argv)
 
     model_path = MODEL_REPOSITORY / MODEL / "1" / "model.onnx"
@@ -48,54 +76,84 @@ def run(argv: list[str]) -> dict[str, float]:
         raise CannotRun(f"{model_path} is missing: run notebook 01 (it exports YOLO11n) first")
     image, _ = preprocess(load_image(bus_image_path()))
     max_batch = int(config_variant(MODEL)["max_batch_size"])
+    single = [session(str(model_path))]
+    inprocess_options = {
+        "1 session, batch 1": (single, image),
+        f"1 session, batch {max_batch}": (single, np.repeat(image, max_batch, axis=0)),
+        "2 sessions x 1 thread, batch 1": ([session(str(model_path), 1) for _ in "ab"], image),
+    }
 
     print(f"in-process onnxruntime {ort.__version__}, {model_path.name}, 640x640")
     inprocess = {}
-    for batch_size in (1, max_batch):
-        batch = np.repeat(image, batch_size, axis=0)
-        inprocess[batch_size] = inprocess_throughput(str(model_path), batch, args.seconds)
-        print(f"  batch {batch_size}: {inprocess[batch_size]:.2f} images/s")
-    best_inprocess = max(inprocess.values())
+    for label, (sessions, batch) in inprocess_options.items():
+        inprocess[label] = inprocess_throughput(sessions, batch, 3 * args.window)
+        print(f"  {label}: {inprocess[label]:.2f} images/s")
+    best_local = max(inprocess, key=inprocess.get)
 
+    configs = {
+        "1 instance": config_variant(MODEL, instances=1),
+        "2 instances x 1 thread": config_variant(
+            MODEL, instances=2, parameters={"intra_op_thread_count": "1"}
+        ),
+    }
     started = time.perf_counter()
-    served: dict[str, float] = {}
     try:
         with TritonServer(models=[MODEL]) as server:
             ready_s = time.perf_counter() - started
             print(f"embedded Triton: start to {MODEL} READY in {ready_s:.2f} s")
-            variants = {
-                "1 instance": config_variant(MODEL, instances=1),
-                "2 instances, 1 thread each": config_variant(
-                    MODEL, instances=2, parameters={"intra_op_thread_count": "1"}
-                ),
-            }
-            for label, config in variants.items():
-                server.load_model(MODEL, config=config)
+
+            def served(config: str, memory: str) -> float:
                 row = measure(
                     server.grpc_url,
                     MODEL,
                     Payload({"images": image}),
                     args.concurrency,
-                    warmup_s=3,
+                    warmup_s=2,
                     window_s=args.window,
-                    max_windows=4,
+                    max_windows=3,
+                    shared_memory=memory,
                 )
-                served[label] = row["throughput_infer_per_s"]
                 print(
-                    f"  served, {label}, dynamic batching, concurrency {args.concurrency}: "
-                    f"{served[label]:.2f} images/s, p50 {row['latency_p50_ms']:.0f} ms, "
-                    f"p99 {row['latency_p99_ms']:.0f} ms, "
+                    f"  served, {config}, dynamic batching, concurrency {args.concurrency}, "
+                    f"shared memory {memory}: {row['throughput_infer_per_s']:.2f} images/s, "
+                    f"p50 {row['latency_p50_ms']:.0f} ms, p99 {row['latency_p99_ms']:.0f} ms, "
                     f"{row['server_success_delta'] / max(row['server_executions_delta'], 1):.1f} "
                     "requests per execution"
                 )
+                return row["throughput_infer_per_s"]
+
+            screening = {}
+            for config, values in configs.items():
+                server.load_model(MODEL, config=values)
+                for memory in ("none", "system"):
+                    screening[config, memory] = served(config, memory)
+            best_config, best_memory = max(screening, key=screening.get)
+            server.load_model(MODEL, config=configs[best_config])
+
+            print(
+                f"alternating rounds: in-process {best_local} vs served "
+                f"{best_config}, shared memory {best_memory}"
+            )
+            rounds = []
+            for number in range(1, args.rounds + 1):
+                local = inprocess_throughput(*inprocess_options[best_local], 3 * args.window)
+                print(f"round {number}: in-process {local:.2f} images/s")
+                remote = served(best_config, best_memory)
+                rounds.append((local, remote, remote / local))
+                print(f"round {number}: ratio {remote / local:.3f}")
     except ServerError as error:
         raise CannotRun(str(error)) from error
-    best_label = max(served, key=served.get)
-    ratio = served[best_label] / best_inprocess
-    print(f"best served ({best_label}) / best in-process = {ratio:.2f}")
+    ratios = [ratio for _, _, ratio in rounds]
+    ratio = statistics.median(ratios)
+    print(
+        f"served / in-process, median of {len(ratios)} rounds = {ratio:.3f} "
+        f"(range {min(ratios):.3f} to {max(ratios):.3f})"
+    )
     return {
         "ratio": ratio,
-        "served_ips": served[best_label],
-        "inprocess_ips": best_inprocess,
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+        "served_ips": statistics.median(remote for _, remote, _ in rounds),
+        "inprocess_ips": statistics.median(local for local, _, _ in rounds),
         "ready_s": ready_s,
     }

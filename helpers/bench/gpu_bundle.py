@@ -1,0 +1,118 @@
+"""Pack what ``python -m helpers.bench gpu`` needs on a GPU machine that has no network.
+
+The GPU machines the course was measured on (docs/results) run Ubuntu 24.04 with Python
+3.12, PyTorch and onnxruntime, and cannot reach PyPI. This writes ``--out`` (default
+``.gpu/``, ignored by git), small enough to copy there:
+
+* ``tritonserver.tar.xz``: the embedded server from this venv's nvidia-pytriton wheel (the
+  binary, its bundled libraries, the Python backend and the Python 3.12 stub) under a
+  ``pytriton/`` package, which is all ``helpers.server`` looks for (about 27 MB);
+* ``wheels/``: tritonclient, the perf_analyzer wheel (it needs glibc >= 2.38) and
+  ultralytics, for Python 3.12, downloaded from PyPI;
+* ``setup.sh``: unpacks both into ``/tmp/site`` there.
+
+On the GPU machine::
+
+    sh .gpu/setup.sh && export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH
+    python3 -m helpers.bench gpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+from helpers.paths import REPO_ROOT
+from helpers.server import find_embedded_triton
+
+#: The GPU machine's Python.
+PYTHON = "3.12"
+#: Wheels the GPU machine lacks (its image has torch, numpy, pandas, grpcio, protobuf).
+WHEELS = [
+    "tritonclient==2.51.0",
+    "perf-analyzer==2.60.0",
+    "ultralytics==8.4.190",
+    "ultralytics-thop==2.2.3",
+    "python-rapidjson==1.25",
+]
+PLATFORMS = [
+    "manylinux_2_39_x86_64",
+    "manylinux_2_38_x86_64",
+    "manylinux_2_35_x86_64",
+    "manylinux_2_28_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux2014_x86_64",
+    "manylinux1_x86_64",
+]
+SETUP = """#!/bin/sh
+# Unpack the embedded tritonserver and the wheels beside this file into /tmp/site.
+# Written by `python -m helpers.bench.gpu_bundle`; then:
+#   export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH
+set -e
+here=$(dirname "$0")
+mkdir -p /tmp/site
+tar -C /tmp/site -xJf "$here/tritonserver.tar.xz"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \\
+    --target /tmp/site "$here"/wheels/*.whl
+"""
+
+
+def pack_server(target: Path, python: str = PYTHON) -> Path:
+    """Write the embedded tritonserver (with the ``python`` stub only) to ``target``."""
+    embedded = find_embedded_triton()
+    package = embedded.binary.parents[2]  # .../pytriton
+    stub = package / "tritonserver" / "python_backend_stubs" / python
+    if not stub.is_dir():
+        raise FileNotFoundError(f"the nvidia-pytriton wheel has no Python {python} stub: {stub}")
+    with tarfile.open(target, "w:xz") as archive:
+        init = target.with_name("pytriton_init.py")
+        init.write_text('"""Only the tritonserver of nvidia-pytriton, for helpers.server."""\n')
+        archive.add(init, "pytriton/__init__.py")
+        init.unlink()
+        archive.add(embedded.binary, "pytriton/tritonserver/bin/tritonserver")
+        archive.add(
+            embedded.python_backend_dir,
+            "pytriton/tritonserver/backends/python",
+            filter=lambda info: None if "__pycache__" in info.name else info,
+        )
+        archive.add(stub, f"pytriton/tritonserver/python_backend_stubs/{python}")
+        for library in sorted(embedded.library_dir.iterdir()):
+            if library.name.startswith("libpython"):  # the GPU machine has its own libpython
+                continue
+            archive.add(library, f"nvidia_pytriton.libs/{library.name}")
+    return target
+
+
+def download_wheels(folder: Path, python: str = PYTHON) -> list[Path]:
+    """Download ``WHEELS`` for ``python`` on x86-64 Linux into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
+    command += ["--python-version", python, "--implementation", "cp", "-d", str(folder)]
+    for platform in PLATFORMS:
+        command += ["--platform", platform]
+    subprocess.run([*command, *WHEELS], check=True)
+    return sorted(folder.glob("*.whl"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers.bench.gpu_bundle")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / ".gpu")
+    args = parser.parse_args(argv)
+    if args.out.exists():
+        shutil.rmtree(args.out / "wheels", ignore_errors=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    print("packing the embedded tritonserver (xz, about 2 minutes on 2 cores)...", flush=True)
+    server = pack_server(args.out / "tritonserver.tar.xz")
+    wheels = download_wheels(args.out / "wheels")
+    (args.out / "setup.sh").write_text(SETUP)
+    total = server.stat().st_size + sum(w.stat().st_size for w in wheels)
+    print(f"wrote {args.out}: {server.name} and {len(wheels)} wheels, {total / 2**20:.1f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
