@@ -63,26 +63,38 @@ def _client(protocol: str, url: str) -> tuple[Any, Any]:
 
 @dataclass
 class _Prepared:
-    """One thread's client, its request inputs/outputs and any shared memory it registered."""
+    """One thread's request, ready to send again and again, and what it holds open.
 
-    client: Any
-    inputs: list
-    outputs: list
+    ``send()`` runs one inference. Over gRPC it sends a ``ModelInferRequest`` built once,
+    through the generated stub, as perf_analyzer reuses its requests: the per-request
+    Python work is then one call, so the client's own overhead (and the Python GIL) shapes
+    the arrival of requests at the dynamic batcher as little as it can. Over HTTP it uses
+    ``tritonclient.http``'s ``infer``.
+    """
+
+    client: Any  # tritonclient client: shared memory registration, statistics
+    send: Callable[[], Any] = lambda: None
     regions: list[tuple[str, Any]] = field(default_factory=list)  # (name, handle)
+    connections: list[Any] = field(default_factory=list)  # what ``send`` opened, to close
 
     def release(self) -> None:
-        """Unregister and destroy this thread's shared memory regions."""
-        if not self.regions:
-            return
-        import tritonclient.utils.shared_memory as shm
+        """Unregister and destroy this thread's shared memory regions; close its connections."""
+        if self.regions:
+            import tritonclient.utils.shared_memory as shm
 
-        for name, handle in self.regions:
+            for name, handle in self.regions:
+                try:
+                    self.client.unregister_system_shared_memory(name)
+                except Exception:  # noqa: BLE001 - the server may be gone; the region is still ours
+                    pass
+                shm.destroy_shared_memory_region(handle)
+            self.regions.clear()
+        for connection in [*self.connections, self.client]:
             try:
-                self.client.unregister_system_shared_memory(name)
-            except Exception:  # noqa: BLE001 - the server may be gone; the region is still ours
+                connection.close()
+            except Exception:  # noqa: BLE001 - closing is best effort
                 pass
-            shm.destroy_shared_memory_region(handle)
-        self.regions.clear()
+        self.connections.clear()
 
 
 def output_byte_sizes(client: Any, protocol: str, model: str, batch_size: int) -> dict[str, int]:
@@ -112,36 +124,118 @@ def output_byte_sizes(client: Any, protocol: str, model: str, batch_size: int) -
 def _prepare(
     protocol: str, url: str, model: str, payload: Payload, shared_memory: str
 ) -> _Prepared:
-    """A client of its own for one thread, and its prepared inputs and outputs."""
+    """A client of its own for one thread, and its request, ready to send."""
     import tritonclient.utils.shared_memory as shm
-    from tritonclient.utils import np_to_triton_dtype
 
     module, client = _client(protocol, url)
-    prepared = _Prepared(client, [], [])
+    prepared = _Prepared(client)
     tag = f"loadgen_{os.getpid()}_{uuid.uuid4().hex[:12]}"
+    inputs: dict[str, tuple[np.ndarray, str | None]] = {}
+    outputs: dict[str, tuple[str | None, int]] = {}
     try:
         for position, (name, array) in enumerate(payload.arrays.items()):
-            tensor = module.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+            array = np.ascontiguousarray(array)
+            region = None
             if shared_memory == "system":
                 region, handle = _region(prepared, f"{tag}_in{position}", array.nbytes)
-                shm.set_shared_memory_region(handle, [np.ascontiguousarray(array)])
-                tensor.set_shared_memory(region, array.nbytes)
-            else:
-                tensor.set_data_from_numpy(array)
-            prepared.inputs.append(tensor)
+                shm.set_shared_memory_region(handle, [array])
+            inputs[name] = (array, region)
         if shared_memory == "system":
             sizes = output_byte_sizes(client, protocol, model, payload.batch_size)
             for position, name in enumerate(payload.outputs or sizes):
                 region, _ = _region(prepared, f"{tag}_out{position}", sizes[name])
-                output = module.InferRequestedOutput(name)
-                output.set_shared_memory(region, sizes[name])
-                prepared.outputs.append(output)
+                outputs[name] = (region, sizes[name])
         else:
-            prepared.outputs = [module.InferRequestedOutput(name) for name in payload.outputs]
+            outputs = {name: (None, 0) for name in payload.outputs}
+        if protocol == "grpc":
+            _grpc_sender(prepared, url, model, inputs, outputs)
+        else:
+            _http_sender(prepared, module, url, model, inputs, outputs)
     except BaseException:
         prepared.release()
         raise
     return prepared
+
+
+def _grpc_sender(
+    prepared: _Prepared,
+    url: str,
+    model: str,
+    inputs: dict[str, tuple[np.ndarray, str | None]],
+    outputs: dict[str, tuple[str | None, int]],
+) -> None:
+    """Build the ``ModelInferRequest`` once; ``send`` passes it to the generated gRPC stub."""
+    import grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+    from tritonclient.utils import np_to_triton_dtype
+
+    def place(tensor: Any, region: str | None, byte_size: int) -> None:
+        if region is not None:
+            tensor.parameters["shared_memory_region"].string_param = region
+            tensor.parameters["shared_memory_byte_size"].int64_param = byte_size
+
+    request = service_pb2.ModelInferRequest(model_name=model)
+    for name, (array, region) in inputs.items():
+        tensor = request.inputs.add(
+            name=name, datatype=np_to_triton_dtype(array.dtype), shape=list(array.shape)
+        )
+        place(tensor, region, array.nbytes)
+        if region is None:
+            request.raw_input_contents.append(array.tobytes())
+    for name, (region, byte_size) in outputs.items():
+        place(request.outputs.add(name=name), region, byte_size)
+    unlimited = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+    channel = grpc.insecure_channel(url, options=unlimited)
+    prepared.connections.append(channel)
+    stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+
+    def send() -> Any:
+        try:
+            return stub.ModelInfer(request)
+        except grpc.RpcError as error:
+            raise LoadError(f"{error.code().name}: {error.details()}") from None
+
+    prepared.send = send
+
+
+def _http_sender(
+    prepared: _Prepared,
+    module: Any,
+    url: str,
+    model: str,
+    inputs: dict[str, tuple[np.ndarray, str | None]],
+    outputs: dict[str, tuple[str | None, int]],
+) -> None:
+    """``send`` calls ``tritonclient.http``'s ``infer`` with inputs and outputs made once.
+
+    The HTTP client (gevent underneath) must stay on the thread that made it, so ``send``
+    opens its own on the first call, in the thread that sends.
+    """
+    from tritonclient.utils import np_to_triton_dtype
+
+    tensors = []
+    for name, (array, region) in inputs.items():
+        tensor = module.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+        if region is None:
+            tensor.set_data_from_numpy(array)
+        else:
+            tensor.set_shared_memory(region, array.nbytes)
+        tensors.append(tensor)
+    requested = []
+    for name, (region, byte_size) in outputs.items():
+        output = module.InferRequestedOutput(name)
+        if region is not None:
+            output.set_shared_memory(region, byte_size)
+        requested.append(output)
+    opened: list[Any] = []
+
+    def send() -> Any:
+        if not opened:
+            opened.append(module.InferenceServerClient(url))
+            prepared.connections.append(opened[0])
+        return opened[0].infer(model, tensors, outputs=requested or None)
+
+    prepared.send = send
 
 
 def _region(prepared: _Prepared, name: str, byte_size: int) -> tuple[str, Any]:
@@ -229,12 +323,11 @@ def _closed_loop(
     lock = threading.Lock()
 
     def worker(index: int) -> None:
-        client, inputs = prepared[index].client, prepared[index].inputs
-        outputs = prepared[index].outputs
+        send = prepared[index].send
         while not stop.is_set():
             start = time.perf_counter()
             try:
-                client.infer(model, inputs, outputs=outputs or None)
+                send()
             except Exception as error:  # noqa: BLE001 - reported after the run
                 with lock:
                     errors.append(error)

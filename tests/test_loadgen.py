@@ -6,14 +6,17 @@ the batcher waits out its delay and runs 4 requests together, at 8 it fills whol
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
 
-from helpers.loadgen import Payload, _prepare, measure, output_byte_sizes, sweep
+from helpers.loadgen import LoadError, Payload, _prepare, measure, output_byte_sizes, sweep
 from helpers.perf_analyzer import RESULT_COLUMNS
 from helpers.server import TritonServer
 from tests.tiny_models import sample_batch, tiny_net
@@ -91,18 +94,36 @@ def test_system_shared_memory_carries_real_inputs_and_outputs(tiny_server, proto
         assert len(prepared.regions) == 2  # one input, one output
         output_handle = prepared.regions[1][1]
         fresh = shm.get_contents_as_numpy(output_handle, np.float32, [3, 4]).copy()
-        prepared.client.infer("tiny_onnx", prepared.inputs, outputs=prepared.outputs)
+        prepared.send()
         served = shm.get_contents_as_numpy(output_handle, np.float32, [3, 4])
         assert not fresh.any()  # a new region is zeros: what is there now, the server wrote
         with torch.no_grad():
             expected = tiny_net()(torch.from_numpy(batch)).numpy()
         np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-5)
-        status = prepared.client.get_system_shared_memory_status()
-        assert len(status.regions if protocol == "grpc" else status) == 2
+        assert len(_registered(tiny_server, protocol)) == 2
     finally:
         prepared.release()
-    status = prepared.client.get_system_shared_memory_status()
-    assert len(status.regions if protocol == "grpc" else status) == 0
+    assert _registered(tiny_server, protocol) == []
+    assert _loadgen_regions() == []
+
+
+def _registered(server, protocol: str) -> list:
+    """The system shared memory regions the server holds, asked over ``protocol``."""
+    if protocol == "grpc":
+        with grpcclient.InferenceServerClient(server.grpc_url) as client:
+            return list(client.get_system_shared_memory_status().regions)
+    with httpclient.InferenceServerClient(server.http_url) as client:
+        return list(client.get_system_shared_memory_status())
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+@pytest.mark.parametrize("memory", ["none", "system"])
+def test_a_failing_request_stops_the_run_with_the_servers_reason(tiny_server, protocol, memory):
+    url = tiny_server.grpc_url if protocol == "grpc" else tiny_server.http_url
+    wrong = Payload({"images": sample_batch(1).astype(np.float64)})
+    reason = "input 'images' data-type is 'FP64', but model 'tiny_onnx' expects 'FP32'"
+    with pytest.raises(LoadError, match=r"request\(s\) failed; first: .*" + re.escape(reason)):
+        measure(url, "tiny_onnx", wrong, 2, protocol=protocol, warmup_s=0.5, shared_memory=memory)
     assert _loadgen_regions() == []
 
 

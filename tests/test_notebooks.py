@@ -18,8 +18,11 @@ def test_there_are_notebooks():
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[nb.name for nb in NOTEBOOKS])
 def test_notebook_is_committed_without_outputs(notebook):
     cells = json.loads(notebook.read_text())["cells"]
-    dirty = [i for i, c in enumerate(cells)
-             if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count"))]
+    dirty = [
+        i
+        for i, c in enumerate(cells)
+        if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count"))
+    ]
     assert dirty == [], f"cells {dirty} have outputs: run `make strip`"
 
 
@@ -38,7 +41,9 @@ def test_notebook_opens_the_course_way(notebook):
 
 def test_parameter_overrides_are_python_literals():
     assert parse_parameters(["N=3", "NAMES=['a', 'b']", "MODE=embedded"]) == {
-        "N": 3, "NAMES": ["a", "b"], "MODE": "embedded",
+        "N": 3,
+        "NAMES": ["a", "b"],
+        "MODE": "embedded",
     }
     with pytest.raises(SystemExit):
         parse_parameters(["no-equals-sign"])
