@@ -93,17 +93,21 @@ def save_results(
     directory: str | Path | None = None,
     launcher: str | None = None,
     when: datetime | None = None,
+    host: str | None = None,
 ) -> Path:
     """Write ``frame`` with the machine columns to ``build/results/<name>-<host>-<date>.csv`` (notebook 04).
 
     ``frame`` must hold ``RESULT_COLUMNS`` (``tool`` included); ``launcher`` fills the column
-    when the frame has none (``measure_sweep`` adds it).
+    when the frame has none (``measure_sweep`` adds it). ``host`` replaces this machine's
+    name as its label (a rented machine's name says nothing to a reader).
     """
     missing = [c for c in RESULT_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"not a result table: it lacks {missing}")
     when = when or datetime.now().astimezone()
     info = machine_info(when)
+    if host:
+        info["host"] = host
     table = frame.copy()
     for column, value in info.items():
         table[column] = value

@@ -200,6 +200,7 @@ def run(argv: list[str]) -> dict[str, float]:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--window-ms", type=int, default=3000, help="perf_analyzer window")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "results")
+    parser.add_argument("--host", help="label for this machine in the results (default: its name)")
     args = parser.parse_args(argv)
 
     import torch
@@ -289,7 +290,9 @@ def run(argv: list[str]) -> dict[str, float]:
             )
 
     results = pd.concat(frames, ignore_index=True)
-    path = save_results(results.assign(**facts), "gpu", directory=args.out, launcher="embedded")
+    path = save_results(
+        results.assign(**facts), "gpu", args.out, launcher="embedded", host=args.host
+    )
     results = load_results(path)
     stem = path.stem
 

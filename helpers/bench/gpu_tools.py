@@ -31,13 +31,58 @@ from helpers.results import save_results
 FALLBACK, PERF_ANALYZER = "fallback generator", "perf_analyzer"
 
 
+def summary(results: pd.DataFrame) -> pd.DataFrame:
+    """Per transport and concurrency: each tool's median and range, and the gaps of the medians."""
+    rows = []
+    for (memory, level), runs in results.groupby(["shared_memory", "concurrency"]):
+        row: dict[str, object] = {"shared_memory": memory, "concurrency": level}
+        for tool, short in ((PERF_ANALYZER, "pa"), (FALLBACK, "fb")):
+            mine = runs[runs.tool == tool]
+            tput, p50 = mine.throughput_infer_per_s, mine.latency_p50_ms
+            row[f"{short}_infer_per_s"] = tput.median()
+            row[f"{short}_range"] = f"{tput.min():.0f}-{tput.max():.0f}"
+            row[f"{short}_p50_ms"] = p50.median()
+        row["tput_gap"] = abs(row["fb_infer_per_s"] - row["pa_infer_per_s"]) / row["pa_infer_per_s"]
+        row["p50_gap"] = abs(row["fb_p50_ms"] - row["pa_p50_ms"]) / row["pa_p50_ms"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_report(csv: Path) -> Path:
+    """Write ``<csv stem>.md`` beside a CSV this benchmark saved: machine, medians, gaps."""
+    from helpers.bench.gpu import markdown_table
+
+    results = pd.read_csv(csv)
+    first = results.iloc[0]
+    runs = int(results.groupby(["shared_memory", "concurrency", "tool"]).size().min())
+    facts = "\n".join(
+        f"- {key}: {first[key]}" for key in ("device", "driver", "cuda", "torch", "python", "host")
+    )
+    path = csv.with_suffix(".md")
+    path.write_text(
+        f"# perf_analyzer vs the fallback generator on {first['device']}, {first['date'][:10]}\n\n"
+        "Measured by `python -m helpers.bench.gpu_tools`: the `gpu` YOLO11n export (uint8 in, "
+        "float16) served by the embedded Triton with dynamic batching on one GPU instance; "
+        f"at each point the two tools took turns, {runs} runs each.\n\n{facts}\n\n"
+        "`pa`: perf_analyzer, `fb`: the fallback generator (helpers.loadgen); medians of the "
+        "runs, the range of each tool's throughput, and the gaps |fb - pa| / pa of the "
+        "medians.\n\n" + markdown_table(summary(results).round(3)) + "\n"
+    )
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.bench.gpu_tools")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--window-ms", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--report", type=Path, help="only write the .md of a saved CSV")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "results")
+    parser.add_argument("--host", help="label for this machine in the results (default: its name)")
     args = parser.parse_args(argv)
+    if args.report:
+        print(f"wrote {write_report(args.report)}")
+        return 0
 
     from helpers import perf_analyzer
     from helpers.server import TritonServer
@@ -100,27 +145,14 @@ def main(argv: list[str] | None = None) -> int:
         config="gpu, batching on, 1 instance(s)", model="gpu", batching=True, instances=1
     )
     facts = machine_facts()
-    path = save_results(results.assign(**facts), "perftools", args.out, launcher="embedded")
-    medians = results.pivot_table(
-        index=["shared_memory", "concurrency"],
-        columns="tool",
-        values=["throughput_infer_per_s", "latency_p50_ms"],
-        aggfunc="median",
+    path = save_results(
+        results.assign(**facts), "perftools", args.out, launcher="embedded", host=args.host
     )
-    gaps = pd.DataFrame(
-        {
-            key: (medians[column][FALLBACK] - medians[column][PERF_ANALYZER]).abs()
-            / medians[column][PERF_ANALYZER]
-            for key, column in (
-                ("tput_gap", "throughput_infer_per_s"),
-                ("p50_gap", "latency_p50_ms"),
-            )
-        }
-    )
-    print(f"medians of {args.repeats} runs per tool", medians.round(2).to_string(), sep="\n")
-    print("gaps, |fallback - perf_analyzer| / perf_analyzer", gaps.round(3).to_string(), sep="\n")
-    print(f"wrote {path}")
-    print(headline("gpu-tools", {"tput_gap": gaps.tput_gap.max(), "p50_gap": gaps.p50_gap.max()}))
+    table = summary(results)
+    print(table.round(3).to_string(index=False))
+    report = write_report(path)
+    print(f"wrote {path} and {report.name}")
+    print(headline("gpu-tools", {"tput_gap": table.tput_gap.max(), "p50_gap": table.p50_gap.max()}))
     return 0
 
 
