@@ -123,6 +123,7 @@ def variant(model: Path, batching: bool, instances: int = 1) -> dict:
     values = config_to_dict(read_config(model))
     values["instance_group"] = [{"kind": "KIND_GPU", "count": instances}]
     sizes = range(1, values["max_batch_size"] + 1) if batching else [1]
+    values.pop("dynamic_batching", None)
     if batching:
         values["dynamic_batching"] = {"max_queue_delay_microseconds": 1000}
     values["model_warmup"] = [

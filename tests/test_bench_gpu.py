@@ -1,0 +1,135 @@
+"""The GPU benchmarks' pieces that run anywhere: configs, warm-up, reports, the bundle layout.
+
+The measurements themselves need an NVIDIA GPU and perf_analyzer (docs/results holds the
+runs); here the configs they load are loaded for real on the CPU, the committed report is
+checked against the committed CSV, and the server bundle is checked to unpack into what
+``helpers.server`` looks for.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from helpers.bench import gpu, gpu_bundle, gpu_tools
+from helpers.model_config import config_from_dict
+from helpers.paths import REPO_ROOT
+from helpers.server import EmbeddedTriton, TritonServer
+
+RESULTS = REPO_ROOT / "docs" / "results"
+
+
+def test_batching_variant_warms_every_batch_size(tiny_repository: Path):
+    values = gpu.variant(tiny_repository / "tiny_torchscript", batching=True, instances=2)
+    config_from_dict(values)  # a valid ModelConfig
+    assert values["instance_group"] == [{"kind": "KIND_GPU", "count": 2}]
+    assert values["dynamic_batching"] == {"max_queue_delay_microseconds": 1000}
+    sizes = [entry["batch_size"] for entry in values["model_warmup"]]
+    assert sizes == list(range(1, values["max_batch_size"] + 1))
+    first = values["model_warmup"][0]["inputs"]["INPUT__0"]
+    assert first["zero_data"] is True and first["data_type"] == "TYPE_FP32"
+
+
+def test_variant_without_batching_warms_batch_one_only(tiny_repository: Path):
+    values = gpu.variant(tiny_repository / "tiny_torchscript", batching=False)
+    assert "dynamic_batching" not in values
+    assert [entry["batch_size"] for entry in values["model_warmup"]] == [1]
+
+
+def test_the_server_runs_the_warm_up_before_the_model_is_ready(tiny_repository: Path):
+    """Loaded on the CPU (Triton refuses KIND_GPU without a GPU): one execution per size."""
+    values = gpu.variant(tiny_repository / "tiny_torchscript", batching=True)
+    values["instance_group"] = [{"kind": "KIND_CPU", "count": 1}]
+    with TritonServer(tiny_repository) as server:
+        server.load_model("tiny_torchscript", config=values)
+        profile = gpu.batch_profile(server.grpc_url, "tiny_torchscript")
+    counts = dict(re.findall(r" (\d+)x(\d+):", profile))
+    assert counts == {str(size): "1" for size in range(1, values["max_batch_size"] + 1)}
+
+
+def test_committed_tool_comparison_report_is_what_the_csv_says(tmp_path: Path):
+    csv = shutil.copy(RESULTS / "perftools-lent-h100-2026-11-25.csv", tmp_path)
+    results = pd.read_csv(csv)
+    table = gpu_tools.summary(results)
+    assert len(table) == 6  # 2 transports x 3 concurrency levels
+    for _, row in table.iterrows():
+        runs = results[
+            (results.shared_memory == row.shared_memory) & (results.concurrency == row.concurrency)
+        ]
+        pa = runs[runs.tool == "perf_analyzer"].throughput_infer_per_s.median()
+        fb = runs[runs.tool == "fallback generator"].throughput_infer_per_s.median()
+        assert row.tput_gap == pytest.approx(abs(fb - pa) / pa)
+    committed = (RESULTS / "perftools-lent-h100-2026-11-25.md").read_text()
+    regenerated = gpu_tools.write_report(Path(csv)).read_text()
+    assert committed.startswith(regenerated)  # the notes come after the generated part
+
+
+def test_committed_gpu_results_hold_the_headline_points():
+    results = pd.read_csv(RESULTS / "gpu-lent-h100-2026-11-25.csv")
+    assert (results.tool == "perf_analyzer").all()
+    assert set(results.config) == {
+        f"{model}, batching {state}, 1 instance(s)"
+        for model in ("naive", "gpu")
+        for state in ("off", "on")
+    } | {"gpu, batching on, 2 instance(s)"}
+    top = results[results.concurrency == 32].set_index("config").throughput_infer_per_s
+    assert top["gpu, batching on, 1 instance(s)"] / top["gpu, batching off, 1 instance(s)"] > 3
+
+
+def _fake_embedded(root: Path, python: str) -> EmbeddedTriton:
+    package = root / "pytriton"
+    for path in (
+        package / "tritonserver" / "bin" / "tritonserver",
+        package / "tritonserver" / "backends" / "python" / "libtriton_python.so",
+        package / "tritonserver" / "python_backend_stubs" / python / "triton_python_backend_stub",
+        package / "tritonserver" / "python_backend_stubs" / "3.8" / "triton_python_backend_stub",
+        root / "nvidia_pytriton.libs" / "libcurl-1.so.4",
+        root / "nvidia_pytriton.libs" / "libpython3-2.13.so.1.0",
+    ):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(path.name)
+    return EmbeddedTriton(
+        binary=package / "tritonserver" / "bin" / "tritonserver",
+        library_dir=root / "nvidia_pytriton.libs",
+        python_backend_dir=package / "tritonserver" / "backends" / "python",
+        stub=package
+        / "tritonserver"
+        / "python_backend_stubs"
+        / python
+        / "triton_python_backend_stub",
+    )
+
+
+def test_bundle_unpacks_into_what_the_server_manager_finds(tmp_path: Path, monkeypatch):
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    fake = _fake_embedded(tmp_path / "wheel", python)
+    monkeypatch.setattr(gpu_bundle, "find_embedded_triton", lambda: fake)
+    archive = gpu_bundle.pack_server(tmp_path / "tritonserver.tar.xz", python=python)
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+        tar.extractall(tmp_path / "site", filter="data")
+    assert "nvidia_pytriton.libs/libcurl-1.so.4" in names
+    assert not any("libpython" in name or "/3.8" in name for name in names)
+    found = subprocess.run(
+        [sys.executable, "-c", "from helpers.server import find_embedded_triton as f; print(f())"],
+        env={**os.environ, "PYTHONPATH": f"{tmp_path / 'site'}{os.pathsep}{REPO_ROOT}"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert str(tmp_path / "site" / "pytriton" / "tritonserver" / "bin" / "tritonserver") in found
+
+
+def test_bundle_refuses_a_python_the_wheel_has_no_stub_for(tmp_path: Path, monkeypatch):
+    fake = _fake_embedded(tmp_path / "wheel", "3.12")
+    monkeypatch.setattr(gpu_bundle, "find_embedded_triton", lambda: fake)
+    with pytest.raises(FileNotFoundError, match="no Python 3.99 stub"):
+        gpu_bundle.pack_server(tmp_path / "x.tar.xz", python="3.99")
