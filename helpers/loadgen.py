@@ -137,8 +137,9 @@ def _prepare(
             array = np.ascontiguousarray(array)
             region = None
             if shared_memory == "system":
-                region, handle = _region(prepared, f"{tag}_in{position}", array.nbytes)
-                shm.set_shared_memory_region(handle, [array])
+                data = np.frombuffer(_raw(array), dtype=np.uint8)
+                region, handle = _region(prepared, f"{tag}_in{position}", data.size)
+                shm.set_shared_memory_region(handle, [data])
             inputs[name] = (array, region)
         if shared_memory == "system":
             sizes = output_byte_sizes(client, protocol, model, payload.batch_size)
@@ -155,6 +156,16 @@ def _prepare(
         prepared.release()
         raise
     return prepared
+
+
+def _raw(array: np.ndarray) -> bytes:
+    """The tensor's bytes as Triton reads them (BYTES tensors: each element length-prefixed)."""
+    if array.dtype == np.object_ or array.dtype.kind == "S":
+        from tritonclient.utils import serialize_byte_tensor
+
+        serialized = serialize_byte_tensor(array)
+        return serialized.item() if serialized.size else b""
+    return array.tobytes()
 
 
 def _grpc_sender(
@@ -179,9 +190,10 @@ def _grpc_sender(
         tensor = request.inputs.add(
             name=name, datatype=np_to_triton_dtype(array.dtype), shape=list(array.shape)
         )
-        place(tensor, region, array.nbytes)
+        data = _raw(array)
+        place(tensor, region, len(data))
         if region is None:
-            request.raw_input_contents.append(array.tobytes())
+            request.raw_input_contents.append(data)
     for name, (region, byte_size) in outputs.items():
         place(request.outputs.add(name=name), region, byte_size)
     unlimited = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
@@ -219,7 +231,7 @@ def _http_sender(
         if region is None:
             tensor.set_data_from_numpy(array)
         else:
-            tensor.set_shared_memory(region, array.nbytes)
+            tensor.set_shared_memory(region, len(_raw(array)))
         tensors.append(tensor)
     requested = []
     for name, (region, byte_size) in outputs.items():

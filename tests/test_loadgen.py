@@ -157,3 +157,71 @@ def test_output_of_unknown_size_cannot_use_shared_memory():
 
     with pytest.raises(ValueError, match="output 'text' of 'whisper'.*shared_memory='none'"):
         output_byte_sizes(Client(), "grpc", "whisper", 1)
+
+
+TEXT_MODEL = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            text = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy()
+            lengths = np.array([[len(row[0])] for row in text], dtype=np.int32)
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("LENGTH", lengths)]))
+        return responses
+"""
+TEXT_CONFIG = """
+backend: "python"
+max_batch_size: 4
+input [ { name: "TEXT", data_type: TYPE_STRING, dims: [ 1 ] } ]
+output [ { name: "LENGTH", data_type: TYPE_INT32, dims: [ 1 ] } ]
+"""
+
+
+@pytest.fixture(scope="module")
+def text_server(tmp_path_factory: pytest.TempPathFactory):
+    """A Python-backend model with a string input: the byte length of each text."""
+    root = tmp_path_factory.mktemp("text_repository")
+    (root / "text_length" / "1").mkdir(parents=True)
+    (root / "text_length" / "1" / "model.py").write_text(TEXT_MODEL)
+    (root / "text_length" / "config.pbtxt").write_text(TEXT_CONFIG)
+    with TritonServer(root, models=["text_length"]) as server:
+        yield server
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+@pytest.mark.parametrize("memory", ["none", "system"])
+def test_string_inputs_are_sent_as_triton_bytes_tensors(text_server, protocol, memory):
+    url = text_server.grpc_url if protocol == "grpc" else text_server.http_url
+    payload = Payload(
+        {"TEXT": np.array([["héllo".encode()], [b"triton"]], dtype=object)}, ["LENGTH"]
+    )
+    prepared = _prepare(protocol, url, "text_length", payload, memory)
+    try:
+        response = prepared.send()
+        if memory == "system":
+            import tritonclient.utils.shared_memory as shm
+
+            lengths = shm.get_contents_as_numpy(prepared.regions[-1][1], np.int32, [2, 1])
+        elif protocol == "grpc":
+            lengths = np.frombuffer(response.raw_output_contents[0], dtype=np.int32)
+        else:
+            lengths = response.as_numpy("LENGTH")
+        assert lengths.ravel().tolist() == [6, 6]  # "héllo" is 6 bytes in UTF-8
+    finally:
+        prepared.release()
+    row = measure(
+        url,
+        "text_length",
+        payload,
+        2,
+        protocol=protocol,
+        warmup_s=0.3,
+        window_s=1,
+        max_windows=3,
+        shared_memory=memory,
+    )
+    assert row["server_success_delta"] > 0
