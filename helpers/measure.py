@@ -112,7 +112,9 @@ def measure_sweep(
     statistics: how many requests it ran together, on average; with perf_analyzer over its
     whole run of the level, warm-up trials included). ``window_s`` is the fallback's
     window and perf_analyzer's ``--measurement-interval``; ``max_windows`` its ``--max-trials``.
-    ``perf_options`` go to ``helpers.perf_analyzer.run`` (e.g. ``shared_memory="system"``).
+    ``perf_options`` go to ``helpers.perf_analyzer.run``; of them, ``shared_memory``
+    (``"none"`` or ``"system"``: tensors in the requests or in shared memory regions) is
+    honoured by the fallback generator as well.
     """
     choice = choose_tool(tool)
     url = server.grpc_url if protocol == "grpc" else server.http_url
@@ -140,6 +142,7 @@ def measure_sweep(
             warmup_s=warmup_s,
             window_s=window_s,
             max_windows=max_windows,
+            shared_memory=perf_options.get("shared_memory", "none"),
         )
     frame["model"] = model
     frame["config"] = config

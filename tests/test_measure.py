@@ -92,6 +92,24 @@ def test_measure_configs_with_the_fallback_on_a_real_server(tiny_repository: Pat
     )
 
 
+def test_fallback_sweep_honours_shared_memory(tiny_repository: Path):
+    with TritonServer(tiny_repository, models=["tiny_onnx"]) as server:
+        frame = measure.measure_sweep(
+            server,
+            "tiny_onnx",
+            Payload({"images": sample_batch(1)}),
+            [2],
+            tool="fallback",
+            warmup_s=0.3,
+            window_s=1.0,
+            max_windows=1,
+            progress=False,
+            shared_memory="system",
+        )
+    assert frame["shared_memory"].tolist() == ["system"]
+    assert frame["server_success_delta"].iloc[0] > 0
+
+
 class _FakeServer:
     grpc_url = "127.0.0.1:18001"
     http_url = "127.0.0.1:18000"
