@@ -149,7 +149,8 @@ def batch_profile(url: str, model: str) -> str:
     """Executions and mean compute time per batch size since the model was loaded."""
     import tritonclient.grpc as grpcclient
 
-    stats = grpcclient.InferenceServerClient(url).get_inference_statistics(model, as_json=True)
+    with grpcclient.InferenceServerClient(url) as client:
+        stats = client.get_inference_statistics(model, as_json=True)
     parts = []
     for entry in stats["model_stats"]:
         for batch in sorted(entry.get("batch_stats", []), key=lambda b: int(b["batch_size"])):
