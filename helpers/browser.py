@@ -19,7 +19,6 @@ Used by ``tests/test_browser.py`` and ``python -m helpers.screenshots``; not by 
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import json
 import os
@@ -34,20 +33,18 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import weakref
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING
 
 import psutil
 
 from helpers.netron_view import free_port
 from helpers.paths import build_dir
-from helpers.processes import die_with_parent, terminate
+from helpers.processes import ChildServer, die_with_parent, process_tree, terminate
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -122,7 +119,7 @@ def chromium_page(
             browser.close()
 
 
-class JupyterLabServer:
+class JupyterLabServer(ChildServer):
     """JupyterLab on loopback serving ``root_dir``, token-protected, in a child process.
 
     Use as a context manager, or call ``stop()``. Its configuration lives in a temporary
@@ -171,8 +168,7 @@ class JupyterLabServer:
                 env=self.environment(),
                 preexec_fn=die_with_parent(signal.SIGTERM),
             )
-        self._finalizer = weakref.finalize(self, _stop_tree, self.process, self.home)
-        atexit.register(self._finalizer)
+        self._stop_with(_stop_tree, self.process, self.home)
 
     def command(self) -> list[str]:
         """The ``jupyter lab`` command line (no token on it: that travels in the environment)."""
@@ -251,35 +247,9 @@ class JupyterLabServer:
         quoted = urllib.parse.quote(Path(path).as_posix())
         return f"{self.url}lab/tree/{quoted}?reset&token={self.token}"
 
-    @property
-    def running(self) -> bool:
-        """Whether the server process is still alive."""
-        return self.process.poll() is None
-
     def process_ids(self) -> list[int]:
         """The server's process id and those of its descendants (kernels) right now."""
-        try:
-            children = psutil.Process(self.process.pid).children(recursive=True)
-        except psutil.Error:
-            return []
-        return [self.process.pid, *(child.pid for child in children)]
-
-    def stop(self) -> int | None:
-        """Stop the server and its kernels (SIGTERM, then SIGKILL); return its exit code."""
-        self._finalizer()
-        atexit.unregister(self._finalizer)
-        return self.process.returncode
-
-    def __enter__(self) -> JupyterLabServer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
+        return process_tree(self.process.pid)
 
     def __repr__(self) -> str:
         state = "running" if self.running else f"stopped ({self.process.returncode})"

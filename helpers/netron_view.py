@@ -8,7 +8,6 @@ the Python process that started it: on Linux the kernel sends it SIGTERM when it
 
 from __future__ import annotations
 
-import atexit
 import os
 import signal
 import socket
@@ -17,14 +16,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import weakref
 from pathlib import Path
-from types import TracebackType
 
 from IPython.display import IFrame
 
 from helpers.paths import build_dir
-from helpers.processes import die_with_parent, terminate
+from helpers.processes import ChildServer, die_with_parent, terminate
 
 #: Starts netron's own command line (the package has no ``__main__``) with the arguments after it.
 _NETRON_MAIN = "import sys, netron; sys.argv[0] = 'netron'; netron.main()"
@@ -37,7 +34,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-class NetronServer:
+class NetronServer(ChildServer):
     """Netron serving one model file on loopback, in a child process (introduced in notebook 01).
 
     Use as a context manager, or call ``stop()``. ``iframe()`` shows the graph in JupyterLab
@@ -94,8 +91,7 @@ class NetronServer:
                 stderr=subprocess.STDOUT,
                 preexec_fn=die_with_parent(signal.SIGTERM),
             )
-        self._finalizer = weakref.finalize(self, terminate, self.process)
-        atexit.register(self._finalizer)
+        self._stop_with(terminate, self.process)
 
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -116,31 +112,9 @@ class NetronServer:
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
             return False
 
-    @property
-    def running(self) -> bool:
-        """Whether the child process is still alive."""
-        return self.process.poll() is None
-
     def iframe(self, width: str | int = "100%", height: int = 600) -> IFrame:
         """The graph as an IFrame for JupyterLab (the browser must reach ``url``)."""
         return IFrame(self.url, width=width, height=height)
-
-    def stop(self) -> int | None:
-        """Stop the server (SIGTERM, then SIGKILL after 5 s); return its exit code."""
-        self._finalizer()
-        atexit.unregister(self._finalizer)
-        return self.process.returncode
-
-    def __enter__(self) -> NetronServer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         state = "running" if self.running else f"stopped ({self.process.returncode})"

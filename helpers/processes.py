@@ -12,6 +12,7 @@ outlives the kernel or test that started it and that each listens on loopback on
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import ipaddress
 import os
@@ -19,7 +20,10 @@ import signal
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any, TypeVar
 
 import psutil
 
@@ -150,3 +154,43 @@ def terminate(process: subprocess.Popen, grace_period: float = 5.0) -> int | Non
             process.kill()
             process.wait()
     return process.returncode
+
+
+_Server = TypeVar("_Server", bound="ChildServer")
+
+
+class ChildServer:
+    """A server run as a child process (``self.process``), stopped by ``stop()``, on leaving a
+    ``with`` block, when the object is collected, or at interpreter exit, whichever is first.
+
+    A subclass starts its process, then calls ``_stop_with(function, *args)`` with what
+    stops it (``terminate`` and the process, or more for a process tree).
+    """
+
+    process: subprocess.Popen
+
+    def _stop_with(self, stop: Callable[..., Any], *args: Any) -> None:
+        self._finalizer = weakref.finalize(self, stop, *args)
+        atexit.register(self._finalizer)
+
+    @property
+    def running(self) -> bool:
+        """Whether the server process is still alive."""
+        return self.process.poll() is None
+
+    def stop(self) -> int | None:
+        """Stop the server (SIGTERM, then SIGKILL after a grace period); return its exit code."""
+        self._finalizer()
+        atexit.unregister(self._finalizer)
+        return self.process.returncode
+
+    def __enter__(self: _Server) -> _Server:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
