@@ -133,20 +133,18 @@ def raise_if_server_died(target: Any, error: BaseException) -> None:
 
 def infer_http(target: Any, model: str, arrays: Arrays, **options: Any) -> dict[str, np.ndarray]:
     """``infer`` over HTTP/REST, for a server, a URL or an HTTP client (notebook 03)."""
-    client = client_for(target, "http")
-    try:
-        return infer(client, model, arrays, **options)
-    except Exception as error:
-        raise_if_server_died(target, error)
-        raise
-    finally:
-        if client is not target:  # made for this call: an open connection delays server exit
-            client.close()
+    return _infer_over("http", target, model, arrays, options)
 
 
 def infer_grpc(target: Any, model: str, arrays: Arrays, **options: Any) -> dict[str, np.ndarray]:
     """``infer`` over gRPC, for a server, a URL or a gRPC client (notebook 03)."""
-    client = client_for(target, "grpc")
+    return _infer_over("grpc", target, model, arrays, options)
+
+
+def _infer_over(
+    protocol: Protocol, target: Any, model: str, arrays: Arrays, options: dict[str, Any]
+) -> dict[str, np.ndarray]:
+    client = client_for(target, protocol)
     try:
         return infer(client, model, arrays, **options)
     except Exception as error:
