@@ -28,3 +28,12 @@ def require_system(program: str, package: str) -> str:
 def tiny_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model repository of small real models (ONNX + TorchScript) and broken ones."""
     return build_tiny_repository(tmp_path_factory.mktemp("repository"))
+
+
+@pytest.fixture(scope="module")
+def no_leftover_server_processes():
+    """Fail the module if a server process it started outlives it (reliability tests)."""
+    from tests.reliability_models import no_new_server_processes
+
+    with no_new_server_processes():
+        yield

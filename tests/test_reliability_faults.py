@@ -25,17 +25,14 @@ from helpers.clients import infer_grpc, infer_http
 from helpers.processes import is_alive, process_tree, wait_until_gone
 from helpers.server import ModelLoadError, ServerError, TritonServer
 from helpers.speech import load_samples
-from tests.reliability_models import add_model, no_new_server_processes, yolo11n_files
+from tests.reliability_models import add_model, yolo11n_files
 from tests.tiny_models import sample_batch
 
 YOLO, WHISPER = "yolo11n_onnx", wc.MODEL_NAME
 SPEECH = {sample.name: sample for sample in load_samples()}["thank_you"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _no_leftover_processes():
-    with no_new_server_processes():
-        yield
+pytestmark = pytest.mark.usefixtures("no_leftover_server_processes")
 
 
 # ----------------------------------------------------------------------------- server killed

@@ -32,7 +32,7 @@ from helpers.paths import MODEL_REPOSITORY
 from helpers.server import ModelLoadError, TritonServer, missing_model_file
 from helpers.speech import load_samples, read_wav
 from helpers.yolo import bus_image_path, load_image, preprocess
-from tests.reliability_models import add_model, no_new_server_processes, yolo11n_files
+from tests.reliability_models import add_model, yolo11n_files
 
 ONNX, TORCHSCRIPT, WHISPER = "yolo11n_onnx", "yolo11n_torchscript", wc.MODEL_NAME
 INPUT_NAMES = {ONNX: "images", TORCHSCRIPT: "INPUT__0"}
@@ -41,10 +41,7 @@ SPEECH = {sample.name: sample for sample in load_samples()}["thank_you"]
 FIFTY_MB = 50 * 2**20
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _no_leftover_processes():
-    with no_new_server_processes():
-        yield
+pytestmark = pytest.mark.usefixtures("no_leftover_server_processes")
 
 
 @pytest.fixture(scope="module")

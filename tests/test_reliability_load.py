@@ -29,7 +29,7 @@ from helpers.clients import client_module, infer
 from helpers.paths import MODEL_REPOSITORY
 from helpers.processes import process_tree, tree_rss_bytes
 from helpers.server import TritonServer
-from tests.reliability_models import add_model, no_new_server_processes, yolo11n_files
+from tests.reliability_models import add_model, yolo11n_files
 
 MODEL = "yolo11n_onnx"
 SIZE = 160
@@ -38,10 +38,7 @@ REQUESTS, CONCURRENCY, DISTINCT = 2000, 16, 64
 MAX_MEMORY_GROWTH = 0.10
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _no_leftover_processes():
-    with no_new_server_processes():
-        yield
+pytestmark = pytest.mark.usefixtures("no_leftover_server_processes")
 
 
 @pytest.fixture(scope="module")
