@@ -130,17 +130,16 @@ def _prepare(
     module, client = _client(protocol, url)
     prepared = _Prepared(client)
     tag = f"loadgen_{os.getpid()}_{uuid.uuid4().hex[:12]}"
-    inputs: dict[str, tuple[np.ndarray, str | None]] = {}
+    inputs: dict[str, tuple[np.ndarray, bytes, str | None]] = {}
     outputs: dict[str, tuple[str | None, int]] = {}
     try:
         for position, (name, array) in enumerate(payload.arrays.items()):
             array = np.ascontiguousarray(array)
-            region = None
+            data, region = _raw(array), None
             if shared_memory == "system":
-                data = np.frombuffer(_raw(array), dtype=np.uint8)
-                region, handle = _region(prepared, f"{tag}_in{position}", data.size)
-                shm.set_shared_memory_region(handle, [data])
-            inputs[name] = (array, region)
+                region, handle = _region(prepared, f"{tag}_in{position}", len(data))
+                shm.set_shared_memory_region(handle, [np.frombuffer(data, dtype=np.uint8)])
+            inputs[name] = (array, data, region)
         if shared_memory == "system":
             sizes = output_byte_sizes(client, protocol, model, payload.batch_size)
             for position, name in enumerate(payload.outputs or sizes):
@@ -172,7 +171,7 @@ def _grpc_sender(
     prepared: _Prepared,
     url: str,
     model: str,
-    inputs: dict[str, tuple[np.ndarray, str | None]],
+    inputs: dict[str, tuple[np.ndarray, bytes, str | None]],
     outputs: dict[str, tuple[str | None, int]],
 ) -> None:
     """Build the ``ModelInferRequest`` once; ``send`` passes it to the generated gRPC stub."""
@@ -186,11 +185,10 @@ def _grpc_sender(
             tensor.parameters["shared_memory_byte_size"].int64_param = byte_size
 
     request = service_pb2.ModelInferRequest(model_name=model)
-    for name, (array, region) in inputs.items():
+    for name, (array, data, region) in inputs.items():
         tensor = request.inputs.add(
             name=name, datatype=np_to_triton_dtype(array.dtype), shape=list(array.shape)
         )
-        data = _raw(array)
         place(tensor, region, len(data))
         if region is None:
             request.raw_input_contents.append(data)
@@ -215,7 +213,7 @@ def _http_sender(
     module: Any,
     url: str,
     model: str,
-    inputs: dict[str, tuple[np.ndarray, str | None]],
+    inputs: dict[str, tuple[np.ndarray, bytes, str | None]],
     outputs: dict[str, tuple[str | None, int]],
 ) -> None:
     """``send`` calls ``tritonclient.http``'s ``infer`` with inputs and outputs made once.
@@ -226,12 +224,12 @@ def _http_sender(
     from tritonclient.utils import np_to_triton_dtype
 
     tensors = []
-    for name, (array, region) in inputs.items():
+    for name, (array, data, region) in inputs.items():
         tensor = module.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
         if region is None:
             tensor.set_data_from_numpy(array)
         else:
-            tensor.set_shared_memory(region, len(_raw(array)))
+            tensor.set_shared_memory(region, len(data))
         tensors.append(tensor)
     requested = []
     for name, (region, byte_size) in outputs.items():
