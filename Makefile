@@ -25,9 +25,14 @@ test: $(STAMP)
 	$(BIN)/python -m pytest tests/
 	cd notebooks && ../$(BIN)/python -m pytest --nbmake --nbmake-timeout=300 -p no:cacheprovider .
 
-## lab: JupyterLab on loopback only
+## lab: JupyterLab on loopback only (LAB_PORT=8888, LAB_ARGS=--no-browser to pass more flags)
+LAB_PORT ?= 8888
+LAB_ARGS ?=
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 lab: $(STAMP)
-	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=notebooks
+	@if [ -n "$(ROOT_FLAG)" ]; then echo "==> running as root (a container, a cloud GPU machine): JupyterLab refuses root unless told, so --allow-root is passed; it still listens on 127.0.0.1 only"; fi
+	@echo "==> open the http://127.0.0.1:$(LAB_PORT)/lab?token=... URL that JupyterLab prints below (Ctrl+C twice to stop)"
+	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) --ServerApp.root_dir=notebooks $(ROOT_FLAG) $(LAB_ARGS)
 
 ## screenshots: README pictures (JupyterLab, Netron, a measured latency-throughput plot) into docs/screenshots/
 screenshots: $(STAMP)

@@ -1,7 +1,10 @@
 """Execute every notebook of the course in order, headless: ``make run``.
 
-Each executed copy goes to ``build/notebooks/`` as ``.ipynb`` and ``.html``. A failing
-cell stops the run with a non-zero exit that names the notebook and the cell.
+Each executed copy goes to ``build/notebooks/`` as ``.ipynb`` and ``.html``. Cells tagged
+``raises-exception`` show an error on purpose: the run goes on past them, as JupyterLab's
+"Run All Cells" and nbmake do, and fails if such a cell raises nothing (the error the
+notebook teaches no longer happens). An error in any other cell stops the run with a
+non-zero exit that names the notebook and the cell.
 
     python -m helpers.run_course                 # every notebook
     python -m helpers.run_course 03 04           # only those whose name starts so
@@ -14,16 +17,32 @@ import argparse
 import ast
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from helpers.paths import REPO_ROOT, build_dir
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+INTENDED_ERROR_TAG = "raises-exception"
 
 
-def course_notebooks(prefixes: list[str] | None = None) -> list[Path]:
+@dataclass
+class NotebookFailed(Exception):
+    """A notebook of the course did not run as written (``make run``)."""
+
+    notebook: str
+    cell_index: int
+    execution_count: int | None
+    reason: str
+
+    def __str__(self) -> str:
+        count = "not run" if self.execution_count is None else self.execution_count
+        return f"{self.notebook}: cell {self.cell_index} (execution count {count}) {self.reason}"
+
+
+def course_notebooks(prefixes: list[str] | None = None, folder: Path = NOTEBOOKS_DIR) -> list[Path]:
     """The course's notebooks in order (``NN_name.ipynb``), optionally filtered by prefix."""
-    found = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+    found = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
     if prefixes:
         found = [nb for nb in found if any(nb.name.startswith(p) for p in prefixes)]
     return found
@@ -43,27 +62,94 @@ def parse_parameters(pairs: list[str]) -> dict[str, object]:
     return parameters
 
 
-def execute(notebook: Path, out_dir: Path, parameters: dict[str, object]) -> Path:
-    """Execute one notebook with papermill (cwd = notebooks/) and write .ipynb + .html."""
-    import nbformat
-    import papermill
-    from nbconvert import HTMLExporter
+def _tags(cell) -> list[str]:
+    return cell.get("metadata", {}).get("tags", [])
 
+
+def _first_error(cell) -> dict | None:
+    return next((o for o in cell.get("outputs", []) if o.get("output_type") == "error"), None)
+
+
+def check_errors(nb, name: str) -> None:
+    """Raise :class:`NotebookFailed` for the first cell whose error is not the one intended."""
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        error = _first_error(cell)
+        intended = INTENDED_ERROR_TAG in _tags(cell)
+        if error is not None and not intended:
+            raise NotebookFailed(
+                name, index, cell.get("execution_count"),
+                f"raised {error['ename']}: {error['evalue']}",
+            )  # fmt: skip
+        if intended and error is None:
+            raise NotebookFailed(
+                name, index, cell.get("execution_count"),
+                f"is tagged {INTENDED_ERROR_TAG!r} but raised nothing: the error it shows "
+                "no longer happens (fix the cell or remove the tag)",
+            )  # fmt: skip
+
+
+def inject_parameters(nb, parameters: dict[str, object]) -> None:
+    """Add papermill's ``injected-parameters`` cell after the cell tagged ``parameters``."""
+    import nbformat
+    from papermill.translators import translate_parameters
+
+    source = translate_parameters("python3", "python", parameters, "Parameters")
+    cell = nbformat.v4.new_code_cell(source)
+    cell.metadata["tags"] = ["injected-parameters"]
+    tagged = [i for i, c in enumerate(nb.cells) if "parameters" in _tags(c)]
+    nb.cells.insert(tagged[0] + 1 if tagged else 0, cell)
+
+
+def execute(
+    notebook: Path,
+    out_dir: Path,
+    parameters: dict[str, object],
+    cell_timeout: int | None = 900,
+) -> Path:
+    """Execute one notebook (cwd = its folder), write .ipynb + .html, raise if it failed."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+    from nbconvert import HTMLExporter
+    from tqdm.auto import tqdm
+
+    nb = nbformat.read(notebook, as_version=4)
+    if parameters:
+        inject_parameters(nb, parameters)
+    code_cells = sum(cell.cell_type == "code" for cell in nb.cells)
+    bar = tqdm(total=code_cells, desc=notebook.stem, unit="cell", leave=False, disable=None)
+    current = {"index": 0}
+    client = NotebookClient(
+        nb,
+        timeout=cell_timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(notebook.parent)}},
+        on_cell_start=lambda cell_index, **_: current.update(index=cell_index),
+        on_cell_executed=lambda **_: bar.update(1),
+    )
     output = out_dir / notebook.name
+    stopped: Exception | None = None
     try:
-        papermill.execute_notebook(
-            str(notebook),
-            str(output),
-            cwd=str(NOTEBOOKS_DIR),
-            parameters=parameters,
-            kernel_name="python3",
-            progress_bar=False,
-            log_output=False,
-        )
+        with open(output.with_suffix(".kernel.log"), "wb") as kernel_log:
+            client.execute(stderr=kernel_log)  # the kernel's own messages, out of the progress
+    except CellExecutionError:
+        pass  # the untagged error is in the cell's outputs; check_errors names it below
+    except Exception as error:  # a cell timed out, the kernel died
+        stopped = error
     finally:
-        if output.exists():
-            html, _ = HTMLExporter().from_notebook_node(nbformat.read(output, as_version=4))
-            output.with_suffix(".html").write_text(html, encoding="utf-8")
+        bar.close()
+        nbformat.write(nb, output)
+        html, _ = HTMLExporter().from_notebook_node(nb)
+        output.with_suffix(".html").write_text(html, encoding="utf-8")
+    if stopped is not None:
+        index = current["index"]
+        raise NotebookFailed(
+            notebook.name, index, nb.cells[index].get("execution_count"),
+            f"stopped the run: {type(stopped).__name__}: {stopped}".strip(),
+        )  # fmt: skip
+    check_errors(nb, notebook.name)
     return output
 
 
@@ -75,32 +161,33 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("prefixes", nargs="*", help="run only notebooks starting with these")
     parser.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--notebooks", type=Path, default=NOTEBOOKS_DIR, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=None, help="where executed copies go")
+    parser.add_argument("--cell-timeout", type=int, default=900, metavar="SECONDS")
     args = parser.parse_args(argv)
 
-    from papermill.exceptions import PapermillExecutionError
-
-    notebooks = course_notebooks(args.prefixes)
+    notebooks = course_notebooks(args.prefixes, args.notebooks)
     if not notebooks:
-        print(f"no notebooks match {args.prefixes} in {NOTEBOOKS_DIR}", file=sys.stderr)
+        print(f"no notebooks match {args.prefixes} in {args.notebooks}", file=sys.stderr)
         return 2
     parameters = parse_parameters(args.parameter)
-    out_dir = build_dir("notebooks")
+    out_dir = args.out or build_dir("notebooks")
+    out_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     for number, notebook in enumerate(notebooks, 1):
         print(f"[{number}/{len(notebooks)}] {notebook.name} ...", end=" ", flush=True)
         t0 = time.monotonic()
         try:
-            execute(notebook, out_dir, parameters)
-        except PapermillExecutionError as error:
-            print("FAILED")
+            execute(notebook, out_dir, parameters, args.cell_timeout)
+        except NotebookFailed as failure:
+            print("FAILED", flush=True)
             print(
-                f"\n{notebook.name}: cell {error.cell_index} (execution count {error.exec_count}) "
-                f"raised {error.ename}: {error.evalue}\n"
-                f"executed copy with the traceback: {out_dir / notebook.name} (.html beside it)",
+                f"\n{failure}\nexecuted copy with the traceback: {out_dir / notebook.name} "
+                "(.html beside it)",
                 file=sys.stderr,
             )
             return 1
-        print(f"ok ({time.monotonic() - t0:.0f} s)")
+        print(f"ok ({time.monotonic() - t0:.0f} s)", flush=True)
     print(
         f"all {len(notebooks)} notebooks ran in {time.monotonic() - started:.0f} s; "
         f"executed copies and HTML in {out_dir}"

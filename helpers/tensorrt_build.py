@@ -31,7 +31,6 @@ import importlib.util
 import json
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from helpers.commands import format_command
 from helpers.paths import MODEL_REPOSITORY, REPO_ROOT
 from helpers.server import docker_engine_available
 
@@ -548,11 +548,6 @@ def benchmark_command(
             *trtexec_benchmark_args(plan, batch, duration_s=duration_s, path=inside),
         ]
     raise ValueError(f"trtexec benchmarks need the 'trtexec' or 'docker' route, not {route!r}")
-
-
-def format_command(command: Sequence[str]) -> str:
-    """A command as you would type it in a terminal (for display only; never run as a shell string)."""
-    return shlex.join(str(part) for part in command)
 
 
 def run_commands(commands: Sequence[Sequence[str]], log: Path | None = None) -> str:

@@ -169,13 +169,6 @@ def test_engine_spec_validates(kwargs):
         tb.EngineSpec(onnx=REPO / "m.onnx", plan=REPO / "m.plan", **kwargs)
 
 
-def test_format_command_is_for_display_and_quotes():
-    assert (
-        tb.format_command(["trtexec", "--onnx=/a b/model.onnx"])
-        == "trtexec '--onnx=/a b/model.onnx'"
-    )
-
-
 # --------------------------------------------------------------------------- choosing a route
 
 GPU = tb.GpuInfo(name="NVIDIA L4", compute_capability="8.9", driver_version="550.54")
