@@ -1,4 +1,4 @@
-"""Committed notebooks are stripped and follow the course's opening (STYLE.md)."""
+"""Committed notebooks are stripped and follow the course's opening (CONTRIBUTING.md, "Notebooks")."""
 
 from __future__ import annotations
 
