@@ -88,6 +88,7 @@ class EmbeddedTriton:
     library_dir: Path
     python_backend_dir: Path
     stub: Path
+    cache_directory: Path  # the local response cache library (caches/local/)
 
 
 def find_embedded_triton() -> EmbeddedTriton:
@@ -109,6 +110,7 @@ def find_embedded_triton() -> EmbeddedTriton:
         / "python_backend_stubs"
         / version
         / "triton_python_backend_stub",
+        cache_directory=package / "tritonserver" / "caches",
     )
     for path in (found.binary, found.library_dir, found.python_backend_dir, found.stub):
         if not path.exists():
@@ -283,6 +285,20 @@ def server_arguments(
     return args + list(extra_args)
 
 
+def response_cache_arguments(size: int, cache_directory: Path | None = None) -> list[str]:
+    """tritonserver flags for a local response cache of ``size`` bytes (notebook 07).
+
+    The wheel's server does not look in /opt/tritonserver/caches, so it needs
+    ``--cache-directory`` (that spelling: the ``--cache-dir`` of the docs is refused).
+    """
+    if size < 1024:
+        raise ValueError(f"a response cache needs at least 1024 bytes, got {size}")
+    arguments = [f"--cache-config=local,size={size}"]
+    if cache_directory is not None:
+        arguments.append(f"--cache-directory={cache_directory}")
+    return arguments
+
+
 # ----------------------------------------------------------------------------- docker
 def docker_command(
     model_repository: str | Path,
@@ -408,6 +424,7 @@ class TritonServer:
     docker_image: str = DEFAULT_DOCKER_IMAGE
     extra_args: Sequence[str] = ()
     ports: Ports | None = None
+    cache_size: int = 0  # bytes of response cache (models opt in with response_cache)
     process: subprocess.Popen | None = field(default=None, init=False, repr=False)
     log_path: Path | None = field(default=None, init=False)
     _workdir: Path | None = field(default=None, init=False, repr=False)
@@ -453,6 +470,8 @@ class TritonServer:
             extra_args += restricted_api_arguments(self._control_key)
         if self.mode == "embedded":
             embedded = find_embedded_triton()
+            if self.cache_size:
+                extra_args += response_cache_arguments(self.cache_size, embedded.cache_directory)
             if python_shared_library() is None:
                 raise ServerUnavailable(missing_libpython_hint())
             backends = assemble_backend_directory(self._workdir / "backends", embedded)
@@ -475,6 +494,8 @@ class TritonServer:
                 preexec_fn=die_with_parent(),
             )
         else:
+            if self.cache_size:  # the NGC image has its caches where tritonserver looks
+                extra_args += response_cache_arguments(self.cache_size)
             self._container = f"triton-serving-lab-{os.getpid()}-{self.ports.http}"
             command = docker_command(
                 repository,
