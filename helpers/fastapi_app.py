@@ -8,6 +8,11 @@ header), and answers with the raw network output ``[N, 84, 8400]`` as float32 by
 shape in ``X-Shape``), exactly what Triton returns as ``output0``. Pre- and post-processing
 stay in the client for both services, so both servers do the same work per request.
 
+``POST /detect`` is the service teams actually write (notebook 07): the bytes of an image
+file in (``Content-Type: image/jpeg``, ``image/png``, ``image/webp``...), detections out as
+JSON, with the decoding, letterbox, NMS and box mapping done in the server, as Triton's
+``yolo11n_pipeline`` ensemble does. ``?conf=`` sets the score threshold.
+
 The handler is a plain ``def``: FastAPI runs it in a thread pool (40 threads by default),
 so concurrent requests overlap, each one running the whole network on its own.
 """
@@ -19,11 +24,20 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 import anyio.to_thread
+import cv2
 import numpy as np
 import torch
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
 
-from helpers.yolo import INPUT_SIZE, load_yolo, torch_forward
+from helpers.yolo import (
+    CONF_THRESHOLD,
+    INPUT_SIZE,
+    coco_names,
+    load_yolo,
+    postprocess,
+    preprocess,
+    torch_forward,
+)
 
 #: The largest batch one request may carry (the Triton config's max_batch_size).
 MAX_BATCH = 8
@@ -36,6 +50,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     loaded = load_yolo()  # pretrained weights if on disk, else random ones (timings still real)
     loaded.model.model.fuse(verbose=False)  # fold BatchNorm into conv, as Ultralytics' predict does
     STATE["yolo"] = loaded
+    STATE["names"] = coco_names()
     yield
     STATE.clear()
 
@@ -103,6 +118,41 @@ def predict(
     images = read_images(body, content_type, x_shape)
     output = torch_forward(STATE["yolo"], images)  # [N, 84, 8400] float32
     return tensor_response(output)
+
+
+#: Refuse images above this many pixels, as the Triton pipeline does.
+MAX_PIXELS = 40_000_000
+
+
+def decode_image(body: bytes) -> np.ndarray:
+    """An image file's bytes -> BGR uint8 [H, W, 3], or HTTP 400 naming what is wrong (notebook 07)."""
+    if not body:
+        raise HTTPException(400, "empty body: send the bytes of a JPEG, PNG or WebP file")
+    try:
+        image = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as error:
+        raise HTTPException(400, f"the image could not be decoded: {error}") from None
+    if image is None:
+        raise HTTPException(400, f"not an image OpenCV can decode ({len(body)} bytes)")
+    if image.shape[0] * image.shape[1] > MAX_PIXELS:
+        raise HTTPException(400, f"{image.shape[1]}x{image.shape[0]} pixels is above {MAX_PIXELS}")
+    return image
+
+
+@app.post("/detect")
+def detect(
+    body: Annotated[bytes, Depends(raw_body)], conf: float = CONF_THRESHOLD
+) -> dict[str, list]:
+    """Image bytes in, boxes in original pixels out, all in this process (notebook 07)."""
+    if not 0.0 <= conf <= 1.0:
+        raise HTTPException(400, f"conf must be between 0 and 1, got {conf}")
+    batch, letterboxes = preprocess(decode_image(body))
+    output = torch_forward(STATE["yolo"], batch)
+    (found,) = postprocess(output, letterboxes, STATE["names"], conf=conf)
+    return {
+        "detections": [[*d.box, d.score, d.class_id] for d in found],
+        "labels": [d.label for d in found],
+    }
 
 
 @app.get("/health")

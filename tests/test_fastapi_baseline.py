@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import signal
 import subprocess
@@ -22,8 +23,10 @@ from helpers.fastapi_server import FastAPIServer
 from helpers.harness import fastapi_target, measure
 from helpers.yolo import (
     RandomWeightsWarning,
+    coco_names,
     load_image,
     load_yolo,
+    postprocess,
     preprocess,
     sample_image_path,
     torch_forward,
@@ -193,3 +196,45 @@ def test_killing_the_parent_python_kills_the_server():
         time.sleep(0.2)
     else:
         pytest.fail(f"uvicorn (pid {pid}) outlived the Python process that started it")
+
+
+# ------------------------------------------------------------- /detect: bytes in, boxes out
+
+
+def detect(url: str, body: bytes, conf: float = 0.001) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        f"{url}/detect?conf={conf}",
+        data=body,
+        headers={"Content-Type": "image/jpeg"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_detect_takes_a_jpeg_and_returns_the_boxes_of_the_in_process_pipeline(server, reference):
+    status, found = detect(server.url, sample_image_path("bus.jpg").read_bytes())
+    assert status == 200
+    _, letterboxes = preprocess(load_image(sample_image_path("bus.jpg")))
+    (expected,) = postprocess(reference[:1], letterboxes, coco_names(), conf=0.001)
+    # The server folds BatchNorm (float rounding differs a little): boxes of nearly equal
+    # scores may swap places far down the list, so compare the best 20 and the count.
+    assert abs(len(found["detections"]) - len(expected)) <= 2 and len(expected) > 20
+    assert found["labels"][:20] == [d.label for d in expected[:20]]
+    np.testing.assert_allclose(
+        np.array(found["detections"])[:20, :4], [d.box for d in expected[:20]], atol=0.5
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [(b"", "empty body"), (b"\x89PNG but not really" * 5, "not an image OpenCV can decode")],
+)
+def test_detect_names_a_bad_image_and_keeps_serving(server, body, message):
+    status, reply = detect(server.url, body)
+    assert status == 400 and message in reply["detail"]
+    status, _ = detect(server.url, sample_image_path("zidane.jpg").read_bytes())
+    assert status == 200
