@@ -198,9 +198,11 @@ def test_metrics_page_counts_the_requests_the_cells_sent(lesson):
         for line in lines
         if f'model="{ONNX_MODEL}"' in line
     }
-    # version 1 answered four requests (HTTP, gRPC, detect, the versions cell), version 2 two;
-    # unlike the statistics API, the counters kept counting across the reloads in between
-    assert counts == {"1": 4.0, "2": 2.0}
+    # version 1 answered four requests (HTTP, gRPC, detect, the versions cell): its counters ran
+    # on across the reloads in between, unlike the statistics API. Version 2 answered two; its
+    # line goes away once that version has finished unloading, which may not have happened yet.
+    assert counts.pop("1") == 4.0
+    assert counts in ({}, {"2": 2.0})
 
 
 def test_errors_are_caught_with_their_status_and_message(lesson, server):
