@@ -106,7 +106,7 @@ def cell_function(notebook: Path, name: str) -> str:
     ]:
         tree = ast.parse(source)
         for node in tree.body:
-            if isinstance(node, ast.FunctionDef) and node.name == name:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name:
                 return ast.get_source_segment(source, node)
     raise AssertionError(f"no cell of {notebook.name} defines {name}()")
 
