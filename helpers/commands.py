@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 def format_command(command: Sequence[object], width: int = 88) -> str:
     """``command`` as shell text; past ``width`` one option per line, continued with ``\\``."""
-    parts = [shlex.quote(str(part)) for part in command]
+    parts = [_quote(str(part)) for part in command]
     if len(" ".join(parts)) <= width:
         return " ".join(parts)
     lines = [parts[0]]
@@ -23,6 +23,14 @@ def format_command(command: Sequence[object], width: int = 88) -> str:
         else:
             lines.append(part)
     return " \\\n    ".join(lines)
+
+
+def _quote(word: str) -> str:
+    """``shlex.quote``, except that ``$PWD`` stays for the shell to expand (in double quotes)."""
+    rest = word.replace("$PWD", "")
+    if "$PWD" in word and shlex.quote(rest) == rest:
+        return f'"{word}"'
+    return shlex.quote(word)
 
 
 def _takes_value(line: str, first: bool) -> bool:

@@ -337,7 +337,7 @@ def docker_command(
         "--publish",
         f"{host}:{ports.metrics}:8002",
         "--volume",
-        f"{Path(model_repository).resolve()}:/models:ro",
+        f"{model_repository}:/models:ro",  # TritonServer passes an absolute path
     ]
     if gpus:
         command += ["--gpus", "all"]

@@ -32,3 +32,8 @@ def test_a_long_command_puts_one_option_per_line_with_its_value():
         "    --shared-memory=system",
     ]
     assert shlex.split(text.replace("\\\n", " ")) == command  # the shell reads back the same list
+
+
+def test_pwd_stays_for_the_shell_to_expand():
+    text = format_command(["docker", "run", "-v", "$PWD/model_repository:/models:ro", "x y"])
+    assert text == 'docker run -v "$PWD/model_repository:/models:ro" \'x y\''

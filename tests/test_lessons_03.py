@@ -223,3 +223,15 @@ def test_errors_are_caught_with_their_status_and_message(lesson, server):
         assert client.is_server_live() and client.is_model_ready(ONNX_MODEL)
     finally:
         client.close()
+
+
+def test_the_ngc_docker_run_line_is_the_one_the_server_manager_builds():
+    from helpers.commands import format_command
+    from helpers.server import Ports, docker_command
+    from tests.copyable import fenced_blocks
+
+    built = docker_command("$PWD/model_repository", Ports(8000, 8001, 8002), gpus=True)
+    text = format_command(built)
+    assert text in fenced_blocks(NOTEBOOK)
+    assert '--volume "$PWD/model_repository:/models:ro"' in text
+    assert "nvcr.io/nvidia/tritonserver:24.10-py3" in text and "--model-repository=/models" in text
