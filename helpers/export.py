@@ -138,6 +138,19 @@ def place_file(
     return target, action, message
 
 
+def yolo_export_command(
+    model: str = "yolo11n.pt", *, opset: int = DEFAULT_OPSET, imgsz: int = INPUT_SIZE
+) -> list[str]:
+    """``yolo export ...``: the ONNX export of ``export_onnx`` as Ultralytics' command line (notebook 01)."""
+    options = {"format": "onnx", "imgsz": imgsz, "dynamic": True, "simplify": True, "opset": opset}
+    return [
+        "yolo",
+        "export",
+        f"model={model}",
+        *(f"{key}={value}" for key, value in options.items()),
+    ]
+
+
 def export_onnx(
     loaded: LoadedYolo,
     repository: str | os.PathLike[str] = MODEL_REPOSITORY,

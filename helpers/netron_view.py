@@ -34,6 +34,14 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def netron_command(
+    model_path: str | os.PathLike[str], host: str | None = None, port: int | None = None
+) -> list[str]:
+    """``netron [--host H] [--port P] MODEL``: Netron's command line for one model file (notebook 01)."""
+    options = [*(["--host", host] if host else []), *(["--port", str(port)] if port else [])]
+    return ["netron", *options, str(model_path)]
+
+
 class NetronServer(ChildServer):
     """Netron serving one model file on loopback, in a child process (introduced in notebook 01).
 
@@ -71,18 +79,8 @@ class NetronServer(ChildServer):
         self.port = port
         self.url = f"http://{self.host}:{self.port}/"
         self.log_path = build_dir("netron") / f"netron-{self.port}.log"
-        command = [
-            sys.executable,
-            "-c",
-            _NETRON_MAIN,
-            "--host",
-            self.host,
-            "--port",
-            str(self.port),
-            "--verbosity",
-            "quiet",
-            str(self.model_path),
-        ]
+        netron = netron_command(self.model_path, self.host, self.port)  # what a learner types
+        command = [sys.executable, "-c", _NETRON_MAIN, *netron[1:], "--verbosity", "quiet"]
         with open(self.log_path, "wb") as log:  # the child keeps its own copy of the handle
             self.process = subprocess.Popen(  # noqa: S603 - argument list, no shell
                 command,

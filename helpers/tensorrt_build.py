@@ -411,6 +411,11 @@ def trtexec_benchmark_args(
     ]
 
 
+def trtexec_inspect_args(plan: Path, path=str) -> list[str]:
+    """trtexec's arguments to load a saved plan and print its layers, without running it (notebook 02)."""
+    return [f"--loadEngine={path(plan)}", "--skipInference", "--dumpLayerInfo", "--verbose"]
+
+
 def container_path(host_path: Path, repo_root: Path = REPO_ROOT) -> str:
     """Where a path under the repository appears inside the container (notebook 02)."""
     resolved = Path(host_path).resolve()
@@ -548,6 +553,22 @@ def benchmark_command(
             *trtexec_benchmark_args(plan, batch, duration_s=duration_s, path=inside),
         ]
     raise ValueError(f"trtexec benchmarks need the 'trtexec' or 'docker' route, not {route!r}")
+
+
+def inspect_command(
+    route: str,
+    plan: Path,
+    trtexec: str | os.PathLike[str] = "trtexec",
+    ngc_tag: str = DEFAULT_NGC_TAG,
+    repo_root: Path = REPO_ROOT,
+) -> list[str]:
+    """trtexec loading a saved plan and listing its layers, locally or in the NGC image (notebook 02)."""
+    if route == "trtexec":
+        return [str(trtexec), *trtexec_inspect_args(plan)]
+    if route == "docker":
+        inside = lambda p: container_path(p, repo_root)  # noqa: E731
+        return [*docker_prefix(ngc_tag, repo_root), "trtexec", *trtexec_inspect_args(plan, inside)]
+    raise ValueError(f"trtexec inspects plans on the 'trtexec' or 'docker' route, not {route!r}")
 
 
 def run_commands(commands: Sequence[Sequence[str]], log: Path | None = None) -> str:
