@@ -73,6 +73,23 @@ def add_model(
     return folder
 
 
+#: The committed folders of notebook 07's pipelines (Python and ensemble: no model file to add).
+PIPELINE_MODELS = ["yolo11n_preprocess", "yolo11n_postprocess", "yolo11n_pipeline", "yolo11n_bls"]
+
+
+def pipeline_repository(factory: pytest.TempPathFactory) -> Path:
+    """A repository with YOLO11n (ONNX and TorchScript) and notebook 07's pipeline models."""
+    files = yolo11n_files(factory)
+    root = factory.mktemp("pipeline_repository")
+    add_model(root, "yolo11n_onnx", "yolo11n_onnx", files["onnx"])
+    add_model(root, "yolo11n_torchscript", "yolo11n_torchscript", files["torchscript"])
+    for name in PIPELINE_MODELS:
+        shutil.copytree(
+            MODEL_REPOSITORY / name, root / name, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    return root
+
+
 @contextlib.contextmanager
 def no_new_server_processes(timeout: float = 15.0) -> Iterator[None]:
     """Fail if a server process (tritonserver, stub, netron, uvicorn) started inside outlives it.

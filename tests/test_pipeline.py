@@ -9,7 +9,6 @@ pipelines needs.
 
 from __future__ import annotations
 
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,26 +19,16 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from helpers.paths import MODEL_REPOSITORY
 from helpers.server import TritonServer
 from helpers.yolo import coco_names, postprocess, preprocess, sample_image_path
-from tests.reliability_models import add_model, yolo11n_files
+from tests.reliability_models import pipeline_repository
 
 CONF = 0.001
-PIPELINE_MODELS = ["yolo11n_preprocess", "yolo11n_postprocess", "yolo11n_pipeline", "yolo11n_bls"]
 
 
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    files = yolo11n_files(tmp_path_factory)
-    root = tmp_path_factory.mktemp("pipeline_repository")
-    add_model(root, "yolo11n_onnx", "yolo11n_onnx", files["onnx"])
-    add_model(root, "yolo11n_torchscript", "yolo11n_torchscript", files["torchscript"])
-    for name in PIPELINE_MODELS:
-        shutil.copytree(
-            MODEL_REPOSITORY / name, root / name, ignore=shutil.ignore_patterns("__pycache__")
-        )
-    return root
+    return pipeline_repository(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
