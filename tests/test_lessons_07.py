@@ -54,3 +54,10 @@ def test_copyable_cells_send_bytes_and_get_boxes(server, tmp_path: Path):
     change = {k: values["after"][k] - values["before"].get(k, 0.0) for k in values["after"]}
     assert change == {"nv_cache_num_hits_per_model": 1.0, "nv_cache_num_misses_per_model": 1.0}
     assert values["latency_ms"]["second (hit)"] < values["latency_ms"]["first (miss)"]
+
+
+def test_the_load_targets_use_the_client_the_notebook_teaches():
+    from helpers.pipelines import detect_http
+    from tests.copyable import assert_same_function
+
+    assert_same_function(NOTEBOOK, detect_http)
