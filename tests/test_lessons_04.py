@@ -67,7 +67,12 @@ def test_perf_analyzer_lines_are_the_builders_output() -> None:
 
 def test_configs_start_without_a_queue_delay_and_the_notebook_measures_it() -> None:
     p = parameters()
-    for model in ("yolo11n_onnx", "yolo11n_onnx_ortopt", "yolo11n_onnx_int8", "yolo11n_torchscript"):
+    for model in (
+        "yolo11n_onnx",
+        "yolo11n_onnx_ortopt",
+        "yolo11n_onnx_int8",
+        "yolo11n_torchscript",
+    ):
         config = read_config(MODEL_REPOSITORY / model)
         assert config.HasField("dynamic_batching"), model
         assert config.dynamic_batching.max_queue_delay_microseconds == 0, model
@@ -95,7 +100,11 @@ def test_the_closed_loop_by_hand_counts_every_request(server, tmp_path) -> None:
     result = run_copyable(
         NOTEBOOK,
         tmp_path,
-        provided={"TRITON_GRPC_URL": server.grpc_url, "WINDOW_S": 1.0, "CONCURRENCY_LEVELS": [1, 2]},
+        provided={
+            "TRITON_GRPC_URL": server.grpc_url,
+            "WINDOW_S": 1.0,
+            "CONCURRENCY_LEVELS": [1, 2],
+        },
         names=["plain"],
     )
     plain = result["values"]["plain"]
