@@ -246,7 +246,9 @@ def test_onnx_config_matches_the_exported_model(onnx_export: export.ExportResult
     assert list(config.input[0].dims) == [3, 640, 640]
     assert list(config.output[0].dims) == [84, 8400]
     assert config.input[0].data_type == model_config_pb2.TYPE_FP32
-    assert config.dynamic_batching.max_queue_delay_microseconds == 2000
+    # Triton's batcher guide starts from `dynamic_batching { }`: batching on, no queue delay.
+    assert config.HasField("dynamic_batching")
+    assert config.dynamic_batching.max_queue_delay_microseconds == 0
     assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
 
 

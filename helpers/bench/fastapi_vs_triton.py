@@ -66,14 +66,18 @@ def run(argv: list[str]) -> dict[str, float]:
     image, _ = preprocess(load_image(bus_image_path()))
     cores = os.cpu_count() or 1
     config = triton_config(args.instances)
-    delay = config["dynamic_batching"].get("max_queue_delay_microseconds", 0)
+    delay = int(config["dynamic_batching"].get("max_queue_delay_microseconds", 0))
     print(f"YOLO11n, bus.jpg as 1x3x640x640 float32 per request; {cores} CPU cores")
     print(f"concurrency {levels}, warm-up {args.warmup:g} s, window {args.window:g} s")
     print(f"load average before: {load_average()}")
     try:
         with (
             FastAPIServer(torch_threads=cores) as plain,
-            FastAPIServer(app="helpers.fastapi_batching_app:app", torch_threads=cores) as batched,
+            FastAPIServer(  # the hand-written queue waits as long as Triton's batcher
+                app="helpers.fastapi_batching_app:app",
+                torch_threads=cores,
+                env={"BATCH_MAX_WAIT_MS": str(delay / 1000)},
+            ) as batched,
             TritonServer(models=[MODEL]) as triton,
         ):
             triton.load_model(MODEL, config=config)

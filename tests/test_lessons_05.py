@@ -1,0 +1,87 @@
+"""Notebook 05's lessons: the Whisper request over HTTP and gRPC and the streaming client, run
+against a real server where ``helpers`` cannot be imported; the Dockerfile and docker commands
+shown as text equal to the committed file and the builders' output."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import textwrap
+
+import pytest
+
+from helpers import whisper_client as wc
+from helpers.commands import format_command
+from helpers.docker_images import (
+    dockerfile_text,
+    faster_whisper_build_command,
+    faster_whisper_run_command,
+)
+from helpers.paths import REPO_ROOT
+from helpers.server import TritonServer
+from helpers.speech import load_samples, word_error_rate
+from tests.copyable import assert_same_function, fenced_blocks, run_copyable, tagged_cells
+
+NOTEBOOK = REPO_ROOT / "notebooks" / "05_faster_whisper_python_backend.ipynb"
+SAMPLE = load_samples()[0]
+
+
+def test_the_client_cells_are_the_helper_functions() -> None:
+    for function in (wc.build_inputs, wc.parse_result, wc.stream_segments):
+        assert_same_function(NOTEBOOK, function)
+    classes = [
+        node
+        for source in tagged_cells(NOTEBOOK)
+        for node in ast.parse(source).body
+        if isinstance(node, ast.ClassDef) and node.name == "Transcript"
+    ]
+    packaged = ast.parse(textwrap.dedent(inspect.getsource(wc.Transcript))).body[0]
+    assert [ast.dump(c) for c in classes] == [ast.dump(packaged)]
+
+
+def test_dockerfile_and_commands_shown_are_the_committed_file_and_the_builders() -> None:
+    assert dockerfile_text().rstrip("\n") in fenced_blocks(NOTEBOOK, "dockerfile")
+    blocks = fenced_blocks(NOTEBOOK)
+    assert format_command(faster_whisper_build_command()) in blocks
+    assert format_command(faster_whisper_run_command()) in blocks
+    assert "FROM nvcr.io/nvidia/tritonserver:25.03-py3" in dockerfile_text()  # CUDA 12
+
+
+def test_the_run_command_serves_both_models_on_loopback_read_only() -> None:
+    command = faster_whisper_run_command(gpus=False)
+    assert "--gpus=all" not in command and "--gpus=all" in faster_whisper_run_command()
+    assert "./model_repository:/models:ro" in command
+    published = [command[i + 1] for i, part in enumerate(command) if part == "-p"]
+    assert published == [f"127.0.0.1:{port}:{port}" for port in (8000, 8001, 8002)]
+    assert command[-2:] == [f"--load-model={wc.MODEL_NAME}", f"--load-model={wc.STREAM_MODEL_NAME}"]
+
+
+@pytest.fixture(scope="module")
+def server():
+    with TritonServer(models=[wc.MODEL_NAME, wc.STREAM_MODEL_NAME]) as running:
+        yield running
+
+
+def test_transcribe_and_stream_by_hand(server, tmp_path) -> None:
+    with server.http_client() as client:
+        expected = wc.transcribe(client, SAMPLE.read_bytes(), beam_size=5).text
+    assert word_error_rate(SAMPLE.text, expected) < 0.2, expected
+    result = run_copyable(
+        NOTEBOOK,
+        tmp_path,
+        provided={
+            "TRITON_HTTP_URL": server.http_url,
+            "TRITON_GRPC_URL": server.grpc_url,
+            "AUDIO_PATH": str(SAMPLE.path),
+            "BEAM_SIZE": 5,
+        },
+        names=["over_http", "over_grpc", "streamed_short"],
+    )
+    values = result["values"]
+    # the cells' Transcript has no JSON form: its repr carries the text
+    assert f"text={expected!r}" in values["over_http"]
+    assert values["over_grpc"] == values["over_http"]
+    streamed = values["streamed_short"]
+    assert streamed, "the stream sent no segment"
+    assert all(arrived > 0 for arrived, _ in streamed)
+    assert "".join(segment["text"] for _, segment in streamed).strip() == expected

@@ -1,0 +1,56 @@
+"""Notebook 06's lessons: the Triton request built by hand and the load loop, run against a
+real server where ``helpers`` cannot be imported."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import harness
+from helpers.paths import REPO_ROOT
+from helpers.server import TritonServer
+from tests.copyable import assert_same_function, run_copyable
+from tests.reliability_models import add_model, yolo11n_files
+
+NOTEBOOK = REPO_ROOT / "notebooks" / "06_fastapi_vs_triton.ipynb"
+MODEL = "yolo11n_onnx"
+
+
+def test_the_request_cells_are_the_harness_functions() -> None:
+    assert_same_function(NOTEBOOK, harness.triton_request)
+    assert_same_function(NOTEBOOK, harness.split_triton_reply)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    repository = tmp_path_factory.mktemp("repository_06")
+    add_model(repository, MODEL, MODEL, yolo11n_files(tmp_path_factory)["onnx"])
+    with TritonServer(repository, models=[MODEL]) as running:
+        yield running
+
+
+def successes(server: TritonServer) -> int:
+    """Requests the server has answered successfully for the model, from its statistics API."""
+    with server.http_client() as client:
+        stats = client.get_inference_statistics(MODEL)["model_stats"][0]
+    return int(stats["inference_stats"]["success"]["count"])
+
+
+def test_the_load_loop_by_hand_counts_every_request(server, tmp_path) -> None:
+    before = successes(server)
+    result = run_copyable(
+        NOTEBOOK,
+        tmp_path,
+        provided={
+            "TRITON_HTTP_URL": server.http_url,
+            "LOOP_SECONDS": 1.5,
+            "CONCURRENCY_LEVELS": [1, 2],
+        },
+        names=["by_hand"],
+    )
+    row = result["values"]["by_hand"]["Triton"]
+    assert row["concurrency"] == 2
+    assert row["errors"] == 0
+    assert row["requests"] >= 2  # each of the two clients got at least one answer
+    assert successes(server) - before == row["requests"]
+    assert row["throughput_infer_per_s"] > 0
+    assert 0 < row["latency_p50_ms"] <= row["latency_p99_ms"]
