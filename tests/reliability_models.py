@@ -73,6 +73,13 @@ def add_model(
     return folder
 
 
+def success_count(server, model: str) -> int:
+    """Requests ``server`` has answered successfully for ``model``, from its statistics API."""
+    with server.http_client() as client:
+        stats = client.get_inference_statistics(model)["model_stats"][0]
+    return int(stats["inference_stats"]["success"]["count"])
+
+
 #: The committed folders of notebook 07's pipelines (Python and ensemble: no model file to add).
 PIPELINE_MODELS = ["yolo11n_preprocess", "yolo11n_postprocess", "yolo11n_pipeline", "yolo11n_bls"]
 

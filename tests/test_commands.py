@@ -36,4 +36,4 @@ def test_a_long_command_puts_one_option_per_line_with_its_value():
 
 def test_pwd_stays_for_the_shell_to_expand():
     text = format_command(["docker", "run", "-v", "$PWD/model_repository:/models:ro", "x y"])
-    assert text == 'docker run -v "$PWD/model_repository:/models:ro" \'x y\''
+    assert text == "docker run -v \"$PWD/model_repository:/models:ro\" 'x y'"

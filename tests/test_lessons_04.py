@@ -13,7 +13,7 @@ from helpers.paths import MODEL_REPOSITORY, REPO_ROOT
 from helpers.perf_analyzer import build_command, docker_command
 from helpers.server import TritonServer
 from tests.copyable import fenced_blocks, run_copyable, tagged_cells
-from tests.reliability_models import add_model, yolo11n_files
+from tests.reliability_models import add_model, success_count, yolo11n_files
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "04_perf_analyzer_comparisons.ipynb"
 MODEL = "yolo11n_onnx"
@@ -88,15 +88,8 @@ def server(tmp_path_factory):
         yield running
 
 
-def successes(server: TritonServer) -> int:
-    """Requests the server has answered successfully for the model, from its statistics API."""
-    with server.http_client() as client:
-        stats = client.get_inference_statistics(MODEL)["model_stats"][0]
-    return int(stats["inference_stats"]["success"]["count"])
-
-
 def test_the_closed_loop_by_hand_counts_every_request(server, tmp_path) -> None:
-    before = successes(server)
+    before = success_count(server, MODEL)
     result = run_copyable(
         NOTEBOOK,
         tmp_path,
@@ -109,7 +102,7 @@ def test_the_closed_loop_by_hand_counts_every_request(server, tmp_path) -> None:
     )
     plain = result["values"]["plain"]
     assert [row["concurrency"] for row in plain] == [1, 2]
-    assert successes(server) - before == sum(row["requests"] for row in plain)
+    assert success_count(server, MODEL) - before == sum(row["requests"] for row in plain)
     for row in plain:
         assert row["requests"] >= row["concurrency"]  # every client got at least one answer
         assert row["throughput_infer_per_s"] > 0

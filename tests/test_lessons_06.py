@@ -9,7 +9,7 @@ from helpers import harness
 from helpers.paths import REPO_ROOT
 from helpers.server import TritonServer
 from tests.copyable import assert_same_function, run_copyable
-from tests.reliability_models import add_model, yolo11n_files
+from tests.reliability_models import add_model, success_count, yolo11n_files
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "06_fastapi_vs_triton.ipynb"
 MODEL = "yolo11n_onnx"
@@ -28,15 +28,8 @@ def server(tmp_path_factory):
         yield running
 
 
-def successes(server: TritonServer) -> int:
-    """Requests the server has answered successfully for the model, from its statistics API."""
-    with server.http_client() as client:
-        stats = client.get_inference_statistics(MODEL)["model_stats"][0]
-    return int(stats["inference_stats"]["success"]["count"])
-
-
 def test_the_load_loop_by_hand_counts_every_request(server, tmp_path) -> None:
-    before = successes(server)
+    before = success_count(server, MODEL)
     result = run_copyable(
         NOTEBOOK,
         tmp_path,
@@ -51,6 +44,6 @@ def test_the_load_loop_by_hand_counts_every_request(server, tmp_path) -> None:
     assert row["concurrency"] == 2
     assert row["errors"] == 0
     assert row["requests"] >= 2  # each of the two clients got at least one answer
-    assert successes(server) - before == row["requests"]
+    assert success_count(server, MODEL) - before == row["requests"]
     assert row["throughput_infer_per_s"] > 0
     assert 0 < row["latency_p50_ms"] <= row["latency_p99_ms"]

@@ -21,7 +21,7 @@ from tritonclient.utils import InferenceServerException
 
 from helpers.server import TritonServer
 from helpers.yolo import coco_names, postprocess, preprocess, sample_image_path
-from tests.reliability_models import pipeline_repository
+from tests.reliability_models import pipeline_repository, success_count
 
 CONF = 0.001
 
@@ -119,9 +119,14 @@ def test_a_bad_image_fails_alone_while_a_good_one_is_answered(server, images, ba
         bad = images["bus.jpg"][:3000]
     elif bad == "huge":
         bad = too_many_pixels()
-    with server.http_client(concurrency=4) as client, ThreadPoolExecutor(4) as pool:
-        goods = [pool.submit(ask, client, model, images["zidane.jpg"]) for _ in range(3)]
-        failing = pool.submit(ask, client, model, bad)
+
+    def alone(data: bytes):  # a client per thread: tritonclient's clients are not thread-safe
+        with server.http_client() as client:
+            return ask(client, model, data)
+
+    with ThreadPoolExecutor(4) as pool:
+        goods = [pool.submit(alone, images["zidane.jpg"]) for _ in range(3)]
+        failing = pool.submit(alone, bad)
         with pytest.raises(InferenceServerException, match="yolo11n_preprocess|IMAGE") as error:
             failing.result()
         assert message in str(error.value)
@@ -147,23 +152,24 @@ def test_bls_names_the_step_that_failed(server, images):
             ask(client, "yolo11n_bls", images["bus.jpg"], parameters={"detector": "nope"})
 
 
-def successes(client, model: str) -> int:
-    stats = client.get_inference_statistics(model)["model_stats"][0]["inference_stats"]
-    return int(stats["success"]["count"])
-
-
 def test_bls_chooses_the_detector_per_request(server, images):
     server.load_model("yolo11n_torchscript")
     try:
         with server.http_client() as client:
-            before = successes(client, "yolo11n_onnx"), successes(client, "yolo11n_torchscript")
+            before = (
+                success_count(server, "yolo11n_onnx"),
+                success_count(server, "yolo11n_torchscript"),
+            )
             found, _ = ask(
                 client,
                 "yolo11n_bls",
                 images["bus.jpg"],
                 parameters={"detector": "yolo11n_torchscript"},
             )
-            after = successes(client, "yolo11n_onnx"), successes(client, "yolo11n_torchscript")
+            after = (
+                success_count(server, "yolo11n_onnx"),
+                success_count(server, "yolo11n_torchscript"),
+            )
         assert after == (before[0], before[1] + 1)  # only TorchScript ran
         assert len(found) > 0
     finally:
