@@ -141,28 +141,35 @@ class Boxes(torch.nn.Module):
     def finish(
         self, boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Confidence filter and class-aware NMS over the whole batch in one call, padded out."""
-        batch, k = scores.shape
+        """Confidence filter, then class-aware NMS image by image on the GPU, padded out.
+
+        One NMS call per image, not one over the whole batch: torchvision's NMS works on an
+        n x n overlap mask that it scans serially, so 32 calls on 512 candidates cost far less
+        than one call on 16,384 (measured on an H200: 19.9 ms per batch of 32 for the latter).
+        """
+        batch = scores.shape[0]
         device = scores.device
-        keep = scores > self.conf
-        image = torch.arange(batch, device=device).unsqueeze(1).expand(batch, k)[keep]
-        boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
-        # torchvision's batched NMS by offsets: boxes of another image or class never overlap
-        group = image * 1000 + classes.long()
-        largest = torch.cat((boxes.flatten(), torch.zeros(1, device=device))).max()
-        offsets = group.to(boxes.dtype) * (largest + 1)
-        kept = torchvision.ops.nms(boxes + offsets.unsqueeze(1), scores, self.iou)
-        image = image[kept]
-        order = torch.sort(image, stable=True)[1]  # by image; within one, still by score
-        kept, image = kept[order], image[order]
-        counts = torch.zeros(batch, dtype=torch.long, device=device)
-        counts.scatter_add_(0, image, torch.ones_like(image))
-        rank = torch.arange(kept.numel(), device=device) - (counts.cumsum(0) - counts)[image]
-        chosen = rank < self.max_det
-        rows = torch.cat((boxes[kept], scores[kept].unsqueeze(1), classes[kept].unsqueeze(1)), 1)
+        found = (scores > self.conf).nonzero()  # row-major: grouped by image
+        image, slot = found[:, 0], found[:, 1]
+        boxes, scores, classes = boxes[image, slot], scores[image, slot], classes[image, slot]
+        per_image: list[int] = torch.bincount(image, minlength=batch).tolist()
         detections = torch.zeros(batch, self.max_det, 6, device=device)
-        detections[image[chosen], rank[chosen]] = rows[chosen]
-        return detections, counts.clamp(max=self.max_det).to(torch.int32).unsqueeze(1)
+        counts: list[int] = []
+        start = 0
+        for index in range(batch):
+            stop = start + per_image[index]
+            if stop == start:
+                counts.append(0)
+                continue
+            box, score, label = boxes[start:stop], scores[start:stop], classes[start:stop]
+            # torchvision's batched NMS by offsets: boxes of another class never overlap
+            offsets = label.unsqueeze(1) * (box.max() + 1)
+            kept = torchvision.ops.nms(box + offsets, score, self.iou)[: self.max_det]
+            rows = torch.cat((box[kept], score[kept].unsqueeze(1), label[kept].unsqueeze(1)), 1)
+            detections[index, : rows.shape[0]] = rows
+            counts.append(rows.shape[0])
+            start = stop
+        return detections, torch.tensor(counts, dtype=torch.int32, device=device).unsqueeze(1)
 
 
 def build_module(kind: str, device: str = "cuda") -> torch.jit.ScriptModule:
@@ -170,7 +177,7 @@ def build_module(kind: str, device: str = "cuda") -> torch.jit.ScriptModule:
     from helpers.yolo import load_yolo
 
     network = load_yolo("n").model.model.fuse().eval().to(device)
-    decoded = DecodedYolo(network, uint8_half=kind != "naive").eval()
+    decoded = DecodedYolo(network, uint8_half=kind != "naive").eval().to(device)
     example = torch.zeros(
         1, 3, SIDE, SIDE, device=device, dtype=torch.float32 if kind == "naive" else torch.uint8
     )
@@ -515,14 +522,19 @@ def run(argv: list[str]) -> dict[str, float]:
                 ceiling_ips=ceilings[name],
             )
             frames.append(frame)
+            path = save_results(  # after every configuration: a cut-short run keeps its rows
+                pd.concat(frames, ignore_index=True).assign(**facts),
+                "gpu",
+                args.out,
+                launcher="embedded",
+                host=args.host,
+            )
             print(f"{config}, perf_analyzer", frame[columns].round(2).to_string(index=False))
             print(batch_profile(server.grpc_url, models[name].name), flush=True)
         print(server.log_tail(12, containing=["stand-in", "CUDA graph"]))
+    if not frames:
+        raise CannotRun("perf_analyzer measured no point (see the messages above)")
 
-    results = pd.concat(frames, ignore_index=True)
-    path = save_results(
-        results.assign(**facts), "gpu", args.out, launcher="embedded", host=args.host
-    )
     results = load_results(path)
     table = summary(results)
     print(table.round(2).to_string(index=False))
