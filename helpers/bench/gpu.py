@@ -46,6 +46,8 @@ OUTPUT_BYTES = 84 * 8400 * 4  # one float32 output per request
 MAX_DETECTIONS = 300
 #: Candidates per image kept (highest class score first) before the confidence filter and NMS.
 PRE_NMS_TOPK = 512
+#: Images per NMS call in the boxes export (see ``Boxes.finish``).
+NMS_CHUNK = 4
 #: Ultralytics ``predict`` defaults: confidence threshold, NMS IoU threshold.
 CONF_THRESHOLD, IOU_THRESHOLD = 0.25, 0.7
 #: The three exports ``bench gpu`` serves.
@@ -122,10 +124,11 @@ class Boxes(torch.nn.Module):
         conf: float = CONF_THRESHOLD,
         iou: float = IOU_THRESHOLD,
         max_det: int = MAX_DETECTIONS,
+        chunk: int = NMS_CHUNK,
     ):
         super().__init__()
         self.candidates = candidates
-        self.conf, self.iou, self.max_det = conf, iou, max_det
+        self.conf, self.iou, self.max_det, self.chunk = conf, iou, max_det, chunk
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Images -> (detections [N, max_det, 6], count [N, 1])."""
@@ -141,11 +144,11 @@ class Boxes(torch.nn.Module):
     def finish(
         self, boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Confidence filter, then class-aware NMS image by image on the GPU, padded out.
+        """Confidence filter, then class-aware NMS on the GPU a few images per call, padded out.
 
-        One NMS call per image, not one over the whole batch: torchvision's NMS works on an
-        n x n overlap mask that it scans serially, so 32 calls on 512 candidates cost far less
-        than one call on 16,384 (measured on an H200: 19.9 ms per batch of 32 for the latter).
+        torchvision's NMS builds an n x n overlap mask and scans it serially: one call over a
+        batch of 32 x 512 candidates took 19.9 ms on an H200, one call per image 14.5 ms (32
+        calls' overhead); ``chunk`` images per call keep both the mask and the calls few.
         """
         batch = scores.shape[0]
         device = scores.device
@@ -154,22 +157,31 @@ class Boxes(torch.nn.Module):
         boxes, scores, classes = boxes[image, slot], scores[image, slot], classes[image, slot]
         per_image: list[int] = torch.bincount(image, minlength=batch).tolist()
         detections = torch.zeros(batch, self.max_det, 6, device=device)
-        counts: list[int] = []
+        counts = torch.zeros(batch, dtype=torch.long, device=device)
         start = 0
-        for index in range(batch):
-            stop = start + per_image[index]
-            if stop == start:
-                counts.append(0)
-                continue
-            box, score, label = boxes[start:stop], scores[start:stop], classes[start:stop]
-            # torchvision's batched NMS by offsets: boxes of another class never overlap
-            offsets = label.unsqueeze(1) * (box.max() + 1)
-            kept = torchvision.ops.nms(box + offsets, score, self.iou)[: self.max_det]
-            rows = torch.cat((box[kept], score[kept].unsqueeze(1), label[kept].unsqueeze(1)), 1)
-            detections[index, : rows.shape[0]] = rows
-            counts.append(rows.shape[0])
+        for first in range(0, batch, self.chunk):
+            last = min(first + self.chunk, batch)
+            stop = start + sum(per_image[first:last])
+            if stop > start:
+                box, score, label = boxes[start:stop], scores[start:stop], classes[start:stop]
+                group = (image[start:stop] - first) * 1000 + label.long()
+                # torchvision's batched NMS by offsets: another image or class never overlaps
+                offsets = group.to(box.dtype).unsqueeze(1) * (box.max() + 1)
+                kept = torchvision.ops.nms(box + offsets, score, self.iou)  # by score, desc.
+                local = image[start:stop][kept] - first
+                order = torch.sort(local, stable=True)[1]  # by image; within one, by score
+                kept, local = kept[order], local[order]
+                found_here = torch.bincount(local, minlength=last - first)
+                rank = (
+                    torch.arange(kept.numel(), device=device)
+                    - (found_here.cumsum(0) - found_here)[local]
+                )
+                chosen = rank < self.max_det
+                rows = torch.cat((box[kept], score[kept].unsqueeze(1), label[kept].unsqueeze(1)), 1)
+                detections[local[chosen] + first, rank[chosen]] = rows[chosen]
+                counts[first:last] = found_here.clamp(max=self.max_det)
             start = stop
-        return detections, torch.tensor(counts, dtype=torch.int32, device=device).unsqueeze(1)
+        return detections, counts.to(torch.int32).unsqueeze(1)
 
 
 def build_module(kind: str, device: str = "cuda") -> torch.jit.ScriptModule:
