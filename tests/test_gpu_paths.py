@@ -184,12 +184,10 @@ def _candidates() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return boxes, scores, classes
 
 
-@pytest.mark.parametrize(
-    ("scripted", "chunk"), [(False, 1), (False, 4), (True, 2)], ids=["eager-1", "eager-4", "ts-2"]
-)
-def test_boxes_finish_runs_class_aware_nms_per_image_and_pads(scripted: bool, chunk: int):
+@pytest.mark.parametrize("scripted", [False, True], ids=["eager", "torchscript"])
+def test_boxes_finish_runs_class_aware_nms_per_image_and_pads(scripted: bool):
     candidates = _candidates()
-    module = gpu.Boxes(_GivenCandidates(*candidates), max_det=3, chunk=chunk)
+    module = gpu.Boxes(_GivenCandidates(*candidates), max_det=3)
     if scripted:
         module = torch.jit.script(module)
     detections, count = module(torch.zeros(2, 3, 8, 8, dtype=torch.uint8))
@@ -253,7 +251,7 @@ def test_headline_takes_medians_and_the_best_boxes_point():
     assert line.endswith("boxes_ips=2200 ceiling_ratio=0.5")
 
 
-def test_boxes_finish_in_chunks_equals_torchvision_batched_nms_image_by_image():
+def test_boxes_finish_over_the_batch_equals_torchvision_batched_nms_image_by_image():
     import torchvision
 
     generator = torch.Generator().manual_seed(1)
@@ -261,9 +259,7 @@ def test_boxes_finish_in_chunks_equals_torchvision_batched_nms_image_by_image():
     boxes = torch.cat((corner, corner + torch.rand(5, 40, 2, generator=generator) * 40 + 1), 2)
     scores = torch.rand(5, 40, generator=generator)
     classes = torch.randint(0, 3, (5, 40), generator=generator).float()
-    detections, count = gpu.Boxes(torch.nn.Identity(), max_det=30, chunk=2).finish(
-        boxes, scores, classes
-    )
+    detections, count = gpu.Boxes(torch.nn.Identity(), max_det=30).finish(boxes, scores, classes)
     for image in range(5):
         keep = scores[image] > gpu.CONF_THRESHOLD
         b, s, c = boxes[image][keep], scores[image][keep], classes[image][keep]
