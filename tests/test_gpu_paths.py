@@ -103,6 +103,13 @@ def test_gather_stacks_requests_into_a_reused_buffer_and_split_rows_does_not_ove
     assert pool.allocations == 1
 
 
+def test_gather_stacks_strings_without_a_raw_buffer():
+    pool = HostBufferPool()
+    parts = [np.array([b"a"], dtype=object), np.array([b"bc", b"d"], dtype=object)]
+    assert gather(pool, "text", parts).tolist() == [b"a", b"bc", b"d"]
+    assert pool.allocations == 0
+
+
 # ----------------------------------------------------------------------------- CUDA graphs
 @pytest.mark.parametrize(
     ("text", "sizes"),

@@ -92,6 +92,8 @@ def gather(
     if len(parts) == 1:
         return parts[0]
     first = parts[0]
+    if first.dtype.hasobject:  # strings (TYPE_STRING) are Python objects: no raw buffer
+        return np.concatenate(parts)
     rows = sum(part.shape[0] for part in parts)
     out = pool.take(key, (rows, *first.shape[1:]), first.dtype)
     start = 0
