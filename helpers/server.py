@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from helpers.backends import BACKENDS_DIR, SHARED_MODULE, STAND_IN_BACKENDS
+from helpers.backends import BACKENDS_DIR, SHARED_MODULES, STAND_IN_BACKENDS
 from helpers.paths import MODEL_REPOSITORY, REPO_ROOT, build_dir
 from helpers.processes import die_with_parent, is_loopback_address, terminate
 
@@ -155,8 +155,10 @@ def assemble_backend_directory(target: Path, embedded: EmbeddedTriton) -> Path:
     for backend in STAND_IN_BACKENDS:
         folder = target / backend
         folder.mkdir(exist_ok=True)
-        shutil.copy2(BACKENDS_DIR / backend / "model.py", folder / "model.py")
-        shutil.copy2(BACKENDS_DIR / SHARED_MODULE, folder / SHARED_MODULE)
+        for module in sorted((BACKENDS_DIR / backend).glob("*.py")):
+            shutil.copy2(module, folder / module.name)
+        for shared in SHARED_MODULES:
+            shutil.copy2(BACKENDS_DIR / shared, folder / shared)
     return target
 
 

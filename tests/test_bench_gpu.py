@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers.bench import gpu, gpu_bundle, gpu_tools
+from helpers.bench import gpu, gpu_bundle, gpu_tools, headline
 from helpers.model_config import config_from_dict
 from helpers.paths import REPO_ROOT
 from helpers.server import EmbeddedTriton, TritonServer
@@ -133,3 +133,18 @@ def test_bundle_refuses_a_python_the_wheel_has_no_stub_for(tmp_path: Path, monke
     monkeypatch.setattr(gpu_bundle, "find_embedded_triton", lambda: fake)
     with pytest.raises(FileNotFoundError, match="no Python 3.99 stub"):
         gpu_bundle.pack_server(tmp_path / "x.tar.xz", python="3.99")
+
+
+def test_committed_h200_report_is_what_its_csv_says():
+    """The table and the last line of the H200 report, recomputed from its CSV."""
+    csv = RESULTS / "gpu-lent_h200-2026-11-28.csv"
+    results = pd.read_csv(csv)
+    assert (results.tool == "perf_analyzer").all() and (results.device == "NVIDIA H200").all()
+    table = gpu.summary(results)
+    assert (table.runs == 3).all()
+    ceiling = float(results[results.model == "boxes"].ceiling_ips.iloc[0])
+    figures = gpu.headline_figures(table, 32, ceiling)
+    report = csv.with_suffix(".md").read_text()
+    assert gpu.markdown_table(table.round(2)) in report
+    assert headline("gpu", figures) in report
+    assert figures["boxes_ips"] == pytest.approx(1672.6, abs=0.1)

@@ -3,8 +3,9 @@
 Each sub-folder holds a ``model.py`` that the embedded server uses as a *Python-based
 backend*: a model whose config says ``platform: "onnxruntime_onnx"`` runs through
 ``onnxruntime/model.py``, ``pytorch_libtorch`` through ``pytorch/model.py`` and
-``tensorrt_plan`` through ``tensorrt/model.py``. They share ``runtime_base.py``, which
-the server manager copies beside each ``model.py``. None of them imports ``helpers``:
+``tensorrt_plan`` through ``tensorrt/model.py``. They share ``runtime_base.py`` and
+``host_buffers.py``, which the server manager copies beside each ``model.py`` together with
+the other ``.py`` files of the backend's folder. None of them imports ``helpers``:
 they run inside Triton's Python stub process.
 """
 
@@ -18,4 +19,5 @@ STAND_IN_BACKENDS: dict[str, str] = {
     "pytorch": "model.pt",
     "tensorrt": "model.plan",
 }
-SHARED_MODULE = "runtime_base.py"
+#: Modules every stand-in imports, copied beside each ``model.py``.
+SHARED_MODULES: tuple[str, ...] = ("runtime_base.py", "host_buffers.py")

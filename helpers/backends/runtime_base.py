@@ -9,7 +9,10 @@ not import ``helpers``. A stand-in behaves like the native backend it replaces:
   request; a request that cannot run (missing input, wrong shape or dtype) gets its own
   error and the rest of the batch still succeeds;
 * it follows ``instance_group`` (kind, device) and says in the server log that it is a
-  Python stand-in, warning about config fields it ignores.
+  Python stand-in, warning about config fields it ignores;
+* requests of a batch are stacked into per-instance buffers reused from call to call
+  (``host_buffers.py``; pinned memory where the runtime runs on a GPU), sized at load from
+  ``max_batch_size``; a lone request is passed on as it came, with no copy.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+from host_buffers import HostBufferPool, gather, pageable, split_rows
 
 #: Default ``max_batch_size`` when a model supports batching and the config sets none
 #: (the native backends' ``default-max-batch-size`` is 4 as well).
@@ -137,6 +141,14 @@ class StandInModel:
         """Run one (possibly batched) call; keys are config input/output names."""
         raise NotImplementedError
 
+    def allocate_host(self, nbytes: int) -> np.ndarray:
+        """Host memory for the reused input/output buffers (pinned where a GPU runtime needs it)."""
+        return pageable(nbytes)
+
+    def copy_host(self, target: np.ndarray, source: np.ndarray) -> None:
+        """Copy one request's rows into a batch buffer."""
+        np.copyto(target, source)
+
     # ----- Triton entry points -------------------------------------------------------
     @classmethod
     def auto_complete_config(cls, auto_complete_model_config):
@@ -191,6 +203,12 @@ class StandInModel:
             raise pb_utils.TritonModelException(f"model file not found: {model_path}")
         kind = args["model_instance_kind"]
         device = self.load(model_path, kind, int(args["model_instance_device_id"] or 0))
+        self.host_buffers = HostBufferPool(self.allocate_host)
+        for spec in self.inputs if self.max_batch_size else []:
+            if all(int(d) > 0 for d in spec["dims"]) and spec["data_type"] != "TYPE_STRING":
+                itemsize = np.dtype(pb_utils.triton_string_to_numpy(spec["data_type"])).itemsize
+                rows = int(np.prod([int(d) for d in spec["dims"]]))
+                self.host_buffers.reserve(spec["name"], self.max_batch_size * rows * itemsize)
         log = pb_utils.Logger
         log.log_info(
             f"{self.model_name} ({args['model_instance_name']}): Python stand-in for Triton's "
@@ -276,17 +294,21 @@ class StandInModel:
         """Run requests of one shape together; if that fails, run them one by one."""
         if self.max_batch_size and len(members) > 1:
             names = members[0][1].keys()
-            batch = {name: np.concatenate([m[1][name] for m in members]) for name in names}
+            batch = {
+                name: gather(self.host_buffers, name, [m[1][name] for m in members], self.copy_host)
+                for name in names
+            }
             sizes = [next(iter(m[1].values())).shape[0] for m in members]
             try:
                 outputs = self.run(batch)
             except Exception:  # noqa: BLE001 - fall back to per-request calls to isolate the bad one
                 outputs = None
+            del batch  # the input buffers are free again once the call is over
             if outputs is not None:
-                offsets = np.cumsum([0, *sizes])
-                for (index, _), start, stop in zip(members, offsets[:-1], offsets[1:]):
+                parts = {name: split_rows(value, sizes) for name, value in outputs.items()}
+                for position, (index, _) in enumerate(members):
                     responses[index] = self._response(
-                        {k: v[start:stop] for k, v in outputs.items()}
+                        {name: rows[position] for name, rows in parts.items()}
                     )
                 return
         for index, arrays in members:

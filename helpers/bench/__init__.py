@@ -25,4 +25,9 @@ class CannotRun(RuntimeError):
 
 def headline(name: str, figures: dict[str, float]) -> str:
     """Format the last line a benchmark prints: ``name: key=value ...``."""
-    return f"{name}: " + " ".join(f"{key}={value:.3g}" for key, value in figures.items())
+    return f"{name}: " + " ".join(f"{key}={_number(value)}" for key, value in figures.items())
+
+
+def _number(value: float) -> str:
+    """Three significant digits; whole numbers from 1,000 up rather than 2.13e+03."""
+    return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.3g}"

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     repository = build_dir("gpu_tools_repository")
     shutil.rmtree(repository)
     model = repository / "yolo11n_ts_gpu"
-    export_variant(model, uint8_half=True)
+    export_variant(model, "gpu")
     image = np.random.default_rng(0).integers(0, 256, (1, 3, SIDE, SIDE), dtype=np.uint8)
     rows = []
     with TritonServer(repository, startup_timeout=120) as server:

@@ -6,20 +6,48 @@ passed to ``forward`` in config order and outputs are matched to the config by p
 (names such as ``INPUT__0`` / ``OUTPUT__0``). The native backend's parameter
 ``DISABLE_OPTIMIZED_EXECUTION: "true"`` turns off TorchScript's profiling executor, which
 otherwise re-specialises the graph for every new batch size dynamic batching produces.
+
+On a GPU, the batch is stacked in pinned host memory reused from call to call and copied to
+the GPU asynchronously; outputs come back into reused pinned buffers (``host_buffers.py``).
+Opt-in, this stand-in's own parameters (the native backend has no equivalent):
+
+* ``CUDA_GRAPHS: "true"``: capture the model in one CUDA graph per batch size at load
+  (``torch_runner.py``); ``CUDA_GRAPH_BATCH_SIZES: "1,2,4,8,16,32"`` captures only those
+  and pads a batch up to the next one. A model that cannot be captured is logged and runs
+  without graphs.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 from runtime_base import ModelSignature, StandInModel
+from torch_runner import GraphCaptureError, GraphedModule, as_list, graph_batch_sizes
+
+try:  # registers torchvision's operators (NMS, RoI align) for TorchScript files that use them
+    import torchvision  # noqa: F401
+except ImportError:  # pragma: no cover - only models that call torchvision ops need it
+    pass
+
+#: Parameters that mean "yes".
+_TRUE = ("true", "1", "yes", "on")
 
 
 class TritonPythonModel(StandInModel):
     backend_name = "pytorch"
     model_filename = "model.pt"
-    known_parameters = frozenset({"INFERENCE_MODE", "NUM_THREADS", "DISABLE_OPTIMIZED_EXECUTION"})
+    known_parameters = frozenset(
+        {
+            "INFERENCE_MODE",
+            "NUM_THREADS",
+            "DISABLE_OPTIMIZED_EXECUTION",
+            "CUDA_GRAPHS",
+            "CUDA_GRAPH_BATCH_SIZES",
+        }
+    )
 
     @classmethod
     def read_signature(cls, model_path: str) -> ModelSignature:
@@ -30,7 +58,7 @@ class TritonPythonModel(StandInModel):
 
     def load(self, model_path: str, kind: str, device_id: int) -> str:
         disable = self.parameter("DISABLE_OPTIMIZED_EXECUTION", "false")
-        self.optimized_execution = disable.strip().lower() not in ("true", "1", "yes")
+        self.optimized_execution = disable.strip().lower() not in _TRUE
         threads = self.parameter("NUM_THREADS")
         if threads:
             torch.set_num_threads(int(threads))
@@ -43,16 +71,81 @@ class TritonPythonModel(StandInModel):
         self.module = torch.jit.load(model_path, map_location=self.device).eval()
         self.input_names = [spec["name"] for spec in self.inputs]
         self.output_names = [spec["name"] for spec in self.outputs]
+        self.graphed: GraphedModule | None = None
+        if (self.parameter("CUDA_GRAPHS", "false") or "").strip().lower() in _TRUE:
+            described += ", " + self.capture_graphs()
         return described
 
+    def capture_graphs(self) -> str:
+        """Capture one CUDA graph per batch size; on failure log why and run without graphs."""
+        name = self.model_name
+        if self.device.type != "cuda":
+            pb_utils.Logger.log_warn(
+                f"{name}: CUDA_GRAPHS asked, but this instance runs on the CPU: no CUDA graphs"
+            )
+            return "no CUDA graphs (CPU)"
+        if not self.max_batch_size or any(int(d) < 1 for spec in self.inputs for d in spec["dims"]):
+            pb_utils.Logger.log_warn(
+                f"{name}: CUDA_GRAPHS needs max_batch_size > 0 and fixed input dims: no CUDA graphs"
+            )
+            return "no CUDA graphs (variable shapes)"
+        specs = [
+            (
+                [int(d) for d in spec["dims"]],
+                torch.from_numpy(
+                    np.empty(0, pb_utils.triton_string_to_numpy(spec["data_type"]))
+                ).dtype,
+            )
+            for spec in self.inputs
+        ]
+        sizes = graph_batch_sizes(self.parameter("CUDA_GRAPH_BATCH_SIZES"), self.max_batch_size)
+        try:
+            self.graphed = GraphedModule(self.module, specs, sizes, self.device)
+        except GraphCaptureError as error:
+            pb_utils.Logger.log_warn(
+                f"{name}: this model cannot be captured in a CUDA graph, so it runs without "
+                f"graphs: {error}"
+            )
+            return "no CUDA graphs (capture failed: see the warning)"
+        return f"CUDA graphs for batch sizes {sizes[0]}..{sizes[-1]} ({len(sizes)} graphs)"
+
+    def allocate_host(self, nbytes: int) -> np.ndarray:
+        """Pinned host memory on a GPU instance (copies to and from it run at full speed)."""
+        if self.device.type == "cuda":
+            return torch.empty(nbytes, dtype=torch.uint8, pin_memory=True).numpy()
+        return super().allocate_host(nbytes)
+
+    def copy_host(self, target: np.ndarray, source: np.ndarray) -> None:
+        """torch's CPU copy, which uses several threads for large arrays."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # request arrays may be read-only: only read here
+            torch.from_numpy(target).copy_(torch.from_numpy(source))
+
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        tensors = [torch.from_numpy(inputs[name]).to(self.device) for name in self.input_names]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # request arrays may be read-only: only read here
+            tensors = [
+                torch.from_numpy(inputs[name]).to(self.device, non_blocking=True)
+                for name in self.input_names
+            ]
         with torch.inference_mode(), torch.jit.optimized_execution(self.optimized_execution):
-            result = self.module(*tensors)
-        if isinstance(result, torch.Tensor):
-            result = [result]
+            if self.graphed is not None:
+                result: object = self.graphed(*tensors)
+            else:
+                result = self.module(*tensors)
         if isinstance(result, dict):
             result = [result[name] for name in self.output_names]
         return {
-            name: value.detach().cpu().numpy() for name, value in zip(self.output_names, result)
+            name: self.to_host(name, value)
+            for name, value in zip(self.output_names, as_list(result))
         }
+
+    def to_host(self, name: str, value: torch.Tensor) -> np.ndarray:
+        """A GPU output copied into a reused pinned buffer; a CPU output as it is."""
+        value = value.detach()
+        if value.device.type != "cuda":
+            return value.numpy()
+        dtype = np.dtype(str(value.dtype).removeprefix("torch."))
+        host = self.host_buffers.take(f"output {name}", tuple(value.shape), dtype)
+        torch.from_numpy(host).copy_(value)  # synchronous: done before the response is built
+        return host
