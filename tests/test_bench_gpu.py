@@ -105,6 +105,7 @@ def _fake_embedded(root: Path, python: str) -> EmbeddedTriton:
         / "python_backend_stubs"
         / python
         / "triton_python_backend_stub",
+        cache_directory=package / "tritonserver" / "caches",
     )
 
 
