@@ -1,6 +1,6 @@
 """Headless Chromium and a throw-away JupyterLab: the learner's view, for tests and README screenshots.
 
-Used by ``tests/test_browser.py`` and ``python -m helpers.screenshots``; not by the notebooks.
+Used by ``tests/test_browser.py`` and ``python -m tools.screenshots``; not by the notebooks.
 
 * ``chromium_page()`` drives the system Chromium (Debian's ``chromium`` package) through
   Playwright with ``executable_path`` set, so Playwright never downloads a browser. The

@@ -10,7 +10,7 @@ Two exports of the same network are served by the PyTorch stand-in on ``KIND_GPU
 Each is measured by perf_analyzer (tensors in system shared memory) with dynamic batching
 off and on over a concurrency sweep, the ``gpu`` model also with 2 GPU instances. Writes a
 dated CSV and a short markdown report (device, driver, CUDA, torch, commands) to ``--out``
-(default ``docs/results``). ``python -m helpers.bench.gpu_tools`` compares perf_analyzer
+(default ``docs/results``). ``python -m tools.bench.gpu_tools`` compares perf_analyzer
 with the course's fallback generator on the same machine.
 """
 
@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers.bench import CannotRun
 from helpers.model_config import config_from_dict, render_config
 from helpers.paths import REPO_ROOT, build_dir
 from helpers.results import load_results, save_results
+from tools.bench import CannotRun
 
 INPUT, OUTPUT, SIDE = "INPUT__0", "OUTPUT__0", 640
 MAX_BATCH = 32
@@ -198,7 +198,7 @@ def markdown_table(frame: pd.DataFrame) -> str:
 
 
 def run(argv: list[str]) -> dict[str, float]:
-    parser = argparse.ArgumentParser(prog="python -m helpers.bench gpu")
+    parser = argparse.ArgumentParser(prog="python -m tools.bench gpu")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--window-ms", type=int, default=3000, help="perf_analyzer window")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "results")
@@ -335,7 +335,7 @@ def run(argv: list[str]) -> dict[str, float]:
     table = results[["config", "tool", "shared_memory", *columns]].round(2)
     (args.out / f"{stem}.md").write_text(
         f"# YOLO11n TorchScript on {facts['device']}, {results.date.iloc[0]}\n\n"
-        "Measured by `python -m helpers.bench gpu`: embedded Triton 2.51.0 (nvidia-pytriton "
+        "Measured by `python -m tools.bench gpu`: embedded Triton 2.51.0 (nvidia-pytriton "
         "0.7.0), the course's PyTorch stand-in backend, KIND_GPU.\n\n"
         + "\n".join(f"- {key}: {value}" for key, value in facts.items())
         + f"\n- perf_analyzer: {location.reason}\n- command: `{' '.join(command)}`\n\n"

@@ -28,12 +28,12 @@ import time
 import numpy as np
 import onnxruntime as ort
 
-from helpers.bench import CannotRun
 from helpers.loadgen import Payload, measure
 from helpers.model_config import config_variant
 from helpers.paths import MODEL_REPOSITORY
 from helpers.server import ServerError, TritonServer
 from helpers.yolo import bus_image_path, load_image, preprocess
+from tools.bench import CannotRun
 
 MODEL = "yolo11n_onnx"
 
@@ -68,7 +68,7 @@ def inprocess_throughput(
 
 
 def run(argv: list[str]) -> dict[str, float]:
-    parser = argparse.ArgumentParser(prog="python -m helpers.bench served-vs-inprocess")
+    parser = argparse.ArgumentParser(prog="python -m tools.bench served-vs-inprocess")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--window", type=float, default=3.0, help="load generator window (s)")
     parser.add_argument("--rounds", type=int, default=5, help="alternating comparison rounds")
