@@ -29,8 +29,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from helpers.machine import docker_engine_available, glibc_version
 from helpers.paths import build_dir
-from helpers.server import docker_engine_available
 
 #: The DataFrame schema every load generator of the course returns, in this order.
 RESULT_COLUMNS: tuple[str, ...] = (
@@ -104,16 +104,6 @@ class PerfAnalyzerLocation:
     reason: str = ""
     source: str = "none"  # "path", "wheel", "docker" or "none"
     checked: tuple[str, ...] = field(default_factory=tuple)  # what was tried, in order
-
-
-def glibc_version() -> tuple[int, int] | None:
-    """This system's glibc version, e.g. ``(2, 36)``; ``None`` on non-glibc systems (notebook 04)."""
-    try:
-        text = os.confstr("CS_GNU_LIBC_VERSION") or ""
-    except (AttributeError, ValueError, OSError):
-        return None
-    match = re.search(r"(\d+)\.(\d+)", text)
-    return (int(match.group(1)), int(match.group(2))) if match else None
 
 
 def _wheel_version() -> str | None:

@@ -13,8 +13,6 @@ from __future__ import annotations
 import os
 import platform
 import re
-import shutil
-import subprocess
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +21,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
+from helpers.machine import gpu_names
 from helpers.paths import BUILD_DIR, REPO_ROOT
 from helpers.perf_analyzer import RESULT_COLUMNS
 from helpers.plots import AXIS_LABELS, group_label, latency_throughput, new_axes
@@ -47,24 +46,6 @@ def cpu_name() -> str:
         pass
     name = name or platform.processor() or platform.machine()
     return f"{name}, {os.cpu_count()} cores"
-
-
-def gpu_names() -> str:
-    """The NVIDIA GPUs ``nvidia-smi`` lists, joined with " + ", or ``"none"`` (notebook 04)."""
-    smi = shutil.which("nvidia-smi")
-    if not smi:
-        return "none"
-    try:
-        result = subprocess.run(
-            [smi, "--query-gpu=name", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return "none"
-    names = [line.strip() for line in result.stdout.splitlines() if line.strip()]
-    return " + ".join(names) if result.returncode == 0 and names else "none"
 
 
 def machine_info(when: datetime | None = None) -> dict[str, str]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import json
 import os
 import secrets
@@ -31,7 +30,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import threading
 import time
@@ -44,6 +42,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from helpers.backends import BACKENDS_DIR, SHARED_MODULE, STAND_IN_BACKENDS
+from helpers.machine import (  # also importable from here: notebooks 03, 05 and 06 do
+    docker_engine_available,
+    missing_libpython_hint,
+    nvidia_gpu_present,
+    python_shared_library,
+)
 from helpers.paths import MODEL_REPOSITORY, REPO_ROOT, build_dir
 from helpers.processes import die_with_parent, is_loopback_address, terminate
 
@@ -114,32 +118,6 @@ def find_embedded_triton() -> EmbeddedTriton:
         if not path.exists():
             raise ServerUnavailable(f"the nvidia-pytriton wheel has no {path} (Python {version})")
     return found
-
-
-def python_shared_library() -> Path | None:
-    """Return the libpython3.X shared library the Python stub will load, or None if missing."""
-    name = f"libpython{sys.version_info.major}.{sys.version_info.minor}.so.1.0"
-    libdir = Path(sysconfig.get_config_var("LIBDIR") or "")
-    if (libdir / name).exists():
-        return libdir / name
-    try:
-        ctypes.CDLL(name)
-    except OSError:
-        return None
-    for folder in ("/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib", "/lib/x86_64-linux-gnu"):
-        if (Path(folder) / name).exists():
-            return Path(folder) / name
-    return Path(name)
-
-
-def missing_libpython_hint() -> str:
-    """Say how to install the libpython shared library the Python stub links against."""
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    return (
-        f"libpython{version}.so.1.0 is not installed; Triton's Python stub needs it. "
-        f"Install it with `sudo apt-get install -y libpython{version}` (Debian/Ubuntu), "
-        "or use a conda Python (environment.yml), which ships it."
-    )
 
 
 def assemble_backend_directory(target: Path, embedded: EmbeddedTriton) -> Path:
@@ -330,34 +308,6 @@ def docker_command(
         "/models", None, "0.0.0.0", Ports(8000, 8001, 8002), models, log_verbose, extra_args
     )
     return command
-
-
-def docker_engine_available() -> tuple[bool, str]:
-    """Return whether a Docker engine answers, and why not when it does not."""
-    if shutil.which("docker") is None:
-        return False, "no docker command on PATH"
-    try:
-        result = subprocess.run(
-            ["docker", "info", "--format", "{{.ServerVersion}}"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as error:
-        return False, f"`docker info` failed: {error}"
-    if result.returncode != 0:
-        reason = (result.stderr.strip().splitlines() or ["no engine"])[-1]
-        return False, f"the docker client is installed but no engine answers ({reason})"
-    return True, f"Docker engine {result.stdout.strip()}"
-
-
-def nvidia_gpu_present() -> bool:
-    """True when nvidia-smi lists at least one GPU."""
-    if shutil.which("nvidia-smi") is None:
-        return False
-    result = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=False)
-    return result.returncode == 0 and "GPU" in result.stdout
 
 
 def choose_mode(mode: Mode = "auto") -> Literal["embedded", "docker"]:

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from helpers.machine import machine_facts
 from helpers.model_config import config_from_dict, render_config
 from helpers.paths import REPO_ROOT, build_dir
 from helpers.results import load_results, save_results
@@ -163,31 +162,6 @@ def batch_profile(url: str, model: str) -> str:
         "executions per batch size since load, warm-up included (size x count: mean compute): "
         + " ".join(parts)
     )
-
-
-def machine_facts() -> dict[str, str]:
-    """Device, driver, CUDA and library versions for the report."""
-    import torch
-
-    smi = (
-        subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        .stdout.strip()
-        .splitlines()
-    )
-    name, driver = (part.strip() for part in smi[0].split(","))
-    return {
-        "device": name,
-        "driver": driver,
-        "cuda": str(torch.version.cuda),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "os": platform.platform(),
-    }
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
