@@ -21,13 +21,11 @@ only this ``TritonServer`` object knows.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,7 +47,12 @@ from helpers.machine import (  # also importable from here: notebooks 03, 05 and
     python_shared_library,
 )
 from helpers.paths import MODEL_REPOSITORY, REPO_ROOT, build_dir
-from helpers.processes import die_with_parent, is_loopback_address, terminate
+from helpers.processes import (
+    ChildServer,
+    die_with_parent,
+    is_loopback_address,
+    terminate,
+)
 
 #: The NGC release whose Triton matches the one bundled in nvidia-pytriton 0.7.0 (2.51.0).
 DEFAULT_DOCKER_TAG = "24.10"
@@ -61,6 +64,7 @@ Mode = Literal["auto", "embedded", "docker"]
 CONTROL_HEADER = "triton-serving-lab-control"
 #: Triton APIs that need ``CONTROL_HEADER`` then: model control and the other admin APIs.
 RESTRICTED_APIS = "model-repository,shared-memory,trace,logging"
+
 #: Which notebook writes the model files that are not committed (model folder name patterns).
 MODEL_FILE_CREATORS: tuple[tuple[str, str], ...] = (
     ("yolo11*_onnx", "notebook 01 (01_onnx_export_and_inspection)"),
@@ -157,21 +161,6 @@ class Ports:
     http: int
     grpc: int
     metrics: int
-
-
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """Ask the kernel for ``count`` distinct free TCP ports on ``host``."""
-    sockets, ports = [], []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind((host, 0))
-            sockets.append(sock)
-            ports.append(sock.getsockname()[1])
-    finally:
-        for sock in sockets:
-            sock.close()
-    return ports
 
 
 def restricted_api_arguments(key: str) -> list[str]:
@@ -329,17 +318,8 @@ def choose_mode(mode: Mode = "auto") -> Literal["embedded", "docker"]:
 
 
 # ----------------------------------------------------------------------------- the server
-_RUNNING: weakref.WeakSet[TritonServer] = weakref.WeakSet()
-
-
-@atexit.register
-def _stop_all_servers() -> None:
-    for server in list(_RUNNING):
-        server.stop()
-
-
 @dataclass(eq=False)
-class TritonServer:
+class TritonServer(ChildServer):
     """A Triton server process (embedded binary or NGC container) and its clients.
 
     Introduced in notebook 03. Use it as a context manager, or call ``start()`` and
@@ -366,36 +346,36 @@ class TritonServer:
     _control_key: str = field(default_factory=lambda: secrets.token_hex(16), init=False, repr=False)
 
     # ----- lifecycle
+    port_count = 3  # HTTP, gRPC, metrics
+
     def start(self) -> TritonServer:
         """Start the server and wait until it is ready and ``models`` are loaded."""
         if self.is_running():
             return self
-        if self.process is not None:  # it died: reap it and remove its files first
-            self.stop()
         repository = Path(self.model_repository).resolve()
         if not repository.is_dir():
             raise ServerError(f"model repository not found: {repository}")
         self.mode = choose_mode(self.mode)
-        fixed_ports = self.ports is not None
-        for attempt in range(3):
-            if not fixed_ports:
-                self.ports = Ports(*free_ports(3, self.host))
-            try:
-                self._launch(repository)
-                self._wait_until_ready()
-                break
-            except ServerError as error:
-                # HTTP and metrics say "Socket '...' already in use", gRPC "Address already in use".
-                in_use = "already in use" in str(error).lower()
-                self.stop()
-                if not in_use or fixed_ports or attempt == 2:
-                    raise
+        super().start()
         for name in self.models:
             self.load_model(name)
         return self
 
-    def _launch(self, repository: Path) -> None:
+    def _fixed_ports(self) -> list[int] | None:
+        return [self.ports.http, self.ports.grpc, self.ports.metrics] if self.ports else None
+
+    def _launch(self, ports: list[int]) -> None:
+        self.ports = Ports(*ports)
+        repository = Path(self.model_repository).resolve()
         self._workdir = Path(tempfile.mkdtemp(prefix="triton-serving-lab-"))
+        try:
+            self._start_process(repository)
+        except BaseException:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            raise
+        self._stop_with(_stop, self.process, self._container, self._workdir, self._clients)
+
+    def _start_process(self, repository: Path) -> None:
         self.log_path = build_dir("logs") / f"tritonserver-{self.ports.http}.log"
         log = open(self.log_path, "wb")  # handed to the child process
         extra_args = list(self.extra_args)
@@ -447,7 +427,6 @@ class TritonServer:
         # Reap the process as soon as it exits: its Python stub processes watch it and exit
         # with it, but an unreaped (zombie) parent still looks alive to them.
         threading.Thread(target=_reap, args=(self.process,), daemon=True).start()
-        _RUNNING.add(self)
 
     def _wait_until_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout
@@ -476,43 +455,11 @@ class TritonServer:
 
     def stop(self, grace_period: float = 10.0) -> int | None:
         """Stop the server: SIGTERM, then SIGKILL after ``grace_period`` seconds."""
-        if self._container:
-            subprocess.run(
-                ["docker", "stop", "--time", str(int(grace_period)), self._container],
-                capture_output=True,
-                check=False,
-            )
-            self._container = None
-        # An open HTTP keep-alive connection makes Triton wait its whole exit timeout.
-        for client in list(self._clients):
-            with contextlib.suppress(Exception):
-                client.close()
-        code = None
-        if self.process is not None:
-            code = terminate(self.process, grace_period)
-            self.process = None
-        if self._workdir is not None:
-            shutil.rmtree(self._workdir, ignore_errors=True)
-            self._workdir = None
-        _RUNNING.discard(self)
+        code = super().stop(grace_period)
+        self._container = self._workdir = None
         return code
 
-    def is_running(self) -> bool:
-        """True while the server process is alive."""
-        return self.process is not None and self.process.poll() is None
-
-    def __enter__(self) -> TritonServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
     # ----- addresses and clients
-    @property
-    def pid(self) -> int | None:
-        """Process id of tritonserver (of ``docker logs`` in docker mode)."""
-        return self.process.pid if self.process else None
-
     @property
     def http_url(self) -> str:
         """``host:port`` of the HTTP/REST endpoint (what tritonclient.http expects)."""
@@ -692,6 +639,30 @@ class TritonServer:
         except OSError as error:
             self._check_alive()
             raise ServerError(f"no answer from {self.http_url}{path}: {error}") from error
+
+
+def _stop(
+    process: subprocess.Popen,
+    container: str | None,
+    workdir: Path | None,
+    clients: weakref.WeakSet,
+    grace_period: float = 10.0,
+) -> int | None:
+    """Stop what ``TritonServer._launch`` started: the container, the process, its files."""
+    if container:
+        subprocess.run(
+            ["docker", "stop", "--time", str(int(grace_period)), container],
+            capture_output=True,
+            check=False,
+        )
+    # An open HTTP keep-alive connection makes Triton wait its whole exit timeout.
+    for client in list(clients):
+        with contextlib.suppress(Exception):
+            client.close()
+    code = terminate(process, grace_period)
+    if workdir is not None:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return code
 
 
 def _reap(process: subprocess.Popen) -> None:

@@ -25,12 +25,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from helpers import export, yolo
-from helpers.netron_view import free_port
+from helpers import export, processes, yolo
 from helpers.onnx_report import operator_counts
 from helpers.paths import REPO_ROOT, build_dir
+from helpers.processes import free_ports
 from tests.conftest import require_system
-from tools import browser
 from tools.browser import JupyterLabServer
 from tools.screenshots import ENVIRONMENT_NOTEBOOK, environment_report, netron_graph
 
@@ -125,8 +124,8 @@ def test_jupyterlab_server_picks_another_port_when_its_free_port_is_taken(
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen()
-    ports = iter([taken.getsockname()[1], free_port()])
-    monkeypatch.setattr(browser, "free_port", lambda host: next(ports))
+    ports = iter([[taken.getsockname()[1]], free_ports(1)])
+    monkeypatch.setattr(processes, "free_ports", lambda count, host: next(ports))
     with taken, JupyterLabServer(tmp_path) as lab:
         assert lab.port != taken.getsockname()[1] and lab.answers()
         assert lab.home.is_dir()
