@@ -46,13 +46,14 @@ from helpers.machine import (  # also importable from here: notebooks 03, 05 and
     nvidia_gpu_present,
     python_shared_library,
 )
-from helpers.paths import MODEL_REPOSITORY, REPO_ROOT, build_dir
+from helpers.paths import MODEL_REPOSITORY, build_dir
 from helpers.processes import (
     ChildServer,
     die_with_parent,
     is_loopback_address,
     terminate,
 )
+from helpers.repository import missing_model_file
 
 #: The NGC release whose Triton matches the one bundled in nvidia-pytriton 0.7.0 (2.51.0).
 DEFAULT_DOCKER_TAG = "24.10"
@@ -64,15 +65,6 @@ Mode = Literal["auto", "embedded", "docker"]
 CONTROL_HEADER = "triton-serving-lab-control"
 #: Triton APIs that need ``CONTROL_HEADER`` then: model control and the other admin APIs.
 RESTRICTED_APIS = "model-repository,shared-memory,trace,logging"
-
-#: Which notebook writes the model files that are not committed (model folder name patterns).
-MODEL_FILE_CREATORS: tuple[tuple[str, str], ...] = (
-    ("yolo11*_onnx", "notebook 01 (01_onnx_export_and_inspection)"),
-    ("yolo11*_torchscript", "notebook 01 (01_onnx_export_and_inspection)"),
-    ("yolo11*_onnx_ortopt", "notebook 02 (02_tensorrt_engine_builds)"),
-    ("yolo11*_onnx_int8", "notebook 02 (02_tensorrt_engine_builds)"),
-    ("yolo11*_trt", "notebook 02 (02_tensorrt_engine_builds)"),
-)
 
 
 class ServerError(RuntimeError):
@@ -169,53 +161,6 @@ def restricted_api_arguments(key: str) -> list[str]:
         f"--http-restricted-api={RESTRICTED_APIS}:{CONTROL_HEADER}={key}",
         f"--grpc-restricted-protocol={RESTRICTED_APIS}:{CONTROL_HEADER}={key}",
     ]
-
-
-def missing_model_file(repository: str | Path, name: str, config: str | dict | None = None) -> str:
-    """Say which model file is missing for ``name`` and which notebook creates it ("" if none).
-
-    Looks in the version folders the config's version policy loads (by default the latest)
-    for the file its backend expects; ``config`` overrides config.pbtxt as in
-    ``TritonServer.load_model``. Anything it cannot judge is left to Triton's own error.
-    """
-    from fnmatch import fnmatch
-
-    from helpers.model_config import ConfigError, config_from_dict, read_config
-    from helpers.repository import model_filename
-
-    folder = Path(repository) / name
-    if not folder.is_dir():
-        return ""
-    try:
-        if config is None:
-            parsed = read_config(folder)
-        else:
-            parsed = config_from_dict(json.loads(config) if isinstance(config, str) else config)
-    except (ConfigError, OSError, ValueError, TypeError, KeyError):
-        return ""
-    filename = model_filename(parsed)
-    if filename == "?":
-        return ""
-    versions = sorted(
-        (p for p in folder.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0),
-        key=lambda p: int(p.name),
-    )
-    policy = parsed.version_policy
-    choice = policy.WhichOneof("policy_choice")
-    if choice == "specific":
-        wanted = [folder / str(version) for version in policy.specific.versions]
-    elif choice == "all":
-        wanted = versions
-    else:
-        wanted = versions[-max(policy.latest.num_versions, 1) :]
-    missing = [v / filename for v in wanted or [folder / "1"] if not (v / filename).exists()]
-    if not missing:
-        return ""
-    resolved = missing[0].resolve()
-    shown = resolved.relative_to(REPO_ROOT) if resolved.is_relative_to(REPO_ROOT) else resolved
-    creators = [notebook for pattern, notebook in MODEL_FILE_CREATORS if fnmatch(name, pattern)]
-    hint = f"{creators[0]} creates it" if creators else "no notebook of the course creates it"
-    return f"{shown} is missing: {hint}"
 
 
 def server_arguments(
