@@ -79,9 +79,6 @@ class FastAPIServer(ChildServer):
         """Start uvicorn and wait until ``/health`` answers (the model is loaded by then)."""
         return super().start()
 
-    def _fixed_ports(self) -> list[int] | None:
-        return [self.port] if self.port is not None else None
-
     def _launch(self, ports: list[int]) -> None:
         self.port = ports[0]
         self.log_path = build_dir("logs") / f"fastapi-{self.port}.log"

@@ -49,9 +49,6 @@ class NetronServer(ChildServer):
         self.timeout_s = timeout_s
         self.start()
 
-    def _fixed_ports(self) -> list[int] | None:
-        return [self.port] if self.port else None
-
     def _launch(self, ports: list[int]) -> None:
         self.port = ports[0]
         self.url = f"http://{self.host}:{self.port}/"

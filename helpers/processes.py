@@ -197,8 +197,9 @@ class ChildServer:
     _finalizer: weakref.finalize | None = None
 
     def _fixed_ports(self) -> list[int] | None:
-        """The ports asked for, or None to pick free ones."""
-        return None
+        """The port asked for (``self.port``, if the server has one), or None to pick free ones."""
+        port = getattr(self, "port", None)
+        return [port] if port else None
 
     def _launch(self, ports: list[int]) -> None:
         """Start ``self.process`` on ``ports`` and call ``_stop_with``."""

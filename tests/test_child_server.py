@@ -26,9 +26,6 @@ class HttpServer(ChildServer):
     def __init__(self, port: int | None = None) -> None:
         self.port = port
 
-    def _fixed_ports(self) -> list[int] | None:
-        return [self.port] if self.port else None
-
     def _launch(self, ports: list[int]) -> None:
         self.port = ports[0]
         command = [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(self.port)]

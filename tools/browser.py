@@ -142,9 +142,6 @@ class JupyterLabServer(ChildServer):
         self.timeout_s = timeout_s
         self.start()
 
-    def _fixed_ports(self) -> list[int] | None:
-        return [self.port] if self.port else None
-
     def _launch(self, ports: list[int]) -> None:
         self._write_settings()  # again after a failed attempt: stop() removes the folder
         self.port = ports[0]
