@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 
 ## run: execute every notebook in order against the embedded server; copies in build/
 run: $(STAMP)
-	$(BIN)/python -m helpers.run_course
+	$(BIN)/python -m tools.run_course
 
 ## test: helpers and server tests, then every notebook through nbmake
 test: $(STAMP)
@@ -36,7 +36,7 @@ lab: $(STAMP)
 
 ## screenshots: README pictures (JupyterLab, Netron, a measured latency-throughput plot) into docs/screenshots/
 screenshots: $(STAMP)
-	$(BIN)/python -m helpers.screenshots
+	$(BIN)/python -m tools.screenshots
 
 ## lint: ruff on everything
 lint: $(STAMP)

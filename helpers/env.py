@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from helpers import machine
 from helpers import server as triton
-from helpers.perf_analyzer import glibc_version
 
 #: The embedded tritonserver (manylinux_2_35 build) needs at least this glibc.
 EMBEDDED_MIN_GLIBC = (2, 35)
@@ -108,18 +108,18 @@ def check_python() -> Check:
 
 
 def check_libpython() -> Check:
-    found = triton.python_shared_library()
+    found = machine.python_shared_library()
     return Check(
         "libpython shared library",
         found is not None,
         str(found) if found else "not found",
         "the embedded Triton cannot run Python models (the stub links libpython)",
-        triton.missing_libpython_hint() if found is None else "",
+        machine.missing_libpython_hint() if found is None else "",
     )
 
 
 def check_glibc() -> Check:
-    version = glibc_version() or (0, 0)
+    version = machine.glibc_version() or (0, 0)
     text = ".".join(map(str, version)) if version != (0, 0) else "not glibc"
     return Check(
         "glibc",
@@ -142,9 +142,7 @@ def check_hardware() -> Check:
 
 
 def check_gpu() -> Check:
-    from helpers.tensorrt_build import detect_gpu
-
-    gpu = detect_gpu()
+    gpu = machine.detect_gpu()
     found = (
         f"{gpu.name} (compute capability {gpu.compute_capability}, driver {gpu.driver_version}, "
         f"{gpu.memory_mib} MiB)"
@@ -218,7 +216,7 @@ def check_tensorrt() -> Check:
 
 
 def check_docker() -> Check:
-    ok, reason = triton.docker_engine_available()
+    ok, reason = machine.docker_engine_available()
     images = ""
     if ok:
         result = _run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"])

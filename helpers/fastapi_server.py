@@ -1,7 +1,8 @@
 """Start, use and stop the FastAPI baseline under uvicorn (introduced in notebook 06).
 
-Like ``helpers.server.TritonServer``: binds to 127.0.0.1 on a free port, waits until the
-model is loaded, and never outlives the Python process that started it.
+Like ``helpers.server.TritonServer``, a ``helpers.processes.ChildServer``: binds to 127.0.0.1
+on a free port, waits until the model is loaded, and never outlives the Python process that
+started it.
 
     from helpers.fastapi_server import FastAPIServer
     with FastAPIServer() as server:
@@ -10,7 +11,6 @@ model is loaded, and never outlives the Python process that started it.
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import subprocess
@@ -18,7 +18,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,20 +26,12 @@ from typing import Any
 import psutil
 
 from helpers.paths import REPO_ROOT, build_dir
-from helpers.processes import die_with_parent, terminate
-from helpers.server import ServerError, free_ports
-
-_RUNNING: weakref.WeakSet[FastAPIServer] = weakref.WeakSet()
-
-
-@atexit.register
-def _stop_all() -> None:
-    for server in list(_RUNNING):
-        server.stop()
+from helpers.processes import ChildServer, die_with_parent, terminate
+from helpers.server import ServerError
 
 
 @dataclass(eq=False)
-class FastAPIServer:
+class FastAPIServer(ChildServer):
     """A uvicorn process serving a FastAPI app on loopback (introduced in notebook 06).
 
     ``torch_threads`` is the intra-op thread count torch gets (``OMP_NUM_THREADS``); by
@@ -86,33 +77,22 @@ class FastAPIServer:
 
     def start(self) -> FastAPIServer:
         """Start uvicorn and wait until ``/health`` answers (the model is loaded by then)."""
-        if self.is_running():
-            return self
-        fixed_port = self.port is not None
-        for attempt in range(3):
-            if not fixed_port:
-                self.port = free_ports(1, self.host)[0]
-            self.log_path = build_dir("logs") / f"fastapi-{self.port}.log"
-            with open(self.log_path, "wb") as log:
-                self.process = subprocess.Popen(
-                    self.command(),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    cwd=REPO_ROOT,
-                    env=self.environment(),
-                    preexec_fn=die_with_parent(),
-                )
-            _RUNNING.add(self)
-            try:
-                self._wait_until_ready()
-                return self
-            except ServerError as error:
-                self.stop()
-                in_use = "address already in use" in str(error).lower()
-                if not in_use or fixed_port or attempt == 2:
-                    raise
-        return self
+        return super().start()
+
+    def _launch(self, ports: list[int]) -> None:
+        self.port = ports[0]
+        self.log_path = build_dir("logs") / f"fastapi-{self.port}.log"
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=REPO_ROOT,
+                env=self.environment(),
+                preexec_fn=die_with_parent(),
+            )
+        self._stop_with(terminate, self.process)
 
     def _wait_until_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout
@@ -131,30 +111,6 @@ class FastAPIServer:
         raise ServerError(
             f"uvicorn was not ready after {self.startup_timeout:.0f} s" + self._log_excerpt()
         )
-
-    def stop(self, grace_period: float = 10.0) -> int | None:
-        """Stop uvicorn: SIGTERM, then SIGKILL after ``grace_period`` seconds."""
-        code = None
-        if self.process is not None:
-            code = terminate(self.process, grace_period)
-            self.process = None
-        _RUNNING.discard(self)
-        return code
-
-    def is_running(self) -> bool:
-        """True while the uvicorn process is alive."""
-        return self.process is not None and self.process.poll() is None
-
-    def __enter__(self) -> FastAPIServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def pid(self) -> int | None:
-        """Process id of uvicorn (it runs the app and the model itself)."""
-        return self.process.pid if self.process else None
 
     @property
     def url(self) -> str:

@@ -1,8 +1,8 @@
 """One load harness for every service, so comparisons are fair (introduced in notebook 06).
 
-A closed loop like ``helpers.loadgen`` and ``perf_analyzer --concurrency-range``:
-``concurrency`` client threads, each with its own keep-alive connection, send their next
-request as soon as the previous one returns. Every service gets the same client (raw HTTP
+A closed loop like ``perf_analyzer --concurrency-range``, run by the course's one engine
+(``helpers.loadgen.closed_loop``): ``concurrency`` client threads, each with its own
+keep-alive connection, send their next request as soon as the previous one returns. Every service gets the same client (raw HTTP
 with ``http.client``), the same bytes, the same warm-up and the same measured window; the
 only thing that changes is the URL and the envelope around the tensor:
 
@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +28,8 @@ import numpy as np
 import pandas as pd
 import psutil
 
+from helpers.loadgen import LATENCY_COLUMNS, closed_loop, latency_columns
+
 #: Sends one request and checks the answer; raises on any failure.
 Sender = Callable[[], None]
 
@@ -37,11 +37,7 @@ COLUMNS = [
     "service",
     "concurrency",
     "throughput_infer_per_s",
-    "latency_avg_ms",
-    "latency_p50_ms",
-    "latency_p90_ms",
-    "latency_p95_ms",
-    "latency_p99_ms",
+    *LATENCY_COLUMNS,
     "errors",
     "requests",
     "window_s",
@@ -200,65 +196,36 @@ def busy_cpu_seconds() -> float:
 def measure(
     target: Target, concurrency: int, *, warmup_s: float = 2.0, window_s: float = 5.0
 ) -> dict[str, Any]:
-    """Load ``target`` at one concurrency: warm up, then one measured window; one row (notebook 06)."""
-    senders = [target.new_sender() for _ in range(concurrency)]
-    finished: list[tuple[float, float]] = []  # (start, end) of each successful request
-    failed: list[tuple[float, BaseException]] = []  # (end, error) of each failed request
-    stop = threading.Event()
-    lock = threading.Lock()
+    """Load ``target`` at one concurrency: warm up, then one measured window; one row (notebook 06).
 
-    def worker(send: Sender) -> None:
-        while not stop.is_set():
-            start = time.perf_counter()
-            try:
-                send()
-            except Exception as error:  # noqa: BLE001 - counted and reported in the row
-                with lock:
-                    failed.append((time.perf_counter(), error))
-                time.sleep(0.05)  # a dead server must not turn the loop into a busy spin
-                continue
-            end = time.perf_counter()
-            with lock:
-                finished.append((start, end))
+    A failed request is counted (``errors``) and its thread goes on; ``first_error`` says why.
+    """
+    client = psutil.Process().pid
 
-    client = psutil.Process()
-    threads = [threading.Thread(target=worker, args=(s,), daemon=True) for s in senders]
-    for thread in threads:
-        thread.start()
-    try:
-        time.sleep(warmup_s)
-        before = (cpu_seconds(target.pid), cpu_seconds(client.pid, False), busy_cpu_seconds())
-        begin = time.perf_counter()
-        time.sleep(window_s)
-        end = time.perf_counter()
-        after = (cpu_seconds(target.pid), cpu_seconds(client.pid, False), busy_cpu_seconds())
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=120)
-    with lock:
-        window = [(s, e) for s, e in finished if begin <= e < end]
-        errors = [error for e, error in failed if begin <= e < end]
-        first_error = str(failed[0][1]) if failed else ""
-    elapsed = end - begin
-    server, client_cores, machine = ((a - b) / elapsed for a, b in zip(after, before))
-    latencies = np.array([(e - s) * 1000 for s, e in window]) if window else np.array([np.nan])
+    def cpu() -> tuple[float, float, float]:
+        return cpu_seconds(target.pid), cpu_seconds(client, False), busy_cpu_seconds()
+
+    window = closed_loop(
+        [target.new_sender() for _ in range(concurrency)],
+        warmup_s=warmup_s,
+        window_s=window_s,
+        stop_on_error=False,
+        sample=cpu,
+    )
+    elapsed = window.seconds
+    server, client_cores, machine = ((a - b) / elapsed for a, b in zip(window.after, window.before))
     return {
         "service": target.name,
         "concurrency": concurrency,
-        "throughput_infer_per_s": len(window) * target.batch_size / elapsed,
-        "latency_avg_ms": float(np.mean(latencies)),
-        "latency_p50_ms": float(np.percentile(latencies, 50)),
-        "latency_p90_ms": float(np.percentile(latencies, 90)),
-        "latency_p95_ms": float(np.percentile(latencies, 95)),
-        "latency_p99_ms": float(np.percentile(latencies, 99)),
-        "errors": len(errors),
-        "requests": len(window),
+        "throughput_infer_per_s": len(window.requests) * target.batch_size / elapsed,
+        **latency_columns(window.latencies_ms()),
+        "errors": len(window.errors),
+        "requests": len(window.requests),
         "window_s": elapsed,
         "server_cpu_cores": server,
         "client_cpu_cores": client_cores,
         "other_cpu_cores": max(machine - server - client_cores, 0.0),
-        "first_error": first_error,
+        "first_error": str(window.first_error) if window.first_error else "",
     }
 
 

@@ -12,6 +12,11 @@ statistics API, taken over exactly the measured windows.
 registered with the server, like ``perf_analyzer --shared-memory=system``: the requests
 then carry only region names, so the client's serialisation and the copies through the
 socket drop out of the measurement (client and server must share the machine).
+
+The closed loop itself (``closed_loop``) and the latency percentiles (``percentiles``) are the
+course's one measurement engine: the FastAPI-vs-Triton harness (``helpers.harness``, notebook
+06), the Whisper client (``helpers.whisper_client``, notebook 05) and the benchmarks in
+``tools/bench`` run their load through them too, so a p99 means the same thing everywhere.
 """
 
 from __future__ import annotations
@@ -32,6 +37,14 @@ from helpers.perf_analyzer import RESULT_COLUMNS
 #: perf_analyzer's default stability rule: the last 3 windows within 10% of their mean.
 STABILITY_WINDOWS = 3
 STABILITY_TOLERANCE = 0.10
+#: The latency percentiles every load generator of the course reports.
+PERCENTILES: tuple[int, ...] = (50, 90, 95, 99)
+#: How they are computed: numpy's default, interpolating linearly between the two closest
+#: samples. (perf_analyzer takes the sample nearest to rank p/100 * (n - 1) instead; over the
+#: hundreds of requests of a window the two differ by less than the gap between two samples.)
+PERCENTILE_METHOD = "linear"
+#: The latency columns a result row has: the mean, then each of ``PERCENTILES``.
+LATENCY_COLUMNS: tuple[str, ...] = ("latency_avg_ms", *(f"latency_p{p}_ms" for p in PERCENTILES))
 
 
 class LoadError(RuntimeError):
@@ -307,90 +320,192 @@ def measure(
     try:
         for p in payloads:
             prepared.append(_prepare(protocol, url, model, p, shared_memory))
-        return _closed_loop(
-            url, model, protocol, payloads, prepared, warmup_s, window_s, max_windows
-        ) | {"shared_memory": shared_memory}
+        row = _measure_prepared(
+            url,
+            model,
+            protocol,
+            payloads[0].batch_size,
+            prepared,
+            warmup_s=warmup_s,
+            window_s=window_s,
+            max_windows=max_windows,
+        )
+        return row | {"shared_memory": shared_memory}
     finally:
         for one in prepared:
             one.release()
 
 
-def _closed_loop(
-    url: str,
-    model: str,
-    protocol: str,
-    payloads: list[Payload],
-    prepared: list[_Prepared],
-    warmup_s: float,
-    window_s: float,
-    max_windows: int,
-) -> dict[str, Any]:
-    """Run ``len(prepared)`` client threads and measure windows until stable (see ``measure``)."""
-    concurrency = len(prepared)
-    finished: list[tuple[float, float]] = []  # (start, end) of every successful request
-    errors: list[BaseException] = []
+def percentiles(values: Sequence[float], points: Sequence[float] = PERCENTILES) -> dict:
+    """``{p: the p-th percentile of values}`` by ``PERCENTILE_METHOD``; NaN when there are none."""
+    values = np.asarray(values, dtype=float)
+    if values.size == 0:
+        return {p: float("nan") for p in points}
+    found = np.percentile(values, list(points), method=PERCENTILE_METHOD)
+    return {p: float(v) for p, v in zip(points, found)}
+
+
+def latency_columns(latencies_ms: Sequence[float]) -> dict[str, float]:
+    """``LATENCY_COLUMNS`` of a window's request latencies in milliseconds (NaN when empty)."""
+    mean = float(np.mean(latencies_ms)) if len(latencies_ms) else float("nan")
+    found = percentiles(latencies_ms)
+    return {"latency_avg_ms": mean} | {f"latency_p{p}_ms": v for p, v in found.items()}
+
+
+#: Sends one request and waits for its answer; returns None, or what the request was worth
+#: (audio seconds, images...) for ``Window.total``. Raises when the request failed.
+Send = Callable[[], Any]
+
+
+@dataclass
+class Window:
+    """What ``closed_loop`` measured: the requests that ended inside ``[begin, end)``."""
+
+    begin: float
+    end: float
+    requests: list[tuple[float, float, Any]]  # (start, end, what send returned)
+    errors: list[BaseException]  # failures that ended inside the window
+    first_error: BaseException | None  # the first failure of the whole run, warm-up included
+    failures: int = 0  # failures in the whole run, warm-up included
+    before: Any = None  # ``sample()`` when the window opened
+    after: Any = None  # ``sample()`` when it closed
+
+    @property
+    def seconds(self) -> float:
+        """How long the window lasted."""
+        return self.end - self.begin
+
+    def latencies_ms(self) -> np.ndarray:
+        """Each request's latency in milliseconds."""
+        return np.array([(end - start) * 1000 for start, end, _ in self.requests])
+
+    def total(self) -> float:
+        """The sum of what the requests were worth (what ``send`` returned)."""
+        return float(sum(value or 0 for _, _, value in self.requests))
+
+
+def closed_loop(
+    senders: Sequence[Send],
+    *,
+    warmup_s: float = 2.0,
+    warmup_requests: int = 0,
+    window_s: float = 3.0,
+    max_windows: int = 1,
+    stop_on_error: bool = True,
+    sample: Callable[[], Any] | None = None,
+) -> Window:
+    """Run one thread per sender, each sending again as soon as its answer arrives; measure.
+
+    Each thread first sends ``warmup_requests`` unmeasured requests; once all have, the
+    warm-up goes on for ``warmup_s``. Then windows of ``window_s`` follow until the
+    throughput of the last ``STABILITY_WINDOWS`` agrees within ``STABILITY_TOLERANCE``
+    (perf_analyzer's rule) or ``max_windows`` were measured; the measurement spans them all.
+    A failed request stops the run when ``stop_on_error`` (``Window.first_error`` says why);
+    otherwise it is counted and the thread goes on after a short pause. ``sample()`` (CPU
+    counters, server statistics) is taken when the window opens and when it closes.
+    """
+    finished: list[tuple[float, float, Any]] = []
+    failed: list[tuple[float, BaseException]] = []  # (end, error)
     stop = threading.Event()
     lock = threading.Lock()
+    warmed = [threading.Event() for _ in senders]
+
+    def attempt(send: Send) -> bool:
+        start = time.perf_counter()
+        try:
+            value = send()
+        except Exception as error:  # noqa: BLE001 - reported in the Window
+            with lock:
+                failed.append((time.perf_counter(), error))
+            if stop_on_error:
+                stop.set()
+            else:
+                time.sleep(0.05)  # a dead server must not turn the loop into a busy spin
+            return False
+        end = time.perf_counter()
+        with lock:
+            finished.append((start, end, value))
+        return True
 
     def worker(index: int) -> None:
-        send = prepared[index].send
+        for _ in range(warmup_requests):
+            if stop.is_set():
+                break
+            attempt(senders[index])
+        warmed[index].set()
         while not stop.is_set():
-            start = time.perf_counter()
-            try:
-                send()
-            except Exception as error:  # noqa: BLE001 - reported after the run
-                with lock:
-                    errors.append(error)
-                stop.set()
-                return
-            end = time.perf_counter()
-            with lock:
-                finished.append((start, end))
+            attempt(senders[index])
 
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(concurrency)]
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(len(senders))]
     for thread in threads:
         thread.start()
     try:
-        time.sleep(warmup_s)
-        begin_stats = _statistics(url, protocol, model)
-        begin = time.perf_counter()
-        boundaries = [begin]
+        for event in warmed:
+            while not event.wait(0.1) and not stop.is_set():
+                pass
+        stop.wait(warmup_s)
+        before = sample() if sample else None
+        boundaries = [time.perf_counter()]
         rates: list[float] = []
         while len(rates) < max_windows and not stop.is_set():
-            time.sleep(window_s)
+            stop.wait(window_s)  # a failure with stop_on_error ends the window early
             boundaries.append(time.perf_counter())
             with lock:
-                done = sum(1 for _, end in finished if boundaries[-2] <= end < boundaries[-1])
+                done = sum(1 for _, end, _ in finished if boundaries[-2] <= end < boundaries[-1])
             rates.append(done / (boundaries[-1] - boundaries[-2]))
             if len(rates) >= STABILITY_WINDOWS:
                 last = rates[-STABILITY_WINDOWS:]
                 mean = sum(last) / len(last)
                 if mean > 0 and all(abs(r - mean) <= STABILITY_TOLERANCE * mean for r in last):
                     break
-        end_stats = _statistics(url, protocol, model)
-        end = boundaries[-1]
+        after = sample() if sample else None
     finally:
         stop.set()
         for thread in threads:
-            thread.join(timeout=60)
-    if errors:
-        raise LoadError(f"{len(errors)} request(s) failed; first: {errors[0]}")
+            thread.join(timeout=120)
+    begin, end = boundaries[0], boundaries[-1]
     with lock:
-        window = [(s, e) for s, e in finished if begin <= e < end]
-    if not window:
-        raise LoadError(f"no request finished in {end - begin:.1f} s at concurrency {concurrency}")
-    latencies_ms = np.array([(e - s) * 1000 for s, e in window])
+        return Window(
+            begin,
+            end,
+            [r for r in finished if begin <= r[1] < end],
+            [error for at, error in failed if begin <= at < end],
+            failed[0][1] if failed else None,
+            len(failed),
+            before,
+            after,
+        )
+
+
+def _measure_prepared(
+    url: str, model: str, protocol: str, batch: int, prepared: list[_Prepared], **options: Any
+) -> dict[str, Any]:
+    """Run ``closed_loop`` over the prepared requests; one row (see ``measure``)."""
+
+    def sender(send: Send) -> Send:
+        def run() -> None:  # keeps no response: each can be megabytes
+            send()
+
+        return run
+
+    window = closed_loop(
+        [sender(p.send) for p in prepared],
+        sample=lambda: _statistics(url, protocol, model),
+        **options,
+    )
+    if window.first_error is not None:
+        raise LoadError(f"{window.failures} request(s) failed; first: {window.first_error}")
+    if not window.requests:
+        raise LoadError(
+            f"no request finished in {window.seconds:.1f} s at concurrency {len(prepared)}"
+        )
+    begin_stats, end_stats = window.before, window.after
     delta = {key: end_stats[key] - begin_stats.get(key, 0) for key in end_stats}
     per_request = max(delta["success_count"], 1)
-    batch = payloads[0].batch_size
     row = {
-        "concurrency": concurrency,
-        "throughput_infer_per_s": len(window) * batch / (end - begin),
-        "latency_avg_ms": float(latencies_ms.mean()),
-        "latency_p50_ms": float(np.percentile(latencies_ms, 50)),
-        "latency_p90_ms": float(np.percentile(latencies_ms, 90)),
-        "latency_p95_ms": float(np.percentile(latencies_ms, 95)),
-        "latency_p99_ms": float(np.percentile(latencies_ms, 99)),
+        "concurrency": len(prepared),
+        "throughput_infer_per_s": len(window.requests) * batch / window.seconds,
+        **latency_columns(window.latencies_ms()),
         "client_send_ms": np.nan,
         "network_server_send_recv_ms": np.nan,
         "server_queue_ms": delta["queue_ns"] / per_request / 1e6,
@@ -400,8 +515,8 @@ def _closed_loop(
         "client_recv_ms": np.nan,
         "tool": "fallback generator",
     }
-    row["requests"] = len(window)
-    row["window_s"] = end - begin
+    row["requests"] = len(window.requests)
+    row["window_s"] = window.seconds
     row["server_success_delta"] = int(delta["success_count"])
     row["server_executions_delta"] = int(delta["execution_count"])
     return row

@@ -28,6 +28,7 @@ from helpers import perf_analyzer as pa
 from helpers.loadgen import Payload
 from helpers.model_config import read_config
 from helpers.paths import MODEL_REPOSITORY
+from helpers.repository import missing_model_file
 
 FALLBACK = "fallback generator"
 PERF_ANALYZER = "perf_analyzer"
@@ -195,26 +196,16 @@ def _perf_analyzer_sweep(
     return pd.concat(rows, ignore_index=True)
 
 
-def model_files(model: str, repository: str | Path | None = None) -> list[Path]:
-    """The model files (``<version>/model.*``) a model folder holds, for any version (notebook 04)."""
-    folder = Path(repository or MODEL_REPOSITORY) / model
-    return sorted(
-        path
-        for path in folder.glob("*/model.*")
-        if path.parent.name.isdigit() and not path.name.endswith(".json")
-    )
-
-
 def missing_reason(model: str, repository: str | Path | None = None) -> str:
-    """Why ``model`` cannot be served from the repository, or ``""`` when its files are there (notebook 04)."""
-    folder = Path(repository or MODEL_REPOSITORY) / model
-    if not (folder / "config.pbtxt").exists():
-        return f"no {folder.name}/config.pbtxt in the model repository"
-    if not model_files(model, repository):
-        return (
-            f"no model file under {folder.name}/<version>/ (not exported or built on this machine)"
-        )
-    return ""
+    """Why ``model`` cannot be served from the repository, or ``""`` when its files are there (notebook 04).
+
+    The model file itself is checked by ``helpers.repository.missing_model_file``, the same
+    check ``TritonServer.load_model`` makes, which also names the notebook that creates it.
+    """
+    repository = Path(repository or MODEL_REPOSITORY)
+    if not (repository / model / "config.pbtxt").exists():
+        return f"no {model}/config.pbtxt in the model repository"
+    return missing_model_file(repository, model)
 
 
 def comparison_table(

@@ -1,16 +1,15 @@
 """Netron, the model graph viewer, in a child process on loopback (introduced in notebook 01).
 
 ``NetronServer(path)`` starts ``netron`` on 127.0.0.1 with a free port, waits until it answers
-HTTP, and gives ``.url``, ``.iframe()`` for JupyterLab and ``.stop()``. The child never outlives
-the Python process that started it: on Linux the kernel sends it SIGTERM when its parent dies
-(``PR_SET_PDEATHSIG``), and ``atexit`` stops it on a normal exit.
+HTTP, and gives ``.url``, ``.iframe()`` for JupyterLab and ``.stop()``. Its lifecycle is
+``helpers.processes.ChildServer``'s: the child never outlives the Python process that started
+it (on Linux the kernel sends it SIGTERM when its parent dies, ``PR_SET_PDEATHSIG``).
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,13 +24,6 @@ from helpers.processes import ChildServer, die_with_parent, terminate
 
 #: Starts netron's own command line (the package has no ``__main__``) with the arguments after it.
 _NETRON_MAIN = "import sys, netron; sys.argv[0] = 'netron'; netron.main()"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now (introduced in notebook 01)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def netron_command(
@@ -61,22 +53,12 @@ class NetronServer(ChildServer):
         if not self.model_path.is_file():
             raise FileNotFoundError(f"no model file at {self.model_path}")
         self.host = host
-        for attempt in range(3):
-            self._start(port or free_port(host))
-            try:
-                self._wait_ready(timeout_s)
-                return
-            except RuntimeError as error:
-                self.stop()
-                # A free port can be taken by another process before netron binds it: pick again.
-                if port or attempt == 2 or "Address already in use" not in str(error):
-                    raise
-            except BaseException:
-                self.stop()
-                raise
-
-    def _start(self, port: int) -> None:
         self.port = port
+        self.timeout_s = timeout_s
+        self.start()
+
+    def _launch(self, ports: list[int]) -> None:
+        self.port = ports[0]
         self.url = f"http://{self.host}:{self.port}/"
         self.log_path = build_dir("netron") / f"netron-{self.port}.log"
         netron = netron_command(self.model_path, self.host, self.port)  # what a learner types
@@ -91,8 +73,8 @@ class NetronServer(ChildServer):
             )
         self._stop_with(terminate, self.process)
 
-    def _wait_ready(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
+    def _wait_until_ready(self) -> None:
+        deadline = time.monotonic() + self.timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 log = self.log_path.read_text(errors="replace")[-2000:]
@@ -100,7 +82,7 @@ class NetronServer(ChildServer):
             if self.answers():
                 return
             time.sleep(0.1)
-        raise TimeoutError(f"netron did not answer at {self.url} within {timeout_s:.0f} s")
+        raise TimeoutError(f"netron did not answer at {self.url} within {self.timeout_s:.0f} s")
 
     def answers(self) -> bool:
         """Whether the server answers ``GET /`` with HTTP 200 right now."""
@@ -115,5 +97,5 @@ class NetronServer(ChildServer):
         return IFrame(self.url, width=width, height=height)
 
     def __repr__(self) -> str:
-        state = "running" if self.running else f"stopped ({self.process.returncode})"
-        return f"NetronServer({self.model_path.name!r}, url={self.url!r}, pid={self.process.pid}, {state})"
+        state = "running" if self.running else "stopped"
+        return f"NetronServer({self.model_path.name!r}, url={self.url!r}, pid={self.pid}, {state})"

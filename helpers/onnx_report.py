@@ -20,6 +20,8 @@ import onnx
 import pandas as pd
 from tqdm.auto import tqdm
 
+from helpers.loadgen import percentiles
+
 if TYPE_CHECKING:
     import onnxruntime
 
@@ -174,7 +176,7 @@ def latency_by_batch_size(
                 {
                     "batch_size": size,
                     "median_ms": round(median, 1),
-                    "p90_ms": round(float(np.percentile(ms, 90)), 1),
+                    "p90_ms": round(percentiles(ms, (90,))[90], 1),
                     "min_ms": round(float(ms.min()), 1),
                     "ms_per_image": round(median / size, 1),
                     "images_per_s": round(size * 1000 / median, 1),

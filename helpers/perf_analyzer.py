@@ -29,9 +29,19 @@ from pathlib import Path
 
 import pandas as pd
 
+from helpers.machine import docker_engine_available, glibc_version
 from helpers.paths import build_dir
-from helpers.server import docker_engine_available
 
+#: The components whose sum is the average latency (perf_analyzer's breakdown).
+LATENCY_COMPONENTS: tuple[str, ...] = (
+    "client_send_ms",
+    "network_server_send_recv_ms",
+    "server_queue_ms",
+    "server_compute_input_ms",
+    "server_compute_infer_ms",
+    "server_compute_output_ms",
+    "client_recv_ms",
+)
 #: The DataFrame schema every load generator of the course returns, in this order.
 RESULT_COLUMNS: tuple[str, ...] = (
     "concurrency",
@@ -41,13 +51,7 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "latency_p90_ms",
     "latency_p95_ms",
     "latency_p99_ms",
-    "client_send_ms",
-    "network_server_send_recv_ms",
-    "server_queue_ms",
-    "server_compute_input_ms",
-    "server_compute_infer_ms",
-    "server_compute_output_ms",
-    "client_recv_ms",
+    *LATENCY_COMPONENTS,
     "tool",
 )
 #: perf_analyzer CSV column -> schema column (latencies are converted from us to ms).
@@ -67,16 +71,6 @@ CSV_COLUMNS: dict[str, str] = {
     "p99 latency": "latency_p99_ms",
     "Avg latency": "latency_avg_ms",
 }
-#: The components whose sum is the average latency (perf_analyzer's breakdown).
-LATENCY_COMPONENTS: tuple[str, ...] = (
-    "client_send_ms",
-    "network_server_send_recv_ms",
-    "server_queue_ms",
-    "server_compute_input_ms",
-    "server_compute_infer_ms",
-    "server_compute_output_ms",
-    "client_recv_ms",
-)
 #: glibc the perf-analyzer wheels (2.5x-2.60) are built for.
 WHEEL_MIN_GLIBC: tuple[int, int] = (2, 38)
 #: NGC SDK image with perf_analyzer, same release as the server the course uses (Triton 2.51).
@@ -104,16 +98,6 @@ class PerfAnalyzerLocation:
     reason: str = ""
     source: str = "none"  # "path", "wheel", "docker" or "none"
     checked: tuple[str, ...] = field(default_factory=tuple)  # what was tried, in order
-
-
-def glibc_version() -> tuple[int, int] | None:
-    """This system's glibc version, e.g. ``(2, 36)``; ``None`` on non-glibc systems (notebook 04)."""
-    try:
-        text = os.confstr("CS_GNU_LIBC_VERSION") or ""
-    except (AttributeError, ValueError, OSError):
-        return None
-    match = re.search(r"(\d+)\.(\d+)", text)
-    return (int(match.group(1)), int(match.group(2))) if match else None
 
 
 def _wheel_version() -> str | None:

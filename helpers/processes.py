@@ -12,11 +12,11 @@ outlives the kernel or test that started it and that each listens on loopback on
 
 from __future__ import annotations
 
-import atexit
 import ctypes
 import ipaddress
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -156,36 +156,114 @@ def terminate(process: subprocess.Popen, grace_period: float = 5.0) -> int | Non
     return process.returncode
 
 
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """Ask the kernel for ``count`` distinct free TCP ports on ``host`` (introduced in notebook 01)."""
+    sockets, ports = [], []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind((host, 0))
+            sockets.append(sock)
+            ports.append(sock.getsockname()[1])
+    finally:
+        for sock in sockets:
+            sock.close()
+    return ports
+
+
+#: What the servers say when a port they were given was taken before they could bind it
+#: (Triton, uvicorn and Netron: "... already in use"; JupyterLab: "... is not available").
+PORT_TAKEN = ("already in use", "is not available")
+
 _Server = TypeVar("_Server", bound="ChildServer")
 
 
 class ChildServer:
-    """A server run as a child process (``self.process``), stopped by ``stop()``, on leaving a
-    ``with`` block, when the object is collected, or at interpreter exit, whichever is first.
+    """The one lifecycle of the course's servers in child processes: Triton
+    (``helpers.server``), uvicorn (``helpers.fastapi_server``), Netron
+    (``helpers.netron_view``) and JupyterLab (``tools/browser.py``).
 
-    A subclass starts its process, then calls ``_stop_with(function, *args)`` with what
-    stops it (``terminate`` and the process, or more for a process tree).
+    ``start()`` takes ``port_count`` free ports on ``host`` (or the fixed ones), calls the
+    subclass's ``_launch(ports)`` (which starts ``self.process`` and names what stops it with
+    ``_stop_with``) and ``_wait_until_ready()``; when another process took a port in between,
+    it stops and tries new ports, three times at most. The server stops on ``stop()``, on
+    leaving a ``with`` block, when the object is collected, or at interpreter exit,
+    whichever comes first (and with its parent, see ``die_with_parent``).
     """
 
-    process: subprocess.Popen
+    process: subprocess.Popen | None = None
+    host: str = "127.0.0.1"
+    port_count: int = 1
+    _finalizer: weakref.finalize | None = None
 
-    def _stop_with(self, stop: Callable[..., Any], *args: Any) -> None:
+    def _fixed_ports(self) -> list[int] | None:
+        """The port asked for (``self.port``, if the server has one), or None to pick free ones."""
+        port = getattr(self, "port", None)
+        return [port] if port else None
+
+    def _launch(self, ports: list[int]) -> None:
+        """Start ``self.process`` on ``ports`` and call ``_stop_with``."""
+        raise NotImplementedError
+
+    def _wait_until_ready(self) -> None:
+        """Return once the server answers; raise (its log tail in the message) if it cannot."""
+        raise NotImplementedError
+
+    def _stop_with(self, stop: Callable[..., int | None], *args: Any) -> None:
+        """Name what stops the launched server: ``stop(*args, grace_period=...)`` (no ``self``)."""
         self._finalizer = weakref.finalize(self, stop, *args)
-        atexit.register(self._finalizer)
+
+    def start(self: _Server) -> _Server:
+        """Start the server on free ports (or the fixed ones) and wait until it is ready."""
+        if self.is_running():
+            return self
+        if self.process is not None:  # it died: reap it and clean up first
+            self.stop()
+        fixed = self._fixed_ports()
+        for attempt in range(3):
+            try:
+                self._launch(fixed or free_ports(self.port_count, self.host))
+                self._wait_until_ready()
+                return self
+            except Exception as error:
+                self.stop()
+                taken = any(words in str(error).lower() for words in PORT_TAKEN)
+                if fixed or attempt == 2 or not taken:
+                    raise
+            except BaseException:
+                self.stop()
+                raise
+        return self
+
+    def stop(self, grace_period: float = 10.0) -> int | None:
+        """Stop the server: SIGTERM, then SIGKILL after ``grace_period`` seconds; its exit code."""
+        finalizer, self._finalizer = self._finalizer, None
+        detached = finalizer.detach() if finalizer is not None else None
+        code = None
+        if detached is not None:
+            _, stop, args, _ = detached
+            code = stop(*args, grace_period=grace_period)
+        elif self.process is not None:
+            code = terminate(self.process, grace_period)
+        self.process = None
+        return code
+
+    def is_running(self) -> bool:
+        """True while the server process is alive."""
+        return self.process is not None and self.process.poll() is None
 
     @property
     def running(self) -> bool:
         """Whether the server process is still alive."""
-        return self.process.poll() is None
+        return self.is_running()
 
-    def stop(self) -> int | None:
-        """Stop the server (SIGTERM, then SIGKILL after a grace period); return its exit code."""
-        self._finalizer()
-        atexit.unregister(self._finalizer)
-        return self.process.returncode
+    @property
+    def pid(self) -> int | None:
+        """The server's process id (None when stopped)."""
+        return self.process.pid if self.process is not None else None
 
     def __enter__(self: _Server) -> _Server:
-        return self
+        return self.start()
 
     def __exit__(
         self,

@@ -13,17 +13,16 @@ named by the backend unless ``default_model_filename`` says otherwise: ``model.o
 
 from __future__ import annotations
 
+import json
 import time
+from fnmatch import fnmatch
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import pandas as pd
 
-from helpers.model_config import ConfigError, ModelConfig, read_config
-from helpers.paths import MODEL_REPOSITORY
-
-if TYPE_CHECKING:
-    from helpers.server import TritonServer
+from helpers.model_config import ConfigError, ModelConfig, config_from_dict, read_config
+from helpers.paths import MODEL_REPOSITORY, REPO_ROOT
 
 #: Triton's default model file name per platform / backend.
 DEFAULT_MODEL_FILES: dict[str, str] = {
@@ -35,6 +34,14 @@ DEFAULT_MODEL_FILES: dict[str, str] = {
     "tensorrt": "model.plan",
     "python": "model.py",
 }
+#: Which notebook writes the model files that are not committed (model folder name patterns).
+MODEL_FILE_CREATORS: tuple[tuple[str, str], ...] = (
+    ("yolo11*_onnx", "notebook 01 (01_onnx_export_and_inspection)"),
+    ("yolo11*_torchscript", "notebook 01 (01_onnx_export_and_inspection)"),
+    ("yolo11*_onnx_ortopt", "notebook 02 (02_tensorrt_engine_builds)"),
+    ("yolo11*_onnx_int8", "notebook 02 (02_tensorrt_engine_builds)"),
+    ("yolo11*_trt", "notebook 02 (02_tensorrt_engine_builds)"),
+)
 
 
 def model_filename(config: ModelConfig) -> str:
@@ -42,6 +49,55 @@ def model_filename(config: ModelConfig) -> str:
     if config.default_model_filename:
         return config.default_model_filename
     return DEFAULT_MODEL_FILES.get(config.backend or config.platform, "?")
+
+
+def version_folders(folder: Path) -> list[Path]:
+    """The version folders Triton considers (positive integers), oldest first (notebook 03)."""
+    return sorted(
+        (p for p in folder.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0),
+        key=lambda p: int(p.name),
+    )
+
+
+def missing_model_file(repository: str | Path, name: str, config: str | dict | None = None) -> str:
+    """Say which model file is missing for ``name`` and which notebook creates it ("" if none).
+
+    The course's one "is the model file there?" check (``TritonServer.load_model`` and
+    ``helpers.measure.missing_reason`` ask it). Looks in the version folders the config's
+    version policy loads (by default the latest) for the file its backend expects;
+    ``config`` overrides config.pbtxt as in ``TritonServer.load_model``. Anything it cannot
+    judge is left to Triton's own error.
+    """
+    folder = Path(repository) / name
+    if not folder.is_dir():
+        return ""
+    try:
+        if config is None:
+            parsed = read_config(folder)
+        else:
+            parsed = config_from_dict(json.loads(config) if isinstance(config, str) else config)
+    except (ConfigError, OSError, ValueError, TypeError, KeyError):
+        return ""
+    filename = model_filename(parsed)
+    if filename == "?":
+        return ""
+    versions = version_folders(folder)
+    policy = parsed.version_policy
+    choice = policy.WhichOneof("policy_choice")
+    if choice == "specific":
+        wanted = [folder / str(version) for version in policy.specific.versions]
+    elif choice == "all":
+        wanted = versions
+    else:
+        wanted = versions[-max(policy.latest.num_versions, 1) :]
+    missing = [v / filename for v in wanted or [folder / "1"] if not (v / filename).exists()]
+    if not missing:
+        return ""
+    resolved = missing[0].resolve()
+    shown = resolved.relative_to(REPO_ROOT) if resolved.is_relative_to(REPO_ROOT) else resolved
+    creators = [notebook for pattern, notebook in MODEL_FILE_CREATORS if fnmatch(name, pattern)]
+    hint = f"{creators[0]} creates it" if creators else "no notebook of the course creates it"
+    return f"{shown} is missing: {hint}"
 
 
 def repository_layout(root: str | Path = MODEL_REPOSITORY) -> pd.DataFrame:
@@ -67,10 +123,7 @@ def repository_layout(root: str | Path = MODEL_REPOSITORY) -> pd.DataFrame:
             if config.name and config.name != folder.name
             else ""
         )
-        versions = sorted(
-            (p for p in folder.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0),
-            key=lambda p: int(p.name),
-        )
+        versions = version_folders(folder)
         if not versions:
             rows.append(
                 {
@@ -101,8 +154,6 @@ def config_table(file_config: ModelConfig, loaded_config: ModelConfig) -> pd.Dat
     changed: defaults such as ``version_policy`` or ``default_model_filename``, and anything
     the model file itself says.
     """
-    import json
-
     from helpers.model_config import config_to_dict
 
     written, loaded = config_to_dict(file_config), config_to_dict(loaded_config)
@@ -123,7 +174,13 @@ def config_table(file_config: ModelConfig, loaded_config: ModelConfig) -> pd.Dat
     return pd.DataFrame(rows).set_index("field")
 
 
-def wait_until_unloaded(server: TritonServer, name: str, timeout: float = 60.0) -> float:
+class _Indexed(Protocol):
+    """What ``wait_until_unloaded`` needs of a server: ``TritonServer.repository_index``."""
+
+    def repository_index(self) -> list[dict[str, Any]]: ...
+
+
+def wait_until_unloaded(server: _Indexed, name: str, timeout: float = 60.0) -> float:
     """Wait until no version of ``name`` is still UNLOADING; return the seconds waited (notebook 03).
 
     ``TritonServer.unload_model`` returns as soon as the model stops being ready, while its

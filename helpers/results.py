@@ -10,11 +10,8 @@ and tool, so runs from different machines can be compared on one chart.
 
 from __future__ import annotations
 
-import os
 import platform
 import re
-import shutil
-import subprocess
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +20,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
+from helpers.machine import cpu_name, gpu_names
 from helpers.paths import BUILD_DIR, REPO_ROOT
 from helpers.perf_analyzer import RESULT_COLUMNS
 from helpers.plots import AXIS_LABELS, group_label, latency_throughput, new_axes
@@ -33,38 +31,6 @@ REFERENCE_DIR: Path = REPO_ROOT / "docs" / "results"
 #: Columns that say where, when and how a row was measured.
 MACHINE_COLUMNS: tuple[str, ...] = ("host", "cpu", "gpu", "date", "tool", "launcher")
 _SAFE = re.compile(r"[^A-Za-z0-9_.]+")
-
-
-def cpu_name() -> str:
-    """The CPU model and the number of cores Python sees, e.g. ``AMD EPYC 7B13, 2 cores`` (notebook 04)."""
-    name = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    name = name or platform.processor() or platform.machine()
-    return f"{name}, {os.cpu_count()} cores"
-
-
-def gpu_names() -> str:
-    """The NVIDIA GPUs ``nvidia-smi`` lists, joined with " + ", or ``"none"`` (notebook 04)."""
-    smi = shutil.which("nvidia-smi")
-    if not smi:
-        return "none"
-    try:
-        result = subprocess.run(
-            [smi, "--query-gpu=name", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return "none"
-    names = [line.strip() for line in result.stdout.splitlines() if line.strip()]
-    return " + ".join(names) if result.returncode == 0 and names else "none"
 
 
 def machine_info(when: datetime | None = None) -> dict[str, str]:

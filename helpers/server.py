@@ -21,17 +21,13 @@ only this ``TritonServer`` object knows.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import ctypes
 import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import threading
 import time
@@ -44,8 +40,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 from helpers.backends import BACKENDS_DIR, SHARED_MODULES, STAND_IN_BACKENDS
-from helpers.paths import MODEL_REPOSITORY, REPO_ROOT, build_dir
-from helpers.processes import die_with_parent, is_loopback_address, terminate
+from helpers.machine import (  # also importable from here: notebooks 03, 05 and 06 do
+    docker_engine_available,
+    missing_libpython_hint,
+    nvidia_gpu_present,
+    python_shared_library,
+)
+from helpers.paths import MODEL_REPOSITORY, build_dir
+from helpers.processes import (
+    ChildServer,
+    die_with_parent,
+    is_loopback_address,
+    terminate,
+)
+from helpers.repository import missing_model_file
 
 #: The NGC release whose Triton matches the one bundled in nvidia-pytriton 0.7.0 (2.51.0).
 DEFAULT_DOCKER_TAG = "24.10"
@@ -57,14 +65,6 @@ Mode = Literal["auto", "embedded", "docker"]
 CONTROL_HEADER = "triton-serving-lab-control"
 #: Triton APIs that need ``CONTROL_HEADER`` then: model control and the other admin APIs.
 RESTRICTED_APIS = "model-repository,shared-memory,trace,logging"
-#: Which notebook writes the model files that are not committed (model folder name patterns).
-MODEL_FILE_CREATORS: tuple[tuple[str, str], ...] = (
-    ("yolo11*_onnx", "notebook 01 (01_onnx_export_and_inspection)"),
-    ("yolo11*_torchscript", "notebook 01 (01_onnx_export_and_inspection)"),
-    ("yolo11*_onnx_ortopt", "notebook 02 (02_tensorrt_engine_builds)"),
-    ("yolo11*_onnx_int8", "notebook 02 (02_tensorrt_engine_builds)"),
-    ("yolo11*_trt", "notebook 02 (02_tensorrt_engine_builds)"),
-)
 
 
 class ServerError(RuntimeError):
@@ -118,32 +118,6 @@ def find_embedded_triton() -> EmbeddedTriton:
     return found
 
 
-def python_shared_library() -> Path | None:
-    """Return the libpython3.X shared library the Python stub will load, or None if missing."""
-    name = f"libpython{sys.version_info.major}.{sys.version_info.minor}.so.1.0"
-    libdir = Path(sysconfig.get_config_var("LIBDIR") or "")
-    if (libdir / name).exists():
-        return libdir / name
-    try:
-        ctypes.CDLL(name)
-    except OSError:
-        return None
-    for folder in ("/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib", "/lib/x86_64-linux-gnu"):
-        if (Path(folder) / name).exists():
-            return Path(folder) / name
-    return Path(name)
-
-
-def missing_libpython_hint() -> str:
-    """Say how to install the libpython shared library the Python stub links against."""
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    return (
-        f"libpython{version}.so.1.0 is not installed; Triton's Python stub needs it. "
-        f"Install it with `sudo apt-get install -y libpython{version}` (Debian/Ubuntu), "
-        "or use a conda Python (environment.yml), which ships it."
-    )
-
-
 def assemble_backend_directory(target: Path, embedded: EmbeddedTriton) -> Path:
     """Build a --backend-directory: the Python backend plus the course's stand-in backends."""
     python_dir = target / "python"
@@ -185,74 +159,12 @@ class Ports:
     metrics: int
 
 
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """Ask the kernel for ``count`` distinct free TCP ports on ``host``."""
-    sockets, ports = [], []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind((host, 0))
-            sockets.append(sock)
-            ports.append(sock.getsockname()[1])
-    finally:
-        for sock in sockets:
-            sock.close()
-    return ports
-
-
 def restricted_api_arguments(key: str) -> list[str]:
     """Options making Triton refuse model control (and other admin APIs) without ``key``."""
     return [
         f"--http-restricted-api={RESTRICTED_APIS}:{CONTROL_HEADER}={key}",
         f"--grpc-restricted-protocol={RESTRICTED_APIS}:{CONTROL_HEADER}={key}",
     ]
-
-
-def missing_model_file(repository: str | Path, name: str, config: str | dict | None = None) -> str:
-    """Say which model file is missing for ``name`` and which notebook creates it ("" if none).
-
-    Looks in the version folders the config's version policy loads (by default the latest)
-    for the file its backend expects; ``config`` overrides config.pbtxt as in
-    ``TritonServer.load_model``. Anything it cannot judge is left to Triton's own error.
-    """
-    from fnmatch import fnmatch
-
-    from helpers.model_config import ConfigError, config_from_dict, read_config
-    from helpers.repository import model_filename
-
-    folder = Path(repository) / name
-    if not folder.is_dir():
-        return ""
-    try:
-        if config is None:
-            parsed = read_config(folder)
-        else:
-            parsed = config_from_dict(json.loads(config) if isinstance(config, str) else config)
-    except (ConfigError, OSError, ValueError, TypeError, KeyError):
-        return ""
-    filename = model_filename(parsed)
-    if filename == "?":
-        return ""
-    versions = sorted(
-        (p for p in folder.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0),
-        key=lambda p: int(p.name),
-    )
-    policy = parsed.version_policy
-    choice = policy.WhichOneof("policy_choice")
-    if choice == "specific":
-        wanted = [folder / str(version) for version in policy.specific.versions]
-    elif choice == "all":
-        wanted = versions
-    else:
-        wanted = versions[-max(policy.latest.num_versions, 1) :]
-    missing = [v / filename for v in wanted or [folder / "1"] if not (v / filename).exists()]
-    if not missing:
-        return ""
-    resolved = missing[0].resolve()
-    shown = resolved.relative_to(REPO_ROOT) if resolved.is_relative_to(REPO_ROOT) else resolved
-    creators = [notebook for pattern, notebook in MODEL_FILE_CREATORS if fnmatch(name, pattern)]
-    hint = f"{creators[0]} creates it" if creators else "no notebook of the course creates it"
-    return f"{shown} is missing: {hint}"
 
 
 def server_arguments(
@@ -350,34 +262,6 @@ def docker_command(
     return command
 
 
-def docker_engine_available() -> tuple[bool, str]:
-    """Return whether a Docker engine answers, and why not when it does not."""
-    if shutil.which("docker") is None:
-        return False, "no docker command on PATH"
-    try:
-        result = subprocess.run(
-            ["docker", "info", "--format", "{{.ServerVersion}}"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as error:
-        return False, f"`docker info` failed: {error}"
-    if result.returncode != 0:
-        reason = (result.stderr.strip().splitlines() or ["no engine"])[-1]
-        return False, f"the docker client is installed but no engine answers ({reason})"
-    return True, f"Docker engine {result.stdout.strip()}"
-
-
-def nvidia_gpu_present() -> bool:
-    """True when nvidia-smi lists at least one GPU."""
-    if shutil.which("nvidia-smi") is None:
-        return False
-    result = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=False)
-    return result.returncode == 0 and "GPU" in result.stdout
-
-
 def choose_mode(mode: Mode = "auto") -> Literal["embedded", "docker"]:
     """Resolve ``auto``: the embedded server when it can run here, else a Docker engine."""
     if mode != "auto":
@@ -397,17 +281,8 @@ def choose_mode(mode: Mode = "auto") -> Literal["embedded", "docker"]:
 
 
 # ----------------------------------------------------------------------------- the server
-_RUNNING: weakref.WeakSet[TritonServer] = weakref.WeakSet()
-
-
-@atexit.register
-def _stop_all_servers() -> None:
-    for server in list(_RUNNING):
-        server.stop()
-
-
 @dataclass(eq=False)
-class TritonServer:
+class TritonServer(ChildServer):
     """A Triton server process (embedded binary or NGC container) and its clients.
 
     Introduced in notebook 03. Use it as a context manager, or call ``start()`` and
@@ -435,36 +310,36 @@ class TritonServer:
     _control_key: str = field(default_factory=lambda: secrets.token_hex(16), init=False, repr=False)
 
     # ----- lifecycle
+    port_count = 3  # HTTP, gRPC, metrics
+
     def start(self) -> TritonServer:
         """Start the server and wait until it is ready and ``models`` are loaded."""
         if self.is_running():
             return self
-        if self.process is not None:  # it died: reap it and remove its files first
-            self.stop()
         repository = Path(self.model_repository).resolve()
         if not repository.is_dir():
             raise ServerError(f"model repository not found: {repository}")
         self.mode = choose_mode(self.mode)
-        fixed_ports = self.ports is not None
-        for attempt in range(3):
-            if not fixed_ports:
-                self.ports = Ports(*free_ports(3, self.host))
-            try:
-                self._launch(repository)
-                self._wait_until_ready()
-                break
-            except ServerError as error:
-                # HTTP and metrics say "Socket '...' already in use", gRPC "Address already in use".
-                in_use = "already in use" in str(error).lower()
-                self.stop()
-                if not in_use or fixed_ports or attempt == 2:
-                    raise
+        super().start()
         for name in self.models:
             self.load_model(name)
         return self
 
-    def _launch(self, repository: Path) -> None:
+    def _fixed_ports(self) -> list[int] | None:
+        return [self.ports.http, self.ports.grpc, self.ports.metrics] if self.ports else None
+
+    def _launch(self, ports: list[int]) -> None:
+        self.ports = Ports(*ports)
+        repository = Path(self.model_repository).resolve()
         self._workdir = Path(tempfile.mkdtemp(prefix="triton-serving-lab-"))
+        try:
+            self._start_process(repository)
+        except BaseException:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            raise
+        self._stop_with(_stop, self.process, self._container, self._workdir, self._clients)
+
+    def _start_process(self, repository: Path) -> None:
         self.log_path = build_dir("logs") / f"tritonserver-{self.ports.http}.log"
         log = open(self.log_path, "wb")  # handed to the child process
         extra_args = list(self.extra_args)
@@ -520,7 +395,6 @@ class TritonServer:
         # Reap the process as soon as it exits: its Python stub processes watch it and exit
         # with it, but an unreaped (zombie) parent still looks alive to them.
         threading.Thread(target=_reap, args=(self.process,), daemon=True).start()
-        _RUNNING.add(self)
 
     def _wait_until_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout
@@ -549,43 +423,11 @@ class TritonServer:
 
     def stop(self, grace_period: float = 10.0) -> int | None:
         """Stop the server: SIGTERM, then SIGKILL after ``grace_period`` seconds."""
-        if self._container:
-            subprocess.run(
-                ["docker", "stop", "--time", str(int(grace_period)), self._container],
-                capture_output=True,
-                check=False,
-            )
-            self._container = None
-        # An open HTTP keep-alive connection makes Triton wait its whole exit timeout.
-        for client in list(self._clients):
-            with contextlib.suppress(Exception):
-                client.close()
-        code = None
-        if self.process is not None:
-            code = terminate(self.process, grace_period)
-            self.process = None
-        if self._workdir is not None:
-            shutil.rmtree(self._workdir, ignore_errors=True)
-            self._workdir = None
-        _RUNNING.discard(self)
+        code = super().stop(grace_period)
+        self._container = self._workdir = None
         return code
 
-    def is_running(self) -> bool:
-        """True while the server process is alive."""
-        return self.process is not None and self.process.poll() is None
-
-    def __enter__(self) -> TritonServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
     # ----- addresses and clients
-    @property
-    def pid(self) -> int | None:
-        """Process id of tritonserver (of ``docker logs`` in docker mode)."""
-        return self.process.pid if self.process else None
-
     @property
     def http_url(self) -> str:
         """``host:port`` of the HTTP/REST endpoint (what tritonclient.http expects)."""
@@ -765,6 +607,30 @@ class TritonServer:
         except OSError as error:
             self._check_alive()
             raise ServerError(f"no answer from {self.http_url}{path}: {error}") from error
+
+
+def _stop(
+    process: subprocess.Popen,
+    container: str | None,
+    workdir: Path | None,
+    clients: weakref.WeakSet,
+    grace_period: float = 10.0,
+) -> int | None:
+    """Stop what ``TritonServer._launch`` started: the container, the process, its files."""
+    if container:
+        subprocess.run(
+            ["docker", "stop", "--time", str(int(grace_period)), container],
+            capture_output=True,
+            check=False,
+        )
+    # An open HTTP keep-alive connection makes Triton wait its whole exit timeout.
+    for client in list(clients):
+        with contextlib.suppress(Exception):
+            client.close()
+    code = terminate(process, grace_period)
+    if workdir is not None:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return code
 
 
 def _reap(process: subprocess.Popen) -> None:

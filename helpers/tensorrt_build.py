@@ -40,8 +40,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from helpers.commands import format_command
+from helpers.machine import GpuInfo, detect_gpu, docker_engine_available
 from helpers.paths import MODEL_REPOSITORY, REPO_ROOT
-from helpers.server import docker_engine_available
 
 #: Folders where TensorRT installs put ``trtexec`` (Debian/Ubuntu packages, NGC images, tar files).
 TRTEXEC_DIRS: tuple[str, ...] = (
@@ -72,70 +72,6 @@ class BuildError(RuntimeError):
 
 
 # --------------------------------------------------------------------------- the machine
-
-
-@dataclass(frozen=True)
-class GpuInfo:
-    """One NVIDIA GPU as ``nvidia-smi`` or torch reports it (introduced in notebook 02)."""
-
-    name: str
-    compute_capability: str | None = None
-    driver_version: str | None = None
-    memory_mib: int | None = None
-
-
-def detect_gpu() -> GpuInfo | None:
-    """The first NVIDIA GPU (nvidia-smi, then torch), or ``None`` when there is none (notebook 02)."""
-    smi = shutil.which("nvidia-smi")
-    if smi:
-        for fields in (
-            "name,compute_cap,driver_version,memory.total",
-            "name,driver_version,memory.total",  # drivers older than 510 lack compute_cap
-        ):
-            try:
-                result = subprocess.run(
-                    [smi, f"--query-gpu={fields}", "--format=csv,noheader,nounits"],
-                    capture_output=True,
-                    text=True,
-                    timeout=20,
-                )
-            except (OSError, subprocess.TimeoutExpired):
-                break
-            lines = [line for line in result.stdout.splitlines() if line.strip()]
-            if result.returncode == 0 and lines:
-                values = [v.strip() for v in lines[0].split(",")]
-                if len(values) == 4:
-                    name, cc, driver, memory = values
-                else:
-                    (name, driver, memory), cc = values, None
-                return GpuInfo(
-                    name=name,
-                    compute_capability=cc or _torch_capability(),
-                    driver_version=driver,
-                    memory_mib=int(float(memory)) if memory.replace(".", "").isdigit() else None,
-                )
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return GpuInfo(
-                name=torch.cuda.get_device_name(0), compute_capability=_torch_capability()
-            )
-    except ImportError:
-        pass
-    return None
-
-
-def _torch_capability() -> str | None:
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            major, minor = torch.cuda.get_device_capability(0)
-            return f"{major}.{minor}"
-    except ImportError:
-        pass
-    return None
 
 
 def find_trtexec() -> Path | None:

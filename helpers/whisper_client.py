@@ -10,13 +10,14 @@ import io
 import json
 import queue
 import statistics
-import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from helpers.loadgen import closed_loop, percentiles
 
 #: The model folders of notebook 05.
 MODEL_NAME = "faster_whisper_python"
@@ -176,53 +177,52 @@ def measure_throughput(
     soon as its previous answer arrives, for about ``seconds`` (introduced in notebook 05).
 
     Returns throughput in audio seconds per wall second and requests per second, with
-    latency percentiles. Each client sends one unmeasured warm-up request first; the
-    window closes when the last request started before the deadline has returned.
+    latency percentiles, over the requests that ended inside the window. Each client sends
+    one unmeasured warm-up request first; the course's engine (``helpers.loadgen.closed_loop``)
+    runs the loop, as it does for every load generator of the course.
+    """
+    clients: list[Any] = []
+    senders = [
+        _audio_sender(url, audios, k, model_name, options, clients) for k in range(concurrency)
+    ]
+    try:
+        window = closed_loop(
+            senders, warmup_s=0, warmup_requests=1, window_s=seconds, stop_on_error=False
+        )
+    finally:
+        for client in clients:
+            client.close()
+    records = [(end - start, duration) for start, end, duration in window.requests]
+    return summarise(records, window.seconds, concurrency, window.errors)
+
+
+def _audio_sender(
+    url: str,
+    audios: Sequence[bytes],
+    offset: int,
+    model_name: str,
+    options: dict[str, Any],
+    clients: list[Any],
+) -> Callable[[], float]:
+    """One client's ``send``: the next audio file, transcribed; returns its duration in seconds.
+
+    The HTTP client (gevent underneath) must stay on the thread that made it, so the first
+    call opens it, in the thread that sends; ``clients`` collects it to close.
     """
     import tritonclient.http as httpclient
 
-    window: dict[str, float] = {}
+    opened: list[Any] = []
+    turn = [offset]
 
-    def open_window() -> None:  # runs once, when every client has warmed up
-        window["start"] = time.perf_counter()
-        window["deadline"] = window["start"] + seconds
+    def send() -> float:
+        if not opened:
+            opened.append(httpclient.InferenceServerClient(url, network_timeout=600.0))
+            clients.append(opened[0])
+        audio = audios[turn[0] % len(audios)]
+        turn[0] += 1
+        return transcribe(opened[0], audio, model_name, **options).duration
 
-    barrier = threading.Barrier(concurrency, action=open_window)
-    records: list[tuple[float, float]] = []  # (latency s, audio s)
-    errors: list[str] = []
-    lock = threading.Lock()
-
-    def worker(offset: int) -> None:
-        with httpclient.InferenceServerClient(url, network_timeout=600.0) as client:
-            try:
-                transcribe(client, audios[offset % len(audios)], model_name, **options)
-            except Exception as error:  # counted and reported
-                with lock:
-                    errors.append(f"warm-up: {error}")
-            finally:
-                barrier.wait()
-            i = offset
-            while time.perf_counter() < window["deadline"]:
-                start = time.perf_counter()
-                try:
-                    result = transcribe(client, audios[i % len(audios)], model_name, **options)
-                except Exception as error:  # counted and reported
-                    with lock:
-                        errors.append(str(error))
-                else:
-                    with lock:
-                        records.append((time.perf_counter() - start, result.duration))
-                i += 1
-
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if "start" not in window:
-        raise RuntimeError("the load generator's clients did not start")
-    wall = time.perf_counter() - window["start"]
-    return summarise(records, wall, concurrency, errors)
+    return send
 
 
 def alternate_served_inprocess(
@@ -264,14 +264,12 @@ def alternate_served_inprocess(
 
 
 def summarise(
-    records: list[tuple[float, float]], wall: float, concurrency: int, errors: list[str]
+    records: list[tuple[float, float]], wall: float, concurrency: int, errors: Sequence[Any]
 ) -> dict[str, float]:
-    """Throughput and latency percentiles of a measurement window."""
-    latencies = sorted(r[0] for r in records) or [float("nan")]
-
-    def pct(p: float) -> float:
-        return 1000 * latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))]
-
+    """Throughput and latency percentiles (``helpers.loadgen.percentiles``) of a measurement
+    window: ``records`` holds (latency in seconds, audio seconds) per request."""
+    latencies_ms = [1000 * latency for latency, _ in records]
+    found = percentiles(latencies_ms, (50, 90, 99))
     audio = sum(r[1] for r in records)
     return {
         "concurrency": concurrency,
@@ -281,8 +279,8 @@ def summarise(
         "wall_s": round(wall, 2),
         "audio_s_per_s": audio / wall if wall > 0 else float("nan"),
         "requests_per_s": len(records) / wall if wall > 0 else float("nan"),
-        "p50_ms": pct(50),
-        "p90_ms": pct(90),
-        "p99_ms": pct(99),
-        "mean_ms": 1000 * statistics.fmean(latencies) if records else float("nan"),
+        "p50_ms": found[50],
+        "p90_ms": found[90],
+        "p99_ms": found[99],
+        "mean_ms": statistics.fmean(latencies_ms) if records else float("nan"),
     }

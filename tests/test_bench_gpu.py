@@ -19,10 +19,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers.bench import gpu, gpu_bundle, gpu_tools, headline
 from helpers.model_config import config_from_dict
 from helpers.paths import REPO_ROOT
 from helpers.server import EmbeddedTriton, TritonServer
+from tools.bench import gpu, gpu_bundle, gpu_tools, headline
 
 RESULTS = REPO_ROOT / "docs" / "results"
 

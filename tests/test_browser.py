@@ -4,7 +4,7 @@ exported YOLO11n graph in Netron.
 The browser is Debian's ``chromium`` (headless, no sandbox, loopback-only host resolver),
 driven by Playwright with ``executable_path`` set: no browser is downloaded. Without it the
 browser tests skip with the install command (and fail in CI, which installs it).
-Screenshots land in ``build/screenshots/``; ``python -m helpers.screenshots`` renders the
+Screenshots land in ``build/screenshots/``; ``python -m tools.screenshots`` renders the
 README's pictures through the same functions.
 """
 
@@ -25,13 +25,13 @@ from pathlib import Path
 import psutil
 import pytest
 
-from helpers import browser, export, yolo
-from helpers.browser import JupyterLabServer
-from helpers.netron_view import free_port
+from helpers import export, processes, yolo
 from helpers.onnx_report import operator_counts
-from helpers.paths import build_dir
-from helpers.screenshots import ENVIRONMENT_NOTEBOOK, environment_report, netron_graph
+from helpers.paths import REPO_ROOT, build_dir
+from helpers.processes import free_ports
 from tests.conftest import require_system
+from tools.browser import JupyterLabServer
+from tools.screenshots import ENVIRONMENT_NOTEBOOK, environment_report, netron_graph
 
 
 @pytest.fixture(scope="module")
@@ -124,8 +124,8 @@ def test_jupyterlab_server_picks_another_port_when_its_free_port_is_taken(
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen()
-    ports = iter([taken.getsockname()[1], free_port()])
-    monkeypatch.setattr(browser, "free_port", lambda host: next(ports))
+    ports = iter([[taken.getsockname()[1]], free_ports(1)])
+    monkeypatch.setattr(processes, "free_ports", lambda count, host: next(ports))
     with taken, JupyterLabServer(tmp_path) as lab:
         assert lab.port != taken.getsockname()[1] and lab.answers()
         assert lab.home.is_dir()
@@ -135,7 +135,7 @@ def test_jupyterlab_server_picks_another_port_when_its_free_port_is_taken(
 def test_jupyterlab_and_its_kernel_die_with_the_process_that_started_them(tmp_path: Path) -> None:
     script = (
         "import os, sys, time, urllib.request\n"
-        "from helpers.browser import JupyterLabServer\n"
+        "from tools.browser import JupyterLabServer\n"
         "lab = JupyterLabServer(sys.argv[1])\n"
         "request = urllib.request.Request(lab.url + 'api/kernels', data=b'{}', method='POST',\n"
         "    headers={'Authorization': 'token ' + lab.token})\n"
@@ -146,6 +146,7 @@ def test_jupyterlab_and_its_kernel_die_with_the_process_that_started_them(tmp_pa
     )
     done = subprocess.run(  # noqa: S603 - argument list, no shell
         [sys.executable, "-c", script, str(tmp_path)],
+        cwd=REPO_ROOT,  # where ``tools`` is importable
         capture_output=True,
         text=True,
         timeout=90,

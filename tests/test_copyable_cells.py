@@ -11,8 +11,8 @@ import ast
 import nbformat
 import pytest
 
-from helpers.run_course import course_notebooks
 from tests.copyable import run_copyable, tagged_cells
+from tools.run_course import course_notebooks
 
 NOTEBOOKS = course_notebooks()
 

@@ -9,8 +9,9 @@ import subprocess
 import psutil
 import pytest
 
+from helpers import machine, results, server
 from helpers.env import environment_report
-from helpers.perf_analyzer import glibc_version
+from helpers.machine import glibc_version
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +75,30 @@ def test_table_has_one_row_per_check(report):
     frame = report.frame()
     assert list(frame.index) == [c.name for c in report.checks]
     assert set(frame["status"]) <= {"OK", "missing"}
+
+
+def test_machine_facts_list_every_gpu_nvidia_smi_lists(tmp_path, monkeypatch):
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text(
+        "#!/bin/sh\n"
+        'echo "NVIDIA H200, 9.0, 580.65.06, 143771"\n'
+        'echo "NVIDIA H200, 9.0, 580.65.06, 143771"\n'
+    )
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    h200 = machine.GpuInfo("NVIDIA H200", "9.0", "580.65.06", 143771)
+    assert machine.gpus() == [h200, h200]
+    assert machine.detect_gpu() == h200 and machine.nvidia_gpu_present()
+    assert machine.gpu_names() == "NVIDIA H200 + NVIDIA H200"
+    assert results.gpu_names is machine.gpu_names  # one detector, read everywhere
+    assert server.nvidia_gpu_present is machine.nvidia_gpu_present
+
+
+def test_machine_facts_without_a_gpu(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi
+    monkeypatch.setattr(machine, "_torch_capability", lambda: None)  # and torch sees no CUDA
+    assert machine.gpus() == [] and machine.detect_gpu() is None
+    assert not machine.nvidia_gpu_present() and machine.gpu_names() == "none"
+    facts = machine.machine_facts()
+    assert (facts["device"], facts["driver"]) == ("none", "none")
+    assert set(facts) == {"device", "driver", "cuda", "torch", "python", "os"}

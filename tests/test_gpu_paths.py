@@ -25,10 +25,10 @@ from helpers.backends.pytorch.torch_runner import (
     GraphedModule,
     graph_batch_sizes,
 )
-from helpers.bench import gpu, headline
 from helpers.model_config import config_from_dict
 from helpers.server import TritonServer
 from tests.tiny_models import sample_batch, tiny_net
+from tools.bench import gpu, headline
 
 
 # ----------------------------------------------------------------------------- host buffers

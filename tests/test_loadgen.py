@@ -7,6 +7,7 @@ the batcher waits out its delay and runs 4 requests together, at 8 it fills whol
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,20 @@ import torch
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from helpers.loadgen import LoadError, Payload, _prepare, measure, output_byte_sizes, sweep
+from helpers.loadgen import (
+    LATENCY_COLUMNS,
+    PERCENTILE_METHOD,
+    PERCENTILES,
+    LoadError,
+    Payload,
+    _prepare,
+    closed_loop,
+    latency_columns,
+    measure,
+    output_byte_sizes,
+    percentiles,
+    sweep,
+)
 from helpers.perf_analyzer import RESULT_COLUMNS
 from helpers.server import TritonServer
 from tests.tiny_models import sample_batch, tiny_net
@@ -225,3 +239,59 @@ def test_string_inputs_are_sent_as_triton_bytes_tensors(text_server, protocol, m
         shared_memory=memory,
     )
     assert row["server_success_delta"] > 0
+
+
+# ----------------------------------------------------------------- the engine, no server
+def test_percentiles_are_numpys_linear_percentiles_on_known_data():
+    values = [10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 1000.0]
+    found = percentiles(values)
+    assert PERCENTILE_METHOD == "linear"
+    for point in PERCENTILES:
+        assert found[point] == pytest.approx(np.percentile(values, point, method="linear"))
+    # by hand: rank p/100 * (n - 1), interpolated between its two neighbours
+    assert found[50] == pytest.approx(55.0)  # rank 4.5: halfway between 50 and 60
+    assert found[90] == pytest.approx(181.0)  # rank 8.1: 90 + 0.1 * (1000 - 90)
+    assert found[99] == pytest.approx(918.1)  # rank 8.91
+    assert np.isnan(percentiles([])[99])
+
+
+def test_latency_columns_name_the_mean_and_every_percentile():
+    columns = latency_columns([1.0, 2.0, 3.0, 4.0])
+    assert tuple(columns) == LATENCY_COLUMNS
+    assert columns["latency_avg_ms"] == 2.5 and columns["latency_p50_ms"] == 2.5
+
+
+def test_closed_loop_keeps_every_sender_busy_and_counts_what_they_return():
+    calls = [0, 0]
+
+    def sender(index: int):
+        def send() -> float:
+            calls[index] += 1
+            time.sleep(0.01)
+            return 0.5
+
+        return send
+
+    window = closed_loop(
+        [sender(0), sender(1)], warmup_s=0.05, warmup_requests=2, window_s=0.5, max_windows=1
+    )
+    assert window.first_error is None and window.errors == []
+    assert 0.5 <= window.seconds < 0.7
+    # two threads, 10 ms a request: about 100 requests in half a second
+    assert 60 <= len(window.requests) <= 110
+    assert window.total() == pytest.approx(0.5 * len(window.requests))
+    assert all(window.begin <= end < window.end for _, end, _ in window.requests)
+    assert (window.latencies_ms() >= 10).all()
+    assert min(calls) >= 2 + 20  # the warm-up requests, then the window's
+
+
+def test_closed_loop_stops_at_the_first_error_or_counts_errors_and_goes_on():
+    def failing() -> None:
+        time.sleep(0.01)
+        raise ValueError("no such model")
+
+    stopped = closed_loop([failing], warmup_s=0, window_s=5)
+    assert str(stopped.first_error) == "no such model" and stopped.seconds < 1
+    counted = closed_loop([failing], warmup_s=0.1, window_s=0.5, stop_on_error=False)
+    assert counted.requests == [] and len(counted.errors) >= 3  # one every 60 ms at most
+    assert counted.failures > len(counted.errors)  # the warm-up's failures too

@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from helpers.paths import REPO_ROOT
-from helpers.server import free_ports
+from helpers.processes import free_ports
 
 URL = re.compile(r"http://127\.0\.0\.1:(\d+)/lab\?token=(\w+)")
 

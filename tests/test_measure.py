@@ -59,7 +59,9 @@ def test_missing_reason(tiny_repository: Path, tmp_path: Path):
     assert "config.pbtxt" in measure.missing_reason("yolo11n_trt", tmp_path)
     (tmp_path / "no_file" / "1").mkdir(parents=True)
     (tmp_path / "no_file" / "config.pbtxt").write_text('platform: "onnxruntime_onnx"\n')
-    assert "no model file" in measure.missing_reason("no_file", tmp_path)
+    assert measure.missing_reason("no_file", tmp_path) == (
+        f"{tmp_path / 'no_file' / '1' / 'model.onnx'} is missing: no notebook of the course creates it"
+    )
 
 
 def test_measure_configs_with_the_fallback_on_a_real_server(tiny_repository: Path):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from helpers.run_course import course_notebooks, parse_parameters
+from tools.run_course import course_notebooks, parse_parameters
 
 NOTEBOOKS = course_notebooks()
 

@@ -29,7 +29,8 @@ from helpers.export import run_torchscript
 from helpers.fastapi_server import FastAPIServer
 from helpers.netron_view import NetronServer
 from helpers.paths import MODEL_REPOSITORY
-from helpers.server import ModelLoadError, TritonServer, missing_model_file
+from helpers.repository import missing_model_file
+from helpers.server import ModelLoadError, TritonServer
 from helpers.speech import load_samples, read_wav
 from helpers.yolo import bus_image_path, load_image, preprocess
 from tests.reliability_models import add_model, yolo11n_files

@@ -24,9 +24,7 @@ import tritonclient.grpc as grpcclient
 from jupyter_client.manager import KernelManager, start_new_kernel
 from tritonclient.utils import InferenceServerException
 
-import helpers.fastapi_server
-import helpers.netron_view
-import helpers.server
+import helpers.processes
 from helpers.clients import infer_http
 from helpers.fastapi_server import FastAPIServer
 from helpers.netron_view import NetronServer
@@ -168,7 +166,7 @@ def taken_port() -> socket.socket:
 @pytest.mark.parametrize("which", ["http", "grpc", "metrics"])
 def test_triton_picks_other_ports_when_one_is_taken(tiny_repository, monkeypatch, which):
     """The free ports picked first are taken by someone else before Triton binds them."""
-    real, calls = helpers.server.free_ports, []
+    real, calls = helpers.processes.free_ports, []
     with taken_port() as sock:
         taken = sock.getsockname()[1]
 
@@ -179,7 +177,7 @@ def test_triton_picks_other_ports_when_one_is_taken(tiny_repository, monkeypatch
                 ports[["http", "grpc", "metrics"].index(which)] = taken
             return ports
 
-        monkeypatch.setattr(helpers.server, "free_ports", free_ports)
+        monkeypatch.setattr(helpers.processes, "free_ports", free_ports)
         with TritonServer(tiny_repository, models=["tiny_onnx"]) as server:
             assert len(calls) == 2 and taken not in vars(server.ports).values()
             assert server.is_running()
@@ -192,15 +190,15 @@ def test_triton_picks_other_ports_when_one_is_taken(tiny_repository, monkeypatch
 
 
 def test_netron_picks_another_port_when_its_port_is_taken(tiny_repository, monkeypatch):
-    real, calls = helpers.netron_view.free_port, []
+    real, calls = helpers.processes.free_ports, []
     with taken_port() as sock:
         taken = sock.getsockname()[1]
 
-        def free_port(host: str = "127.0.0.1") -> int:
+        def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
             calls.append(host)
-            return taken if len(calls) == 1 else real(host)
+            return [taken] if len(calls) == 1 else real(count, host)
 
-        monkeypatch.setattr(helpers.netron_view, "free_port", free_port)
+        monkeypatch.setattr(helpers.processes, "free_ports", free_ports)
         with NetronServer(tiny_repository / "tiny_onnx" / "1" / "model.onnx") as netron:
             assert len(calls) == 2 and netron.port != taken and netron.answers()
 
@@ -221,7 +219,7 @@ def test_uvicorn_picks_another_port_when_its_port_is_taken(tmp_path, monkeypatch
             """
         )
     )
-    real, calls = helpers.fastapi_server.free_ports, []
+    real, calls = helpers.processes.free_ports, []
     with taken_port() as sock:
         taken = sock.getsockname()[1]
 
@@ -229,7 +227,7 @@ def test_uvicorn_picks_another_port_when_its_port_is_taken(tmp_path, monkeypatch
             calls.append(count)
             return [taken] if len(calls) == 1 else real(count, host)
 
-        monkeypatch.setattr(helpers.fastapi_server, "free_ports", free_ports)
+        monkeypatch.setattr(helpers.processes, "free_ports", free_ports)
         server = FastAPIServer(app="tiny_health_app:app", env={"PYTHONPATH": str(tmp_path)})
         with server:
             assert len(calls) == 2 and server.port != taken

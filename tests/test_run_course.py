@@ -5,7 +5,7 @@ from __future__ import annotations
 import nbformat
 import pytest
 
-from helpers.run_course import NotebookFailed, execute, main
+from tools.run_course import NotebookFailed, execute, main
 
 
 def _notebook(folder, name, cells):

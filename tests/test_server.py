@@ -22,13 +22,13 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from helpers.processes import free_ports
 from helpers.server import (
     ModelLoadError,
     Ports,
     ServerError,
     TritonServer,
     docker_command,
-    free_ports,
 )
 from tests.tiny_models import sample_batch, tiny_net
 

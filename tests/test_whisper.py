@@ -320,3 +320,16 @@ def png_file(path: Path) -> Path:
     figure.savefig(path)
     plt.close(figure)
     return path
+
+
+def test_measure_throughput_counts_the_audio_its_window_transcribed(server, http) -> None:
+    audios = [SAMPLES[name].read_bytes() for name in ("meeting_start", "report_friday")]
+    durations = {audio: wc.transcribe(http, audio).duration for audio in audios}
+    point = wc.measure_throughput(server.http_url, audios, 2, 3.0)
+    assert point["errors"] == 0 and point["requests"] >= 1
+    # every request transcribed one of the two files: the audio total is a sum of their lengths
+    shortest, longest = min(durations.values()), max(durations.values())
+    assert shortest * point["requests"] - 0.01 <= point["audio_s"]
+    assert point["audio_s"] <= longest * point["requests"] + 0.01
+    assert point["audio_s_per_s"] == pytest.approx(point["audio_s"] / point["wall_s"], rel=0.01)
+    assert 0 < point["p50_ms"] <= point["p90_ms"] <= point["p99_ms"]

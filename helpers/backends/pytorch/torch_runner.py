@@ -14,7 +14,7 @@ synchronises with the host (``.item()``, a tensor turned into a Python number, d
 shapes) cannot be captured: ``GraphCaptureError`` says so and the caller runs it without graphs.
 
 Imports torch only; runs inside Triton's Python stub (beside ``model.py``) and in-process
-(``helpers.bench.gpu`` measures the same model file with it).
+(``tools.bench.gpu`` measures the same model file with it).
 """
 
 from __future__ import annotations

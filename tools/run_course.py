@@ -6,9 +6,9 @@ Each executed copy goes to ``build/notebooks/`` as ``.ipynb`` and ``.html``. Cel
 notebook teaches no longer happens). An error in any other cell stops the run with a
 non-zero exit that names the notebook and the cell.
 
-    python -m helpers.run_course                 # every notebook
-    python -m helpers.run_course 03 04           # only those whose name starts so
-    python -m helpers.run_course -p MEASURE_SECONDS=2   # override a parameter everywhere
+    python -m tools.run_course                 # every notebook
+    python -m tools.run_course 03 04           # only those whose name starts so
+    python -m tools.run_course -p MEASURE_SECONDS=2   # override a parameter everywhere
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ def execute(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m helpers.run_course",
+        prog="python -m tools.run_course",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

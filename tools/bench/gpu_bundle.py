@@ -1,4 +1,4 @@
-"""Pack what ``python -m helpers.bench gpu`` needs on a GPU machine that has no network.
+"""Pack what ``python -m tools.bench gpu`` needs on a GPU machine that has no network.
 
 The GPU machines the course was measured on (docs/results) run Ubuntu 24.04 with Python
 3.12, PyTorch and onnxruntime, and cannot reach PyPI. This writes ``--out`` (default
@@ -14,7 +14,7 @@ The GPU machines the course was measured on (docs/results) run Ubuntu 24.04 with
 On the GPU machine::
 
     sh .gpu/setup.sh && export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH
-    python3 -m helpers.bench gpu
+    python3 -m tools.bench gpu
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ PLATFORMS = [
 ]
 SETUP = """#!/bin/sh
 # Unpack the embedded tritonserver and the wheels beside this file into /tmp/site.
-# Written by `python -m helpers.bench.gpu_bundle`; then:
+# Written by `python -m tools.bench.gpu_bundle`; then:
 #   export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH
 set -e
 here=$(dirname "$0")
@@ -99,7 +99,7 @@ def download_wheels(folder: Path, python: str = PYTHON) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m helpers.bench.gpu_bundle")
+    parser = argparse.ArgumentParser(prog="python -m tools.bench.gpu_bundle")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / ".gpu")
     args = parser.parse_args(argv)
     if args.out.exists():

@@ -9,7 +9,7 @@ and the gaps (|fallback - perf_analyzer| / perf_analyzer), writes a dated CSV
 (``perftools-<host>-<date>.csv``) to ``--out``, and as its last line
 ``gpu-tools: tput_gap=... p50_gap=...`` (the largest gaps over all points).
 
-Run it on a GPU machine: ``python -m helpers.bench.gpu_tools [--concurrency 1 8 32]``.
+Run it on a GPU machine: ``python -m tools.bench.gpu_tools [--concurrency 1 8 32]``.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers.bench import headline
-from helpers.bench.gpu import INPUT, OUTPUT_BYTES, SIDE, export_variant, machine_facts, variant
 from helpers.loadgen import Payload, measure
 from helpers.paths import REPO_ROOT, build_dir
 from helpers.results import save_results
+from tools.bench import headline
+from tools.bench.gpu import INPUT, OUTPUT_BYTES, SIDE, export_variant, machine_facts, variant
 
 FALLBACK, PERF_ANALYZER = "fallback generator", "perf_analyzer"
 
@@ -50,7 +50,7 @@ def summary(results: pd.DataFrame) -> pd.DataFrame:
 
 def write_report(csv: Path) -> Path:
     """Write ``<csv stem>.md`` beside a CSV this benchmark saved: machine, medians, gaps."""
-    from helpers.bench.gpu import markdown_table
+    from tools.bench.gpu import markdown_table
 
     results = pd.read_csv(csv)
     first = results.iloc[0]
@@ -61,7 +61,7 @@ def write_report(csv: Path) -> Path:
     path = csv.with_suffix(".md")
     path.write_text(
         f"# perf_analyzer vs the fallback generator on {first['device']}, {first['date'][:10]}\n\n"
-        "Measured by `python -m helpers.bench.gpu_tools`: the `gpu` YOLO11n export (uint8 in, "
+        "Measured by `python -m tools.bench.gpu_tools`: the `gpu` YOLO11n export (uint8 in, "
         "float16) served by the embedded Triton with dynamic batching on one GPU instance; "
         f"at each point the two tools took turns, {runs} runs each.\n\n{facts}\n\n"
         "`pa`: perf_analyzer, `fb`: the fallback generator (helpers.loadgen); medians of the "
@@ -72,7 +72,7 @@ def write_report(csv: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m helpers.bench.gpu_tools")
+    parser = argparse.ArgumentParser(prog="python -m tools.bench.gpu_tools")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--window-ms", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=2)

@@ -17,7 +17,7 @@ compared with. Each point is measured by perf_analyzer (tensors in system shared
 ``--repeats`` times; the report gives min/median/max. Writes a dated CSV and a markdown
 report naming the GPU and host to ``--out`` (default ``docs/results``); the last line is
 ``gpu: gain=... boxes_ips=<median images/s, boxes out> ceiling_ratio=<served/ceiling>``.
-``python -m helpers.bench.gpu_tools`` compares perf_analyzer with the course's fallback
+``python -m tools.bench.gpu_tools`` compares perf_analyzer with the course's fallback
 generator on the same machine.
 """
 
@@ -25,19 +25,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
-import subprocess
 from pathlib import Path
 
 import pandas as pd
 import torch
 import torchvision
 
-from helpers.bench import CannotRun, headline
+from helpers.machine import machine_facts
 from helpers.model_config import config_from_dict, render_config
 from helpers.paths import REPO_ROOT, build_dir
 from helpers.results import load_results, save_results
+from tools.bench import CannotRun, headline
 
 INPUT, OUTPUT, SIDE = "INPUT__0", "OUTPUT__0", 640
 MAX_BATCH = 32
@@ -334,34 +333,6 @@ def batch_profile(url: str, model: str) -> str:
     )
 
 
-def machine_facts() -> dict[str, str]:
-    """Device, driver, CUDA and library versions for the report."""
-    import torch
-
-    smi = (
-        subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        .stdout.strip()
-        .splitlines()
-    )
-    name, driver = (part.strip() for part in smi[0].split(","))
-    from helpers.results import cpu_name
-
-    return {
-        "device": name,
-        "cpu": cpu_name(),
-        "driver": driver,
-        "cuda": str(torch.version.cuda),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "os": platform.platform(),
-    }
-
-
 def markdown_table(frame: pd.DataFrame) -> str:
     """A DataFrame as a GitHub markdown table (no extra dependency)."""
     lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
@@ -436,7 +407,7 @@ def headline_figures(table: pd.DataFrame, top: int, ceiling: float) -> dict[str,
 
 
 def run(argv: list[str]) -> dict[str, float]:
-    parser = argparse.ArgumentParser(prog="python -m helpers.bench gpu")
+    parser = argparse.ArgumentParser(prog="python -m tools.bench gpu")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 32, 64])
     parser.add_argument("--top", type=int, default=32, help="concurrency of the raw-output points")
     parser.add_argument("--repeats", type=int, default=3, help="perf_analyzer runs per point")
@@ -569,7 +540,7 @@ def write_report(
     first = load_results(path).iloc[0]
     report.write_text(
         f"# YOLO11n TorchScript on {facts['device']}, {str(first['date'])[:10]}\n\n"
-        "Measured by `python -m helpers.bench gpu`: embedded Triton 2.51.0 (nvidia-pytriton "
+        "Measured by `python -m tools.bench gpu`: embedded Triton 2.51.0 (nvidia-pytriton "
         "0.7.0) serving through the course's **Python stand-in** for the PyTorch backend "
         "(`helpers/backends/pytorch`), KIND_GPU; not the native libtorch backend.\n\n"
         + "\n".join(f"- {key}: {value}" for key, value in facts.items())

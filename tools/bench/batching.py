@@ -1,6 +1,6 @@
 """Dynamic batching on vs off, and 2 instances vs 1, on YOLO11n ONNX served here, one run.
 
-``python -m helpers.bench batching``: the embedded server (or Docker) serves
+``python -m tools.bench batching``: the embedded server (or Docker) serves
 ``model_repository/yolo11n_onnx`` with three config variants sent with the load request
 (the file on disk is untouched), each measured at the same concurrency with the load tool
 the environment allows (perf_analyzer, else the fallback generator), same request (bus.jpg
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 
-from helpers.bench import CannotRun
 from helpers.measure import (
     choose_tool,
     default_threads,
@@ -27,13 +26,14 @@ from helpers.perf_analyzer import PerfAnalyzerError
 from helpers.results import save_results
 from helpers.server import ServerError, TritonServer
 from helpers.yolo import bus_image_path, load_image, preprocess
+from tools.bench import CannotRun
 
 MODEL = "yolo11n_onnx"
 OFF, ON, TWO = "batching off, 1 instance", "batching on, 1 instance", "batching on, 2 instances"
 
 
 def run(argv: list[str]) -> dict[str, float]:
-    parser = argparse.ArgumentParser(prog="python -m helpers.bench batching")
+    parser = argparse.ArgumentParser(prog="python -m tools.bench batching")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring")
     parser.add_argument("--window", type=float, default=4.0, help="measurement window (s)")

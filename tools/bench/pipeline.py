@@ -25,7 +25,6 @@ import statistics
 
 import pandas as pd
 
-from helpers.bench import CannotRun
 from helpers.export import sidecar_path
 from helpers.fastapi_server import FastAPIServer
 from helpers.harness import measure
@@ -34,6 +33,7 @@ from helpers.paths import MODEL_REPOSITORY
 from helpers.pipelines import client_side_target, fastapi_detect_target, triton_target
 from helpers.server import ServerError, TritonServer
 from helpers.yolo import bus_image_path
+from tools.bench import CannotRun
 
 ENSEMBLE, CLIENT_SIDE, FASTAPI = "ensemble", "client-side", "fastapi"
 #: With random weights every score is below 0.02: this threshold still leaves boxes for NMS.

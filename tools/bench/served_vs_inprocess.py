@@ -22,18 +22,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import threading
 import time
 
 import numpy as np
 import onnxruntime as ort
 
-from helpers.bench import CannotRun
-from helpers.loadgen import Payload, measure
+from helpers.loadgen import Payload, closed_loop, measure
 from helpers.model_config import config_variant
 from helpers.paths import MODEL_REPOSITORY
 from helpers.server import ServerError, TritonServer
 from helpers.yolo import bus_image_path, load_image, preprocess
+from tools.bench import CannotRun
 
 MODEL = "yolo11n_onnx"
 
@@ -48,27 +47,28 @@ def session(model_path: str, threads: int = 0) -> ort.InferenceSession:
 def inprocess_throughput(
     sessions: list[ort.InferenceSession], batch: np.ndarray, seconds: float
 ) -> float:
-    """Images per second of ``sessions``, one Python thread each, running ``batch`` back to back."""
-    done = [0] * len(sessions)
-    for one in sessions:
-        one.run(None, {"images": batch})  # warm-up
-    start = time.perf_counter()
+    """Images per second of ``sessions``, one Python thread each, running ``batch`` back to back.
 
-    def loop(index: int) -> None:
-        while time.perf_counter() - start < seconds:
-            sessions[index].run(None, {"images": batch})
-            done[index] += batch.shape[0]
+    The same closed loop as the served side (``helpers.loadgen.closed_loop``): one warm-up
+    run per session, then a window of ``seconds``.
+    """
 
-    threads = [threading.Thread(target=loop, args=(i,)) for i in range(len(sessions))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return sum(done) / (time.perf_counter() - start)
+    def sender(one: ort.InferenceSession):
+        def run() -> None:
+            one.run(None, {"images": batch})
+
+        return run
+
+    window = closed_loop(
+        [sender(one) for one in sessions], warmup_s=0, warmup_requests=1, window_s=seconds
+    )
+    if window.first_error is not None:
+        raise window.first_error
+    return len(window.requests) * batch.shape[0] / window.seconds
 
 
 def run(argv: list[str]) -> dict[str, float]:
-    parser = argparse.ArgumentParser(prog="python -m helpers.bench served-vs-inprocess")
+    parser = argparse.ArgumentParser(prog="python -m tools.bench served-vs-inprocess")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--window", type=float, default=3.0, help="load generator window (s)")
     parser.add_argument("--rounds", type=int, default=5, help="alternating comparison rounds")

@@ -1,4 +1,4 @@
-"""The README's pictures, rendered from the current code: ``python -m helpers.screenshots``.
+"""The README's pictures, rendered from the current code: ``python -m tools.screenshots``.
 
 Writes into ``docs/screenshots/`` (``--out`` to change it):
 
@@ -29,7 +29,9 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from helpers.browser import (
+from helpers.netron_view import NetronServer
+from helpers.paths import MODEL_REPOSITORY, REPO_ROOT
+from tools.browser import (
     CellState,
     JupyterLabServer,
     chromium_page,
@@ -40,13 +42,11 @@ from helpers.browser import (
     run_all_cells,
     select_netron_node,
 )
-from helpers.netron_view import NetronServer
-from helpers.paths import MODEL_REPOSITORY, REPO_ROOT
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
-#: Where ``python -m helpers.screenshots`` writes the README's pictures.
+#: Where ``python -m tools.screenshots`` writes the README's pictures.
 DOCS_SCREENSHOTS: Path = REPO_ROOT / "docs" / "screenshots"
 ENVIRONMENT_NOTEBOOK: Path = REPO_ROOT / "notebooks" / "00_environment_check.ipynb"
 ONNX_MODEL = "yolo11n_onnx"
@@ -208,7 +208,7 @@ PICTURES: tuple[str, ...] = ("jupyterlab", "netron", "plot")
 def main(argv: list[str] | None = None) -> int:
     """Render the README's pictures; print what each shows, where it went and how big it is."""
     parser = argparse.ArgumentParser(
-        prog="python -m helpers.screenshots",
+        prog="python -m tools.screenshots",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -1,4 +1,4 @@
-"""``python -m helpers.bench whisper``: served faster-whisper vs in-process, 1 vs 2 instances.
+"""``python -m tools.bench whisper``: served faster-whisper vs in-process, 1 vs 2 instances.
 
 Introduced in notebook 05. Throughput is audio seconds transcribed per wall second over
 the committed speech samples (``data/speech``), the same encoded WAV bytes both ways:
@@ -14,12 +14,12 @@ import argparse
 import os
 import statistics
 
-from helpers.bench import CannotRun
+from tools.bench import CannotRun
 
 
 def parse(args: list[str]) -> argparse.Namespace:
     """Command-line options of the whisper benchmark."""
-    parser = argparse.ArgumentParser(prog="python -m helpers.bench whisper", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.bench whisper", description=__doc__)
     parser.add_argument("--seconds", type=float, default=5.0, help="measuring window per point")
     parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds (median)")
     parser.add_argument("--beam-size", type=int, default=5)

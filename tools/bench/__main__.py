@@ -1,4 +1,4 @@
-"""Run one benchmark by name: ``python -m helpers.bench <name> [options]``."""
+"""Run one benchmark by name: ``python -m tools.bench <name> [options]``."""
 
 from __future__ import annotations
 
@@ -6,17 +6,17 @@ import argparse
 import importlib
 import sys
 
-from helpers.bench import BENCHMARKS, CannotRun, headline
+from tools.bench import BENCHMARKS, CannotRun, headline
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m helpers.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__)
     parser.add_argument("name", choices=sorted(BENCHMARKS), help="which benchmark to run")
     args, rest = parser.parse_known_args(argv)
     try:
-        module = importlib.import_module(f"helpers.bench.{BENCHMARKS[args.name]}")
+        module = importlib.import_module(f"tools.bench.{BENCHMARKS[args.name]}")
     except ModuleNotFoundError as error:
-        if error.name != f"helpers.bench.{BENCHMARKS[args.name]}":
+        if error.name != f"tools.bench.{BENCHMARKS[args.name]}":
             raise
         print(f"{args.name}: not implemented yet", file=sys.stderr)
         return 2

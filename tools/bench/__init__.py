@@ -1,4 +1,4 @@
-"""Benchmarks that print ratios measured in one run: ``python -m helpers.bench <name>``.
+"""Benchmarks that print ratios measured in one run: ``python -m tools.bench <name>``.
 
 Each benchmark is a module here with ``run(args) -> dict[str, float]`` that prints what it
 measured and returns its headline figures; ``__main__`` prints them last as
@@ -8,7 +8,7 @@ non-zero with a clear message when they cannot run on this machine.
 
 from __future__ import annotations
 
-#: Benchmark name -> module (under helpers.bench) that implements it.
+#: Benchmark name -> module (under tools.bench) that implements it.
 BENCHMARKS: dict[str, str] = {
     "served-vs-inprocess": "served_vs_inprocess",
     "batching": "batching",

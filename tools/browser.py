@@ -1,6 +1,6 @@
 """Headless Chromium and a throw-away JupyterLab: the learner's view, for tests and README screenshots.
 
-Used by ``tests/test_browser.py`` and ``python -m helpers.screenshots``; not by the notebooks.
+Used by ``tests/test_browser.py`` and ``python -m tools.screenshots``; not by the notebooks.
 
 * ``chromium_page()`` drives the system Chromium (Debian's ``chromium`` package) through
   Playwright with ``executable_path`` set, so Playwright never downloads a browser. The
@@ -12,7 +12,7 @@ Used by ``tests/test_browser.py`` and ``python -m helpers.screenshots``; not by 
   free port, with its own empty configuration, data, runtime, settings and workspace
   folders (nothing from ``~/.jupyter`` is read or written), and stops it and its kernels
   afterwards. Like ``helpers.netron_view.NetronServer`` it never outlives the Python process
-  that started it (``PR_SET_PDEATHSIG``, ``atexit``).
+  that started it (``helpers.processes.ChildServer``: ``PR_SET_PDEATHSIG``, stopped at exit).
 * ``open_notebook`` / ``run_all_cells`` do what a learner does: open a notebook, choose
   Run → Run All Cells in the menu, and wait until every code cell has run.
 """
@@ -42,7 +42,6 @@ from typing import TYPE_CHECKING
 
 import psutil
 
-from helpers.netron_view import free_port
 from helpers.paths import build_dir
 from helpers.processes import ChildServer, die_with_parent, process_tree, terminate
 
@@ -139,23 +138,13 @@ class JupyterLabServer(ChildServer):
         self.host = host
         self.token = secrets.token_hex(24)
         self.home = Path(tempfile.mkdtemp(prefix="jupyterlab-home-"))
-        for attempt in range(3):
-            self._start(port or free_port(host))
-            try:
-                self._wait_ready(timeout_s)
-                return
-            except RuntimeError as error:
-                self.stop()
-                # The free port can be taken by another process before JupyterLab binds it.
-                if port or attempt == 2 or "is not available" not in str(error):
-                    raise
-            except BaseException:
-                self.stop()
-                raise
-
-    def _start(self, port: int) -> None:
-        self._write_settings()  # again after a failed attempt: stop() removes the folder
         self.port = port
+        self.timeout_s = timeout_s
+        self.start()
+
+    def _launch(self, ports: list[int]) -> None:
+        self._write_settings()  # again after a failed attempt: stop() removes the folder
+        self.port = ports[0]
         self.url = f"http://{self.host}:{self.port}/"
         self.log_path = build_dir("jupyterlab") / f"jupyterlab-{self.port}.log"
         with open(self.log_path, "wb") as log:  # the child keeps its own copy of the handle
@@ -210,8 +199,8 @@ class JupyterLabServer(ChildServer):
         for name in ("config", "data", "runtime", "workspaces"):
             (self.home / name).mkdir(exist_ok=True)
 
-    def _wait_ready(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
+    def _wait_until_ready(self) -> None:
+        deadline = time.monotonic() + self.timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(
@@ -221,7 +210,7 @@ class JupyterLabServer(ChildServer):
                 return
             time.sleep(0.1)
         raise TimeoutError(
-            f"JupyterLab did not answer at {self.url} within {timeout_s:.0f} s: {self.log_tail()}"
+            f"JupyterLab did not answer at {self.url} within {self.timeout_s:.0f} s: {self.log_tail()}"
         )
 
     def log_tail(self, chars: int = 2000) -> str:
@@ -252,23 +241,28 @@ class JupyterLabServer(ChildServer):
         return process_tree(self.process.pid)
 
     def __repr__(self) -> str:
-        state = "running" if self.running else f"stopped ({self.process.returncode})"
-        return f"JupyterLabServer({str(self.root_dir)!r}, url={self.url!r}, pid={self.process.pid}, {state})"
+        state = "running" if self.running else "stopped"
+        return (
+            f"JupyterLabServer({str(self.root_dir)!r}, url={self.url!r}, pid={self.pid}, {state})"
+        )
 
 
-def _stop_tree(process: subprocess.Popen[bytes], home: Path) -> None:
+def _stop_tree(
+    process: subprocess.Popen[bytes], home: Path, grace_period: float = 5.0
+) -> int | None:
     """SIGTERM the server (it shuts its kernels down), then kill whatever of its tree is left."""
     try:
         children = psutil.Process(process.pid).children(recursive=True)
     except psutil.Error:
         children = []
-    terminate(process)
+    code = terminate(process, grace_period)
     _gone, alive = psutil.wait_procs(children, timeout=5)
     for child in alive:  # kernels start in their own session: a process-group kill misses them
         with contextlib.suppress(psutil.Error):
             child.kill()
     psutil.wait_procs(alive, timeout=5)
     shutil.rmtree(home, ignore_errors=True)
+    return code
 
 
 # ----------------------------------------------------------------------------- in the page

@@ -1,6 +1,6 @@
 """FastAPI + PyTorch vs Triton (ONNX, dynamic batching) under the same load, one run.
 
-``python -m helpers.bench fastapi-vs-triton``: three services on this machine at once, all
+``python -m tools.bench fastapi-vs-triton``: three services on this machine at once, all
 on loopback, all driven by ``helpers.harness`` (the same raw-HTTP client, the same bytes of
 bus.jpg at 1x3x640x640, the same warm-up and window, levels interleaved):
 
@@ -23,13 +23,13 @@ import os
 
 import pandas as pd
 
-from helpers.bench import CannotRun
 from helpers.fastapi_server import FastAPIServer
 from helpers.harness import fastapi_target, ratios, sweep, triton_http_target
 from helpers.measure import default_threads, missing_reason
 from helpers.model_config import config_variant
 from helpers.server import ServerError, TritonServer
 from helpers.yolo import bus_image_path, load_image, preprocess
+from tools.bench import CannotRun
 
 MODEL = "yolo11n_onnx"
 FASTAPI, BATCHING, TRITON = "fastapi", "fastapi+batching", "triton"
@@ -51,7 +51,7 @@ def load_average() -> str:
 
 
 def run(argv: list[str]) -> dict[str, float]:
-    parser = argparse.ArgumentParser(prog="python -m helpers.bench fastapi-vs-triton")
+    parser = argparse.ArgumentParser(prog="python -m tools.bench fastapi-vs-triton")
     parser.add_argument("--concurrency", default="1,8", help="levels, comma-separated")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring")
     parser.add_argument("--window", type=float, default=8.0, help="measured seconds per run")
