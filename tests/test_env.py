@@ -101,4 +101,5 @@ def test_machine_facts_without_a_gpu(tmp_path, monkeypatch):
     assert not machine.nvidia_gpu_present() and machine.gpu_names() == "none"
     facts = machine.machine_facts()
     assert (facts["device"], facts["driver"]) == ("none", "none")
-    assert set(facts) == {"device", "driver", "cuda", "torch", "python", "os"}
+    assert set(facts) == {"device", "cpu", "driver", "cuda", "torch", "python", "os"}
+    assert facts["cpu"].endswith(" cores")
