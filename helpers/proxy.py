@@ -111,6 +111,15 @@ def envoy_config(
     return config
 
 
+def envoy_command(config: str | Path = "deploy/envoy/envoy.yaml") -> list[str]:
+    """The command that runs Envoy with ``config`` (notebook 09 shows it; EnvoyProxy runs it).
+
+    ``--disable-hot-restart``: several Envoys can run on one machine (no shared memory);
+    ``--concurrency 1``: one worker thread, enough for a few replicas on a laptop.
+    """
+    return ["envoy", "--config-path", str(config), "--disable-hot-restart", "--concurrency", "1"]
+
+
 _RUNNING: weakref.WeakSet[EnvoyProxy] = weakref.WeakSet()
 
 
@@ -158,16 +167,7 @@ class EnvoyProxy:
         config_path = self._workdir / "envoy.json"
         config_path.write_text(json.dumps(config, indent=1))
         self.log_path = build_dir("logs") / f"envoy-{self.http_port}.log"
-        command = [
-            str(find_envoy()),
-            "--config-path",
-            str(config_path),
-            "--disable-hot-restart",  # several Envoys on one machine, no shared memory
-            "--concurrency",
-            "1",
-            "--log-level",
-            "warn",
-        ]
+        command = [str(find_envoy()), *envoy_command(config_path)[1:], "--log-level", "warn"]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 command,

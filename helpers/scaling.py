@@ -333,3 +333,97 @@ def committed_autoscaling(values_file: str | None = None) -> dict[str, Any]:
     path = values_file or REPO_ROOT / "deploy" / "helm" / "triton" / "values.yaml"
     with open(path) as handle:
         return yaml.safe_load(handle)["autoscaling"]
+
+
+def queue_signal_over_time(
+    server: Any,
+    make_send: Callable[[], Callable[[], Any]],
+    concurrency_steps: Sequence[int],
+    step_seconds: float,
+    scrape_every: float,
+    target_ms: float,
+    current_replicas: int = 1,
+) -> pd.DataFrame:
+    """Rising load on one server; per scrape interval, the queue time per request three ways.
+
+    Columns: ``t`` (s), ``concurrency``, ``adapter_rule_ms`` (the course's rule on /metrics),
+    ``chart_rule_ms`` (Triton's k8s-onprem rule, server#8979), ``stats_api_ms`` (statistics
+    API) and ``desired_replicas`` (what an HPA with ``target_ms`` would ask for).
+    """
+    rows = []
+    t0 = time.monotonic()
+    previous = queue_snapshot(server)
+    for concurrency in concurrency_steps:
+        with BackgroundLoad(make_send, concurrency, max_seconds=step_seconds + 5):
+            end = time.monotonic() + step_seconds
+            while time.monotonic() < end:
+                time.sleep(scrape_every)
+                snapshot = queue_snapshot(server)
+                value = queue_ms_per_request(previous, snapshot)
+                rows.append(
+                    {
+                        "t": snapshot.time - t0,
+                        "concurrency": concurrency,
+                        "adapter_rule_ms": value,
+                        "chart_rule_ms": chart_rule_ms(previous, snapshot),
+                        "stats_api_ms": stats_queue_ms_per_request(previous, snapshot),
+                        "desired_replicas": hpa_desired_replicas(
+                            current_replicas, value, target_ms
+                        ),
+                    }
+                )
+                previous = snapshot
+    return pd.DataFrame(rows)
+
+
+def plot_timeline(
+    requests: pd.DataFrame, events: dict[str, float], title: str, bin_s: float = 0.25
+):
+    """Successful and failed requests per second over time, with events as vertical lines."""
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(9, 3))
+    edges = [i * bin_s for i in range(int(requests["end"].max() / bin_s) + 2)]
+    for ok, colour, label in ((True, "tab:green", "succeeded"), (False, "tab:red", "failed")):
+        done = requests[requests["ok"] == ok]["end"]
+        if len(done):
+            axis.hist(
+                done,
+                bins=edges,
+                color=colour,
+                alpha=0.7,
+                label=label,
+                weights=[1 / bin_s] * len(done),
+            )
+    for name, at in events.items():
+        axis.axvline(at, color="black", linestyle="--", linewidth=1)
+        axis.text(at, axis.get_ylim()[1] * 0.95, f" {name}", fontsize=8, va="top")
+    axis.set(xlabel="seconds since the load started", ylabel="requests/s", title=title)
+    axis.legend(loc="lower right")
+    figure.tight_layout()
+    return figure
+
+
+def plot_signal(signal: pd.DataFrame, target_ms: float):
+    """The queue-time signal three ways and the HPA's desired replicas over time."""
+    import matplotlib.pyplot as plt
+
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(9, 5), sharex=True)
+    top.plot(
+        signal["t"], signal["adapter_rule_ms"], "o-", label="course rule on /metrics (sum/sum)"
+    )
+    top.plot(signal["t"], signal["stats_api_ms"], "x--", label="statistics API")
+    top.plot(
+        signal["t"], signal["chart_rule_ms"], "s:", label="k8s-onprem chart rule (avg per model)"
+    )
+    top.axhline(target_ms, color="grey", linestyle="--", label=f"HPA target {target_ms:g} ms")
+    top.set(ylabel="queue ms / request", title="Autoscaling signal under rising load")
+    top.legend(fontsize=8)
+    bottom.step(signal["t"], signal["desired_replicas"], where="post")
+    for concurrency, start in signal.groupby("concurrency")["t"].min().items():
+        bottom.annotate(f"{concurrency} clients", (start, 0.3), fontsize=8)
+    bottom.set(
+        xlabel="seconds", ylabel="desired replicas", ylim=(0, signal["desired_replicas"].max() + 1)
+    )
+    figure.tight_layout()
+    return figure
