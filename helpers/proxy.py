@@ -150,9 +150,22 @@ class EnvoyProxy:
 
     # ----- lifecycle
     def start(self) -> EnvoyProxy:
-        """Start Envoy and wait until it listens and has checked every replica once."""
+        """Start Envoy and wait until it is ready (up to 3 launches, see below)."""
         if self.running:
             return self
+        # A fork from a process whose gRPC client threads run (a notebook kernel after a
+        # tritonclient.grpc call) can abort in gRPC's fork handler before envoy is exec'd
+        # (exit -6, "epoll_wait error" in the log): launch again, on new ports.
+        for attempt in range(3):
+            try:
+                return self._start_once()
+            except ProxyError:
+                self.stop()
+                if attempt == 2 or self.process is None or self.process.returncode != -6:
+                    raise
+        return self
+
+    def _start_once(self) -> EnvoyProxy:
         self.http_port, self.grpc_port, self.admin_port = free_ports(3, self.host)
         self._workdir = Path(tempfile.mkdtemp(prefix="triton-serving-lab-envoy-"))
         config = envoy_config(

@@ -69,11 +69,16 @@ def proxy(replicas):
     assert not is_alive(running.pid)
 
 
+#: Image side of the load's requests: a 640x640 float32 body is 4.9 MB, more than Envoy's
+#: default 1 MiB buffer, so retries work only with the committed per_connection_buffer_limit_bytes.
+LOAD_SIZE = 640
+
+
 def http_sender(url: str):
     """A thread's send(): one HTTP inference through the proxy, returning the version."""
     client = httpclient.InferenceServerClient(url)
-    image = httpclient.InferInput("images", [1, 3, 16, 16], "FP32")
-    image.set_data_from_numpy(sample())
+    image = httpclient.InferInput("images", [1, 3, LOAD_SIZE, LOAD_SIZE], "FP32")
+    image.set_data_from_numpy(sample(LOAD_SIZE))
 
     def send() -> str:
         result = client.infer(MODEL, [image])
