@@ -35,6 +35,7 @@ SERVER_MARKERS: tuple[str, ...] = (
     "triton_python_backend_stub",
     "netron",
     "uvicorn",
+    "envoy",
 )
 
 
@@ -181,7 +182,7 @@ _Server = TypeVar("_Server", bound="ChildServer")
 class ChildServer:
     """The one lifecycle of the course's servers in child processes: Triton
     (``helpers.server``), uvicorn (``helpers.fastapi_server``), Netron
-    (``helpers.netron_view``) and JupyterLab (``tools/browser.py``).
+    (``helpers.netron_view``), Envoy (``helpers.proxy``) and JupyterLab (``tools/browser.py``).
 
     ``start()`` takes ``port_count`` free ports on ``host`` (or the fixed ones), calls the
     subclass's ``_launch(ports)`` (which starts ``self.process`` and names what stops it with

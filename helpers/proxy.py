@@ -20,7 +20,6 @@ import subprocess
 import tempfile
 import time
 import urllib.request
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +28,7 @@ from typing import Any, Literal
 import yaml
 
 from helpers.paths import REPO_ROOT, build_dir
-from helpers.processes import die_with_parent, terminate
-from helpers.server import free_ports
+from helpers.processes import ChildServer, die_with_parent, terminate
 
 #: The committed proxy configuration the notebook teaches.
 ENVOY_CONFIG = REPO_ROOT / "deploy" / "envoy" / "envoy.yaml"
@@ -39,6 +37,10 @@ Policy = Literal["ROUND_ROBIN", "LEAST_REQUEST"]
 
 class ProxyError(RuntimeError):
     """Envoy could not start or answer; the message ends with its log tail."""
+
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code  # Envoy's, when it exited
 
 
 @dataclass(frozen=True)
@@ -120,16 +122,16 @@ def envoy_command(config: str | Path = "deploy/envoy/envoy.yaml") -> list[str]:
     return ["envoy", "--config-path", str(config), "--disable-hot-restart", "--concurrency", "1"]
 
 
-_RUNNING: weakref.WeakSet[EnvoyProxy] = weakref.WeakSet()
-
-
-class EnvoyProxy:
+class EnvoyProxy(ChildServer):
     """Envoy balancing HTTP and gRPC over Triton replicas, as a child process (notebook 09).
 
     ``replicas`` are ``TritonServer`` objects (started) or ``Replica`` addresses. Listens on
-    loopback on free ports; stopped by ``stop()``, on leaving a ``with`` block, when
-    collected, or at interpreter exit; the kernel kills it if this process dies.
+    loopback on free ports; the course's one child-server lifecycle
+    (``helpers.processes.ChildServer``) stops it on ``stop()``, on leaving a ``with`` block,
+    when collected, or at interpreter exit, and the kernel kills it if this process dies.
     """
+
+    port_count = 3  # HTTP, gRPC, admin
 
     def __init__(
         self,
@@ -142,31 +144,25 @@ class EnvoyProxy:
         self.replicas = [r if isinstance(r, Replica) else Replica.of(r) for r in replicas]
         self.policy, self.retries, self.host = policy, retries, host
         self.startup_timeout = startup_timeout
-        self.process: subprocess.Popen | None = None
         self.http_port = self.grpc_port = self.admin_port = 0
         self._workdir: Path | None = None
         self.log_path: Path | None = None
-        self._finalizer: weakref.finalize | None = None
 
-    # ----- lifecycle
     def start(self) -> EnvoyProxy:
         """Start Envoy and wait until it is ready (up to 3 launches, see below)."""
-        if self.running:
-            return self
         # A fork from a process whose gRPC client threads run (a notebook kernel after a
         # tritonclient.grpc call) can abort in gRPC's fork handler before envoy is exec'd
         # (exit -6, "epoll_wait error" in the log): launch again, on new ports.
         for attempt in range(3):
             try:
-                return self._start_once()
-            except ProxyError:
-                self.stop()
-                if attempt == 2 or self.process is None or self.process.returncode != -6:
+                return super().start()
+            except ProxyError as error:
+                if attempt == 2 or error.exit_code != -6:
                     raise
         return self
 
-    def _start_once(self) -> EnvoyProxy:
-        self.http_port, self.grpc_port, self.admin_port = free_ports(3, self.host)
+    def _launch(self, ports: list[int]) -> None:
+        self.http_port, self.grpc_port, self.admin_port = ports
         self._workdir = Path(tempfile.mkdtemp(prefix="triton-serving-lab-envoy-"))
         config = envoy_config(
             self.replicas,
@@ -182,7 +178,7 @@ class EnvoyProxy:
         self.log_path = build_dir("logs") / f"envoy-{self.http_port}.log"
         command = [str(find_envoy()), *envoy_command(config_path)[1:], "--log-level", "warn"]
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
+            self.process = subprocess.Popen(  # noqa: S603 - argument list, no shell
                 command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -190,16 +186,14 @@ class EnvoyProxy:
                 cwd=self._workdir,
                 preexec_fn=die_with_parent(),
             )
-        self._finalizer = weakref.finalize(self, _stop, self.process, self._workdir)
-        _RUNNING.add(self)
-        self._wait_until_ready()
-        return self
+        self._stop_with(_stop, self.process, self._workdir)
 
     def _wait_until_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise ProxyError(f"envoy exited with code {self.process.returncode}" + self._tail())
+                code = self.process.returncode
+                raise ProxyError(f"envoy exited with code {code}" + self._tail(), exit_code=code)
             with contextlib.suppress(OSError, ValueError):
                 if self._admin("/ready") == "LIVE":
                     return
@@ -211,29 +205,6 @@ class EnvoyProxy:
             return ""
         tail = self.log_path.read_text(errors="replace").splitlines()[-lines:]
         return f"\n--- envoy log ({self.log_path}) ---\n" + "\n".join(tail)
-
-    def stop(self) -> int | None:
-        """Stop Envoy (SIGTERM, then SIGKILL) and remove its config; return its exit code."""
-        if self._finalizer is not None:
-            self._finalizer()
-        _RUNNING.discard(self)
-        return self.process.returncode if self.process is not None else None
-
-    @property
-    def running(self) -> bool:
-        """Whether the Envoy process is alive."""
-        return self.process is not None and self.process.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        """Process id of envoy."""
-        return self.process.pid if self.process else None
-
-    def __enter__(self) -> EnvoyProxy:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     # ----- addresses
     @property
@@ -302,14 +273,10 @@ class EnvoyProxy:
             self.wait_health(f"{replica.host}:{replica.grpc_port}", True, timeout, "triton_grpc")
 
 
-def _stop(process: subprocess.Popen, workdir: Path) -> None:
-    terminate(process, 5.0)
+def _stop(process: subprocess.Popen, workdir: Path, grace_period: float = 5.0) -> int | None:
+    code = terminate(process, grace_period)
     shutil.rmtree(workdir, ignore_errors=True)
-
-
-def running_proxies() -> list[EnvoyProxy]:
-    """The EnvoyProxy objects of this process that are still running (notebook 09)."""
-    return [proxy for proxy in _RUNNING if proxy.running]
+    return code
 
 
 def replica_arguments(models: Sequence[str]) -> list[str]:

@@ -65,8 +65,9 @@ def replicas(repository: Path):
 def proxy(replicas):
     with EnvoyProxy(replicas) as running:
         running.wait_all_healthy()
+        pid = running.pid
         yield running
-    assert not is_alive(running.pid)
+    assert not is_alive(pid)
 
 
 #: Image side of the load's requests: a 640x640 float32 body is 4.9 MB, more than Envoy's
