@@ -10,6 +10,7 @@ README's pictures through the same functions.
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import struct
@@ -30,7 +31,9 @@ from helpers.onnx_report import operator_counts
 from helpers.paths import REPO_ROOT, build_dir
 from helpers.processes import free_ports
 from tests.conftest import require_system
+from tools import browser
 from tools.browser import JupyterLabServer
+from tools.run_course import NOTEBOOKS_DIR
 from tools.screenshots import ENVIRONMENT_NOTEBOOK, environment_report, netron_graph
 
 
@@ -158,3 +161,29 @@ def test_jupyterlab_and_its_kernel_die_with_the_process_that_started_them(tmp_pa
     while any(alive(int(pid)) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert len(pids) >= 2 and not [pid for pid in pids if alive(int(pid))]
+
+
+def intended_error_positions(notebook: Path) -> set[int]:
+    """Positions, among code cells, of the cells tagged ``raises-exception``."""
+    code = [c for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code"]
+    return {i for i, c in enumerate(code) if "raises-exception" in c["metadata"].get("tags", [])}
+
+
+@pytest.mark.parametrize(
+    "name", ["03_triton_serving.ipynb", "05_faster_whisper_python_backend.ipynb"]
+)
+def test_run_all_cells_goes_past_the_intended_errors(
+    chromium: str, tmp_path: Path, name: str
+) -> None:
+    notebook = NOTEBOOKS_DIR / name
+    intended = intended_error_positions(notebook)
+    assert intended, f"{name} has no cell that raises on purpose"
+    shutil.copyfile(notebook, tmp_path / name)  # JupyterLab may save: never into the checkout
+    with JupyterLabServer(tmp_path) as lab, browser.chromium_page(chromium) as page:
+        browser.open_notebook(page, lab, name)
+        cells = browser.run_all_cells(page, timeout_s=600, intended_errors=intended)
+        process_ids = lab.process_ids()
+    # Every code cell ran, once, in order, the intended errors included; only those failed.
+    assert [cell.execution_count for cell in cells] == list(range(1, len(cells) + 1))
+    assert {i for i, cell in enumerate(cells) if cell.error} == intended
+    assert not [pid for pid in process_ids if alive(pid)]
