@@ -1,9 +1,8 @@
 """What a CPU can do instead of TensorRT: ONNX Runtime graph optimisation and INT8 (notebook 02).
 
-- ``make_session`` / ``optimize_offline``: ONNX Runtime's graph optimisation levels
-  (disabled, basic, extended, all), online or saved to a file.
-- ``quantize_dynamic_int8`` / ``quantize_static_int8``: INT8 weights (dynamic: activations
-  quantised per call; static: activation ranges calibrated once, QDQ format).
+- ``make_session``: a session at one of ONNX Runtime's graph optimisation levels (disabled,
+  basic, extended, all). Saving a level to a file and the INT8 quantisation calls are the
+  lesson: notebook 02 writes them in its cells (tests/test_lessons_02.py runs them).
 - ``time_sessions`` / ``latency_table``: interleaved timing of several sessions on the same
   batch, so a busy machine slows every variant alike.
 - ``compare_outputs`` / ``agreement_table``: max abs differences (boxes in pixels, class
@@ -22,7 +21,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -94,93 +92,6 @@ def make_session(
     return ort.InferenceSession(
         str(model), session_options(level, threads), providers=["CPUExecutionProvider"]
     )
-
-
-def optimize_offline(
-    src: str | os.PathLike[str], dst: str | os.PathLike[str], level: str = SAVED_LEVEL
-) -> Path:
-    """Apply ORT's graph optimisations at ``level`` once and save the result to ``dst`` (notebook 02)."""
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    options = session_options(level)
-    options.optimized_model_filepath = str(dst)
-    ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
-    return dst
-
-
-def preprocess_for_quantization(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
-    """ONNX Runtime's recommended step before quantising: shape inference + basic fusions (notebook 02).
-
-    ``quant_pre_process`` with symbolic shape inference skipped: it cannot resolve YOLO's
-    symbolic height and width, and ONNX's own shape inference is enough here.
-    """
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
-    return dst
-
-
-def quantize_dynamic_int8(
-    src: str | os.PathLike[str],
-    dst: str | os.PathLike[str],
-    weight_type: str = "uint8",
-    per_channel: bool = False,
-) -> Path:
-    """Dynamic INT8 quantisation (``onnxruntime.quantization.quantize_dynamic``) (notebook 02).
-
-    Conv becomes ``ConvInteger`` with 8-bit weights; each call quantises activations on the
-    fly. The model goes through ``preprocess_for_quantization`` first. ``uint8`` weights are
-    the default: ORT's CPU ``ConvInteger`` ran them about 3x faster than ``int8`` ones for
-    YOLO11n on the course's CI machine.
-    """
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    dst = Path(dst)
-    weights = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[weight_type]
-    with tempfile.TemporaryDirectory() as scratch:
-        prepared = preprocess_for_quantization(src, Path(scratch) / "prepared.onnx")
-        quantize_dynamic(str(prepared), str(dst), weight_type=weights, per_channel=per_channel)
-    return dst
-
-
-def quantize_static_int8(
-    src: str | os.PathLike[str],
-    dst: str | os.PathLike[str],
-    calibration: Sequence[np.ndarray],
-    input_name: str = "images",
-    per_channel: bool = True,
-) -> Path:
-    """Static INT8 (QDQ) calibrated on a few input batches (``quantize_static``) (notebook 02)."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    class _Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._batches = iter([{input_name: batch} for batch in calibration])
-
-        def get_next(self):  # noqa: ANN202 - ORT's interface
-            return next(self._batches, None)
-
-    dst = Path(dst)
-    with tempfile.TemporaryDirectory() as scratch:
-        prepared = preprocess_for_quantization(src, Path(scratch) / "prepared.onnx")
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        quantize_static(
-            str(prepared),
-            str(dst),
-            _Reader(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=per_channel,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-        )
-    return dst
 
 
 def op_counts(model: str | os.PathLike[str]) -> pd.Series:

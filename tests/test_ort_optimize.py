@@ -48,56 +48,11 @@ def test_sample_batch_is_real_letterboxed_images():
     assert not np.array_equal(images[0], images[1])
 
 
-def test_saved_extended_model_is_fused_portable_and_within_tolerance(
-    fp32_model, tmp_path, batch, reference
-):
-    saved = oo.optimize_offline(fp32_model, tmp_path / "ortopt.onnx")
-    assert oo.SAVED_LEVEL == "extended"
-    ops = oo.op_counts(saved)
-    assert ops.get("com.microsoft:QuickGelu", 0) > 50  # SiLU = Sigmoid * x, fused
-    assert not any(op.startswith("com.microsoft.nchwc") for op in ops.index)
-    assert ops.sum() < oo.op_counts(fp32_model).sum()
-    # the file carries the optimisations: loaded with optimisation off, it still runs
-    output = oo.make_session(saved, "disabled").run(None, {"images": batch})[0]
-    comparison = oo.compare_outputs(reference, output)
-    assert oo.within_tolerance(comparison, oo.TOLERANCES["ortopt"]), comparison
-    assert comparison["top_k_anchor_agreement"] >= 0.95
-
-
-def test_all_level_would_bake_in_this_cpus_layout(fp32_model, tmp_path):
-    """Why SAVED_LEVEL is not 'all': the NCHWc layout ops are tied to the CPU."""
-    saved = oo.optimize_offline(fp32_model, tmp_path / "all.onnx", level="all")
-    assert any(op.startswith("com.microsoft.nchwc") for op in oo.op_counts(saved).index)
-
-
 def test_online_levels_agree_with_the_reference(fp32_model, batch, reference):
     for level in ("basic", "extended", "all"):
         output = oo.make_session(fp32_model, level).run(None, {"images": batch})[0]
         comparison = oo.compare_outputs(reference, output)
         assert oo.within_tolerance(comparison, oo.TOLERANCES["ortopt"]), (level, comparison)
-
-
-def test_dynamic_int8_is_smaller_integer_and_within_tolerance(
-    fp32_model, tmp_path, batch, reference
-):
-    quantized = oo.quantize_dynamic_int8(fp32_model, tmp_path / "int8.onnx")
-    ops = oo.op_counts(quantized)
-    assert ops.get("ai.onnx:ConvInteger", 0) == oo.op_counts(fp32_model)["ai.onnx:Conv"]
-    assert quantized.stat().st_size < 0.4 * fp32_model.stat().st_size
-    output = oo.make_session(quantized).run(None, {"images": batch})[0]
-    comparison = oo.compare_outputs(reference, output)
-    assert oo.within_tolerance(comparison, oo.TOLERANCES["int8_dynamic"]), comparison
-    assert comparison["mean_abs_box_px"] > 1e-3  # it really is quantised, not a copy
-
-
-def test_static_int8_uses_qdq_and_runs(fp32_model, tmp_path, batch):
-    quantized = oo.quantize_static_int8(
-        fp32_model, tmp_path / "int8_static.onnx", [batch[:1], batch[1:]]
-    )
-    ops = oo.op_counts(quantized)
-    assert ops.get("ai.onnx:QuantizeLinear", 0) > 0 and ops.get("ai.onnx:DequantizeLinear", 0) > 0
-    output = oo.make_session(quantized).run(None, {"images": batch})[0]
-    assert output.shape == (2, 84, 8400) and np.isfinite(output).all()
 
 
 def test_compare_outputs_on_planted_detections():
