@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import psutil
+
 from helpers.backends import BACKENDS_DIR, SHARED_MODULES, STAND_IN_BACKENDS
 from helpers.machine import (  # also importable from here: notebooks 03, 05 and 06 do
     docker_engine_available,
@@ -629,8 +631,30 @@ def _stop(
             client.close()
     code = terminate(process, grace_period)
     if workdir is not None:
+        stop_stubs(workdir)
         shutil.rmtree(workdir, ignore_errors=True)
     return code
+
+
+def stop_stubs(workdir: Path, grace_period: float = 2.0) -> list[int]:
+    """Kill the Python stubs still running from ``workdir`` after their server stopped; their pids.
+
+    Stubs exit with tritonserver when it shuts down, and normally soon after it dies, but
+    some outlived a server killed with SIGKILL, left to init (they ignore SIGTERM). Each
+    server's stub binary lies in its own ``workdir``, so they are found by their executable.
+    """
+    prefix = str(workdir.resolve()) + os.sep
+    stubs = []
+    for candidate in psutil.process_iter(["cmdline"]):
+        command = candidate.info["cmdline"] or []
+        if command and command[0].startswith(prefix):
+            stubs.append(candidate)
+    _, alive = psutil.wait_procs(stubs, timeout=grace_period)  # those still exiting
+    for stub in alive:
+        with contextlib.suppress(psutil.Error):
+            stub.kill()
+    psutil.wait_procs(alive, timeout=grace_period)
+    return [stub.pid for stub in alive]
 
 
 def _reap(process: subprocess.Popen) -> None:

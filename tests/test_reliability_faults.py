@@ -183,3 +183,19 @@ def test_a_model_file_corrupted_on_disk_fails_to_load_and_the_rest_keeps_serving
     np.testing.assert_allclose(
         infer_http(server, YOLO, {"images": image})["output0"], served, atol=1e-5
     )
+
+
+def test_stop_kills_stubs_that_outlived_a_killed_server(tiny_repository: Path):
+    """A stub left to init (its server SIGKILLed while it was stopped) is killed by stop()."""
+    server = TritonServer(tiny_repository, models=["tiny_onnx"]).start()
+    try:
+        stubs = process_tree(server.pid)[1:]
+        assert stubs
+        for stub in stubs:
+            os.kill(stub, signal.SIGSTOP)  # a stub that cannot notice its server is gone
+        os.kill(server.pid, signal.SIGKILL)
+        assert wait_until_gone([server.pid], timeout=10) == []
+        assert all(is_alive(stub) for stub in stubs)  # orphans now
+    finally:
+        server.stop()
+    assert wait_until_gone(stubs, timeout=10) == []
