@@ -60,11 +60,15 @@ def variant(repository: Path, name: str, change: Callable[[dict[str, Any]], None
     return config
 
 
-def timed(service_ms: int, **fields: Any) -> Callable[[dict[str, Any]], None]:
-    """A change of timed_work's config: its service time, and top-level fields replaced."""
+def timed(
+    service_ms: int, batching: dict[str, Any] | None = None, **fields: Any
+) -> Callable[[dict[str, Any]], None]:
+    """A change of timed_work's config: its service time, dynamic_batching fields added, and
+    top-level fields replaced."""
 
     def change(config: dict[str, Any]) -> None:
         config["parameters"]["service_ms"] = {"string_value": str(service_ms)}
+        config["dynamic_batching"].update(batching or {})
         config.update(fields)
 
     return change
@@ -142,7 +146,7 @@ def test_priority_requests_overtake_a_flood(server, repository):
     batching = {"priority_levels": 2, "default_priority_level": 2}
     server.load_model(
         "timed_work",
-        config=variant(repository, "timed_work", timed(150, dynamic_batching=batching)),
+        config=variant(repository, "timed_work", timed(150, batching=batching)),
     )
     url = server.http_url
     with ThreadPoolExecutor(8) as pool:
@@ -160,7 +164,7 @@ def test_queue_policy_sheds_the_excess_fast_and_keeps_admitted_latency(server, r
     batching = {"default_queue_policy": {"max_queue_size": 2}}
     server.load_model(
         "timed_work",
-        config=variant(repository, "timed_work", timed(200, dynamic_batching=batching)),
+        config=variant(repository, "timed_work", timed(200, batching=batching)),
     )
     runs = burst(server.http_url, [("timed_work", {})] * 10, gap_s=0.01)
     admitted = [run for run in runs if run["ok"]]
@@ -182,7 +186,7 @@ def test_queue_timeout_rejects_what_waited_too_long(server, repository):
     }
     server.load_model(
         "timed_work",
-        config=variant(repository, "timed_work", timed(250, dynamic_batching=batching)),
+        config=variant(repository, "timed_work", timed(250, batching=batching)),
     )
     runs = burst(server.http_url, [("timed_work", {})] * 5, gap_s=0.01)
     admitted = [run for run in runs if run["ok"]]
