@@ -15,6 +15,7 @@ BENCHMARKS: dict[str, str] = {
     "whisper": "whisper",
     "fastapi-vs-triton": "fastapi_vs_triton",
     "gpu": "gpu",
+    "scheduling": "scheduling",
 }
 
 
