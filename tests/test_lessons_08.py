@@ -67,6 +67,10 @@ def test_copyable_cells_schedule_two_models_and_the_small_ones(server, tmp_path:
     for model in ("yolo11n_onnx", "faster_whisper_python"):
         (resource,) = limiter[model]["resources"]
         assert resource == {"name": "cpu_cores", "global": True, "count": os.cpu_count()}
+    per_core = next(s for s in shown if isinstance(s, dict) and "instance_group" in s)
+    (group,) = per_core["instance_group"]
+    assert group["count"] == os.cpu_count() and group["rate_limiter"]["resources"][0]["count"] == 1
+    assert per_core["parameters"]["intra_op_thread_count"] == {"string_value": "1"}
     # Priorities: the urgent stream overtakes the flood (its median about 4x lower here; a
     # rare ~500 ms wait in Triton's queue may reach the p99 of a few requests either way).
     first_come, prioritised = values["first_come"], values["prioritised"]
