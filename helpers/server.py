@@ -215,6 +215,25 @@ def response_cache_arguments(size: int, cache_directory: Path | None = None) -> 
     return arguments
 
 
+def rate_limit_arguments(rate_limit: bool, resources: Sequence[str] = ()) -> list[str]:
+    """tritonserver flags for the rate limiter and its resource counts (notebook 08).
+
+    Each resource is ``NAME:COUNT`` (global, or on every device) or ``NAME:COUNT:DEVICE``;
+    without one, Triton makes each resource as large as the largest instance that asks for it.
+    """
+    if resources and not rate_limit:
+        raise ValueError("rate_limit_resources need rate_limit=True")
+    if not rate_limit:
+        return []
+    arguments = ["--rate-limit=execution_count"]
+    for resource in resources:
+        parts = resource.split(":")
+        if len(parts) not in (2, 3) or not parts[0] or not all(p.isdigit() for p in parts[1:]):
+            raise ValueError(f"a rate-limit resource is NAME:COUNT[:DEVICE], not {resource!r}")
+        arguments.append(f"--rate-limit-resource={resource}")
+    return arguments
+
+
 # ----------------------------------------------------------------------------- docker
 def docker_command(
     model_repository: str | Path,
@@ -304,6 +323,8 @@ class TritonServer(ChildServer):
     extra_args: Sequence[str] = ()
     ports: Ports | None = None
     cache_size: int = 0  # bytes of response cache (models opt in with response_cache)
+    rate_limit: bool = False  # --rate-limit=execution_count (instances ask for resources)
+    rate_limit_resources: Sequence[str] = ()  # "NAME:COUNT[:DEVICE]" overrides of the counts
     process: subprocess.Popen | None = field(default=None, init=False, repr=False)
     log_path: Path | None = field(default=None, init=False)
     _workdir: Path | None = field(default=None, init=False, repr=False)
@@ -345,6 +366,7 @@ class TritonServer(ChildServer):
         self.log_path = build_dir("logs") / f"tritonserver-{self.ports.http}.log"
         log = open(self.log_path, "wb")  # handed to the child process
         extra_args = list(self.extra_args)
+        extra_args += rate_limit_arguments(self.rate_limit, self.rate_limit_resources)
         if not is_loopback_address(self.host):
             extra_args += restricted_api_arguments(self._control_key)
         if self.mode == "embedded":

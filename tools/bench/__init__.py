@@ -16,6 +16,7 @@ BENCHMARKS: dict[str, str] = {
     "fastapi-vs-triton": "fastapi_vs_triton",
     "gpu": "gpu",
     "pipeline": "pipeline",
+    "scheduling": "scheduling",
 }
 
 
