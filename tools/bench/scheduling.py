@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from tools.bench import CannotRun
 from helpers.model_config import config_to_dict, read_config
 from helpers.paths import MODEL_REPOSITORY
 from helpers.server import ServerError, TritonServer
+from tools.bench import CannotRun
 
 TIMED, VERSIONED = "timed_work", "score_calibrator"
 
