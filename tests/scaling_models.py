@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
+from helpers.proxy import triton_replica
 from tests.tiny_models import SIZE, build_tiny_repository
 
 #: Served by the replicas: the tiny conv net (ONNX, through the course's ONNX Runtime stand-in).
@@ -36,6 +39,19 @@ class TritonPythonModel:
             responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT", x)]))
         return responses
 """
+
+
+@contextlib.contextmanager
+def started_replicas(repository: Path, model: str, count: int = 2) -> Iterator[list]:
+    """``count`` embedded Triton replicas serving ``model``, stopped on leaving the block."""
+    servers = [triton_replica(repository, [model]) for _ in range(count)]
+    try:
+        for server in servers:
+            server.start()
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
 
 
 def scaling_repository(root: Path) -> Path:

@@ -14,10 +14,10 @@ import pytest
 
 from helpers.commands import format_command
 from helpers.paths import REPO_ROOT
-from helpers.proxy import EnvoyProxy, envoy_command, triton_replica
+from helpers.proxy import EnvoyProxy, envoy_command
 from helpers.scaling import model_successes
 from tests.copyable import fenced_blocks, run_copyable
-from tests.scaling_models import MODEL, scaling_repository
+from tests.scaling_models import MODEL, scaling_repository, started_replicas
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "09_scaling_out.ipynb"
 
@@ -27,14 +27,8 @@ pytestmark = pytest.mark.usefixtures("no_leftover_server_processes")
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory: pytest.TempPathFactory):
     repository = scaling_repository(tmp_path_factory.mktemp("lessons09") / "repository")
-    servers = [triton_replica(repository, [MODEL]) for _ in range(2)]
-    try:
-        for server in servers:
-            server.start()
+    with started_replicas(repository, MODEL) as servers:
         yield servers
-    finally:
-        for server in servers:
-            server.stop()
 
 
 def test_copyable_clients_go_through_the_proxy_to_both_replicas(replicas, tmp_path: Path):

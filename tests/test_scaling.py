@@ -19,7 +19,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from helpers.processes import is_alive, wait_until_gone
-from helpers.proxy import EnvoyProxy, envoy_config, triton_replica
+from helpers.proxy import EnvoyProxy, envoy_config
 from helpers.scaling import (
     BackgroundLoad,
     chart_rule_ms,
@@ -39,6 +39,7 @@ from tests.scaling_models import (
     add_version,
     sample,
     scaling_repository,
+    started_replicas,
 )
 
 pytestmark = pytest.mark.usefixtures("no_leftover_server_processes")
@@ -51,14 +52,8 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def replicas(repository: Path):
-    servers = [triton_replica(repository, [MODEL]) for _ in range(2)]
-    try:
-        for server in servers:
-            server.start()
+    with started_replicas(repository, MODEL) as servers:
         yield servers
-    finally:
-        for server in servers:
-            server.stop()
 
 
 @pytest.fixture(scope="module")

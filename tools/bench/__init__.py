@@ -8,6 +8,8 @@ non-zero with a clear message when they cannot run on this machine.
 
 from __future__ import annotations
 
+import os
+
 #: Benchmark name -> module (under tools.bench) that implements it.
 BENCHMARKS: dict[str, str] = {
     "served-vs-inprocess": "served_vs_inprocess",
@@ -22,6 +24,11 @@ BENCHMARKS: dict[str, str] = {
 
 class CannotRun(RuntimeError):
     """This benchmark cannot run on this machine; the message says why."""
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, for the record a benchmark prints."""
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def headline(name: str, figures: dict[str, float]) -> str:

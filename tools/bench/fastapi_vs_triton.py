@@ -29,7 +29,7 @@ from helpers.measure import default_threads, missing_reason
 from helpers.model_config import config_variant
 from helpers.server import ServerError, TritonServer
 from helpers.yolo import bus_image_path, load_image, preprocess
-from tools.bench import CannotRun
+from tools.bench import CannotRun, load_average
 
 MODEL = "yolo11n_onnx"
 FASTAPI, BATCHING, TRITON = "fastapi", "fastapi+batching", "triton"
@@ -43,11 +43,6 @@ def triton_config(instances: int) -> dict:
         dynamic_batching=True,
         parameters={"intra_op_thread_count": str(default_threads(instances))},
     )
-
-
-def load_average() -> str:
-    """The 1, 5 and 15 minute load averages, for the record."""
-    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def run(argv: list[str]) -> dict[str, float]:

@@ -33,16 +33,11 @@ from helpers.paths import MODEL_REPOSITORY
 from helpers.pipelines import client_side_target, fastapi_detect_target, triton_target
 from helpers.server import ServerError, TritonServer
 from helpers.yolo import bus_image_path
-from tools.bench import CannotRun
+from tools.bench import CannotRun, load_average
 
 ENSEMBLE, CLIENT_SIDE, FASTAPI = "ensemble", "client-side", "fastapi"
 #: With random weights every score is below 0.02: this threshold still leaves boxes for NMS.
 CONF_RANDOM_WEIGHTS = 0.001
-
-
-def load_average() -> str:
-    """The 1, 5 and 15 minute load averages, for the record."""
-    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def run(argv: list[str]) -> dict[str, float]:
