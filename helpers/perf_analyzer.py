@@ -308,6 +308,9 @@ def run(
 ) -> pd.DataFrame:
     """Sweep concurrency levels with perf_analyzer; one CSV per level, one DataFrame back (notebook 04).
 
+    Each level's CSV is ``<results_dir>/<model>_c<level>.csv``, with perf_analyzer's console
+    output beside it (``console_path``).
+
     Raises ``PerfAnalyzerError`` when no runnable perf_analyzer is found, or with the stderr
     tail when a run fails.
     """
@@ -354,8 +357,14 @@ def run(
                 f"perf_analyzer failed at concurrency {level} (exit {result.returncode}):\n"
                 + _tail(result.stderr or result.stdout)
             )
+        console_path(csv_path).write_text(result.stdout)  # what perf_analyzer printed
         frames.append(parse_csv(csv_path))
     return pd.concat(frames, ignore_index=True)[list(RESULT_COLUMNS)]
+
+
+def console_path(csv_path: Path) -> Path:
+    """Where ``run`` keeps perf_analyzer's console output beside its CSV (``<name>.txt``)."""
+    return Path(csv_path).with_suffix(".txt")
 
 
 def _as_text(data: str | bytes | None) -> str:

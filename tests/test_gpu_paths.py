@@ -209,14 +209,35 @@ def test_boxes_finish_runs_class_aware_nms_per_image_and_pads(scripted: bool):
     assert (detections[0, 2] == 0).all() and (detections[1, 1:] == 0).all()  # padding
 
 
-def test_boxes_finish_caps_each_image_at_max_det():
+def test_boxes_nms_caps_each_image_at_max_det():
     boxes = torch.tensor([[[i * 20.0, 0, i * 20 + 10, 10] for i in range(5)]])
     scores = torch.linspace(0.9, 0.5, 5).unsqueeze(0)
-    detections, count = gpu.Boxes(torch.nn.Identity(), max_det=3).finish(
+    detections, count, unsettled = gpu.Boxes(torch.nn.Identity(), max_det=3).select(
         boxes, scores, torch.zeros(1, 5)
     )
-    assert count.item() == 3
+    assert count.item() == 3 and not unsettled.any()
     np.testing.assert_allclose(detections[0, :, 4].numpy(), [0.9, 0.8, 0.7], rtol=1e-6)
+
+
+def _chain(length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One image, one class: boxes shifted a step each, so each suppresses the next (IoU 0.82)
+    but not the one after (IoU 0.67): greedy keeps every other box, a chain ``length`` long."""
+    boxes = torch.tensor([[[i * 1.0, 0, i + 10.0, 10] for i in range(length)]])
+    scores = torch.linspace(0.9, 0.5, length).unsqueeze(0)
+    return boxes, scores, torch.zeros(1, length)
+
+
+def test_a_chain_longer_than_the_rounds_is_flagged_and_finish_redoes_it_exactly():
+    module = gpu.Boxes(torch.nn.Identity(), max_det=30, rounds=3)
+    candidates = _chain(12)
+    detections, count, unsettled = module.select(*candidates)
+    assert unsettled.tolist() == [True]  # three rounds are not enough for a 12-long chain
+    detections, count = module.finish(detections, count, unsettled, *candidates)
+    assert count.item() == 6
+    np.testing.assert_allclose(detections[0, :6, 0].numpy(), [0, 2, 4, 6, 8, 10])
+    settled = gpu.Boxes(torch.nn.Identity(), max_det=30, rounds=13).select(*candidates)
+    assert not settled[2].any()
+    np.testing.assert_allclose(settled[0].numpy(), detections.numpy())
 
 
 def test_boxes_config_is_valid_and_asks_for_cuda_graphs():
@@ -258,15 +279,21 @@ def test_headline_takes_medians_and_the_best_boxes_point():
     assert line.endswith("boxes_ips=2200 ceiling_ratio=0.5")
 
 
-def test_boxes_finish_over_the_batch_equals_torchvision_batched_nms_image_by_image():
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_fixed_point_nms_equals_torchvision_batched_nms_image_by_image(seed: int):
     import torchvision
 
-    generator = torch.Generator().manual_seed(1)
-    corner = torch.rand(5, 40, 2, generator=generator) * 100
-    boxes = torch.cat((corner, corner + torch.rand(5, 40, 2, generator=generator) * 40 + 1), 2)
-    scores = torch.rand(5, 40, generator=generator)
-    classes = torch.randint(0, 3, (5, 40), generator=generator).float()
-    detections, count = gpu.Boxes(torch.nn.Identity(), max_det=30).finish(boxes, scores, classes)
+    generator = torch.Generator().manual_seed(seed)
+    corner = torch.rand(5, 60, 2, generator=generator) * 100
+    boxes = torch.cat((corner, corner + torch.rand(5, 60, 2, generator=generator) * 40 + 1), 2)
+    scores = torch.rand(5, 60, generator=generator)
+    classes = torch.randint(0, 3, (5, 60), generator=generator).float()
+    module = gpu.Boxes(torch.nn.Identity(), max_det=30)
+    detections, count, unsettled = module.select(boxes, scores, classes)
+    assert not unsettled.any()
+    by_torchvision = module.torchvision_nms(boxes, scores, classes)
+    np.testing.assert_allclose(detections.numpy(), by_torchvision[0].numpy())
+    assert count.tolist() == by_torchvision[1].tolist()
     for image in range(5):
         keep = scores[image] > gpu.CONF_THRESHOLD
         b, s, c = boxes[image][keep], scores[image][keep], classes[image][keep]
@@ -274,3 +301,17 @@ def test_boxes_finish_over_the_batch_equals_torchvision_batched_nms_image_by_ima
         want = torch.cat((b[kept], s[kept, None], c[kept, None]), 1)
         assert count[image].item() == len(kept)
         np.testing.assert_allclose(detections[image, : len(kept)].numpy(), want.numpy())
+
+
+def test_equal_scores_give_the_same_boxes_in_both_nms_forms():
+    """Random weights give every candidate the same score: ties go to the first candidate."""
+    generator = torch.Generator().manual_seed(4)
+    corner = torch.rand(3, 80, 2, generator=generator) * 60
+    boxes = torch.cat((corner, corner + torch.rand(3, 80, 2, generator=generator) * 40 + 1), 2)
+    scores = torch.full((3, 80), 0.5)
+    classes = torch.randint(0, 2, (3, 80), generator=generator).float()
+    module = gpu.Boxes(torch.nn.Identity(), max_det=50)
+    detections, count, unsettled = module.select(boxes, scores, classes)
+    assert not unsettled.any()
+    exact = module.torchvision_nms(boxes, scores, classes)
+    assert torch.equal(detections, exact[0]) and torch.equal(count, exact[1])

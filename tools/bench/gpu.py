@@ -47,6 +47,8 @@ MAX_DETECTIONS = 300
 PRE_NMS_TOPK = 512
 #: Ultralytics ``predict`` defaults: confidence threshold, NMS IoU threshold.
 CONF_THRESHOLD, IOU_THRESHOLD = 0.25, 0.7
+#: Rounds of the fixed-point NMS captured in the graph; an image that needs more is redone.
+NMS_ROUNDS = 24
 #: The three exports ``bench gpu`` serves.
 KINDS = ("naive", "gpu", "boxes")
 
@@ -107,12 +109,22 @@ class Candidates(torch.nn.Module):
 
 
 class Boxes(torch.nn.Module):
-    """Boxes out: ``network`` (fixed shapes, graph-capturable) then ``finish`` (NMS on the GPU).
+    """Boxes out: ``network`` (fixed shapes, NMS included: graph-capturable) then ``finish``.
 
     Output per image: ``[MAX_DETECTIONS, 6]`` rows ``x1, y1, x2, y2, score, class`` in input
     pixels, the first ``count`` of them filled (zeros after), and ``count`` ``[1]`` int32:
     the layout of Ultralytics' end-to-end exports and TensorRT's EfficientNMS, and 7.2 kB per
     image instead of the 1.4 MB raw map.
+
+    NMS runs in fixed shapes so that it is captured in the CUDA graph with the network
+    (``select``): greedy class-aware NMS written as a fixed point (Cluster-NMS, Zheng et al.
+    2021): a candidate is kept when no kept candidate of higher score and the same class
+    overlaps it above the IoU threshold; ``rounds`` matrix products iterate that rule from
+    "every candidate kept". Its only fixed point is greedy NMS's answer, so an image whose
+    last two rounds agree is exact; an image that has not settled (a suppression chain longer
+    than ``rounds``) is redone by torchvision's NMS in ``finish``, after the replay.
+    torchvision's CUDA NMS itself cannot be captured (it reads its mask on the host) and cost
+    0.9-1.2 us per candidate on an H200 (19.9 ms per batch of 32 with 512 candidates each).
     """
 
     def __init__(
@@ -121,52 +133,124 @@ class Boxes(torch.nn.Module):
         conf: float = CONF_THRESHOLD,
         iou: float = IOU_THRESHOLD,
         max_det: int = MAX_DETECTIONS,
+        rounds: int = NMS_ROUNDS,
     ):
         super().__init__()
         self.candidates = candidates
-        self.conf, self.iou, self.max_det = conf, iou, max_det
+        self.conf, self.iou, self.max_det, self.rounds = conf, iou, max_det, rounds
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Images -> (detections [N, max_det, 6], count [N, 1])."""
-        boxes, scores, classes = self.network(images)
-        return self.finish(boxes, scores, classes)
+        detections, count, unsettled, boxes, scores, classes = self.network(images)
+        return self.finish(detections, count, unsettled, boxes, scores, classes)
 
     @torch.jit.export
-    def network(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The fixed-shape part: candidates per image."""
-        return self.candidates(images)
+    def network(
+        self, images: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The fixed-shape part: candidates per image and their NMS (``select``)."""
+        boxes, scores, classes = self.candidates(images)
+        detections, count, unsettled = self.select(boxes, scores, classes)
+        return detections, count, unsettled, boxes, scores, classes
+
+    @torch.jit.export
+    def select(
+        self, boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Confidence filter and class-aware NMS in fixed shapes, no host sync, padded out.
+
+        boxes [N, k, 4] xyxy, scores [N, k], classes [N, k] -> detections [N, max_det, 6],
+        count [N, 1] int32, unsettled [N] bool (NMS did not settle in ``rounds``: redo).
+        """
+        batch, k = scores.shape
+        scores, order = scores.sort(dim=1, descending=True, stable=True)  # ties: first first
+        boxes = boxes.gather(1, order.unsqueeze(2).expand(-1, -1, 4))
+        classes = classes.gather(1, order)
+        valid = scores > self.conf
+        area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+        low = torch.maximum(boxes[:, :, None, :2], boxes[:, None, :, :2])
+        high = torch.minimum(boxes[:, :, None, 2:], boxes[:, None, :, 2:])
+        inter = (high - low).clamp(min=0).prod(3)
+        overlap = inter / (area[:, :, None] + area[:, None, :] - inter)
+        # suppresses[n, i, j]: candidate i, if kept, removes the lower-scored candidate j
+        suppresses = (
+            (
+                (overlap > self.iou)
+                & (classes[:, :, None] == classes[:, None, :])
+                & valid[:, :, None]
+                & valid[:, None, :]
+            )
+            .to(boxes.dtype)
+            .triu(1)
+        )
+        keep = valid.to(boxes.dtype)
+        previous = keep
+        for _ in range(self.rounds):
+            previous = keep
+            removed = torch.bmm(keep.unsqueeze(1), suppresses).squeeze(1) > 0
+            keep = (valid & ~removed).to(boxes.dtype)
+        unsettled = (keep != previous).any(1)
+        kept = keep > 0
+        rank = kept.long().cumsum(1) - 1
+        slot = torch.where(kept & (rank < self.max_det), rank, torch.full_like(rank, self.max_det))
+        rows = torch.cat((boxes, scores.unsqueeze(2), classes.unsqueeze(2)), 2)
+        detections = torch.zeros(batch, self.max_det + 1, 6, device=boxes.device)
+        detections.scatter_(1, slot.unsqueeze(2).expand(-1, -1, 6), rows)
+        count = kept.sum(1, keepdim=True).clamp(max=self.max_det).to(torch.int32)
+        return detections[:, : self.max_det], count, unsettled
 
     @torch.jit.export
     def finish(
+        self,
+        detections: torch.Tensor,
+        count: torch.Tensor,
+        unsettled: torch.Tensor,
+        boxes: torch.Tensor,
+        scores: torch.Tensor,
+        classes: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``select``'s answer, with any image it left unsettled redone by torchvision's NMS."""
+        if bool(unsettled.any()):
+            redo = unsettled.nonzero().flatten()
+            exact, exact_count = self.torchvision_nms(boxes[redo], scores[redo], classes[redo])
+            detections, count = detections.clone(), count.clone()
+            detections[redo] = exact
+            count[redo] = exact_count
+        return detections, count
+
+    @torch.jit.export
+    def torchvision_nms(
         self, boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Confidence filter and class-aware NMS over the whole batch in one call, padded out.
+        """The same filter and NMS with torchvision's kernel (data-dependent shapes, host sync).
 
-        torchvision's CUDA NMS costs 0.9-1.2 us per candidate here however they are split
-        (measured on an H200 with 512 candidates per image above the threshold, batch 32:
-        one call 19.9 ms, four images per call 19.1 ms, one call per image 14.5 ms); served,
-        the single call did best (1,673 images/s against 1,360 and 1,406).
+        Equal scores are ordered as in ``select`` (first candidate first): torchvision gets
+        each candidate's rank as its score, so both give the same boxes in the same order.
         """
         batch, k = scores.shape
         device = scores.device
+        scores, order = scores.sort(dim=1, descending=True, stable=True)
+        boxes = boxes.gather(1, order.unsqueeze(2).expand(-1, -1, 4))
+        classes = classes.gather(1, order)
+        rank = torch.arange(k, 0, -1, device=device, dtype=boxes.dtype).expand(batch, k)
         keep = scores > self.conf
         image = torch.arange(batch, device=device).unsqueeze(1).expand(batch, k)[keep]
-        boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
+        boxes, scores, classes, rank = boxes[keep], scores[keep], classes[keep], rank[keep]
         # torchvision's batched NMS by offsets: boxes of another image or class never overlap
         group = image * 1000 + classes.long()
         largest = torch.cat((boxes.flatten(), torch.zeros(1, device=device))).max()
         offsets = group.to(boxes.dtype) * (largest + 1)
-        kept = torchvision.ops.nms(boxes + offsets.unsqueeze(1), scores, self.iou)
+        kept = torchvision.ops.nms(boxes + offsets.unsqueeze(1), rank, self.iou)
         image = image[kept]
         order = torch.sort(image, stable=True)[1]  # by image; within one, still by score
         kept, image = kept[order], image[order]
         counts = torch.zeros(batch, dtype=torch.long, device=device)
         counts.scatter_add_(0, image, torch.ones_like(image))
-        rank = torch.arange(kept.numel(), device=device) - (counts.cumsum(0) - counts)[image]
-        chosen = rank < self.max_det
+        slot = torch.arange(kept.numel(), device=device) - (counts.cumsum(0) - counts)[image]
+        chosen = slot < self.max_det
         rows = torch.cat((boxes[kept], scores[kept].unsqueeze(1), classes[kept].unsqueeze(1)), 1)
         detections = torch.zeros(batch, self.max_det, 6, device=device)
-        detections[image[chosen], rank[chosen]] = rows[chosen]
+        detections[image[chosen], slot[chosen]] = rows[chosen]
         return detections, counts.clamp(max=self.max_det).to(torch.int32).unsqueeze(1)
 
 
@@ -258,8 +342,13 @@ def inprocess_ceiling(path: Path, kind: str, batch: int, graphs: bool, seconds: 
     return done / (time.perf_counter() - start)
 
 
-def nms_worst_case_ms(path: Path, batch: int = MAX_BATCH, repeats: int = 20) -> float:
-    """Milliseconds of the boxes model's ``finish`` when every candidate passes the threshold."""
+def nms_worst_case(path: Path, batch: int = MAX_BATCH, repeats: int = 20) -> tuple[float, int]:
+    """The boxes model's NMS (``select`` then ``finish``) when every candidate passes the threshold.
+
+    Returns the milliseconds per batch and how many of the ``batch`` images ``select`` left
+    unsettled (redone by torchvision's NMS): random boxes of 4-104 pixels in a 600-pixel
+    square, 80 classes, all scores above the threshold.
+    """
     import time
 
     module = torch.jit.load(str(path), map_location="cuda").eval()
@@ -269,14 +358,28 @@ def nms_worst_case_ms(path: Path, batch: int = MAX_BATCH, repeats: int = 20) -> 
     boxes = torch.cat((corner, corner + size), 2)
     scores = torch.rand(batch, PRE_NMS_TOPK, device="cuda", generator=generator) * 0.7 + 0.3
     classes = torch.randint(0, 80, (batch, PRE_NMS_TOPK), device="cuda").float()
+
+    def once() -> torch.Tensor:
+        detections, count, unsettled = module.select(boxes, scores, classes)
+        module.finish(detections, count, unsettled, boxes, scores, classes)
+        return unsettled
+
     with torch.inference_mode():
-        module.finish(boxes, scores, classes)
+        unsettled = once()
         torch.cuda.synchronize()
         start = time.perf_counter()
         for _ in range(repeats):
-            module.finish(boxes, scores, classes)
+            once()
         torch.cuda.synchronize()
-    return (time.perf_counter() - start) / repeats * 1000
+    return (time.perf_counter() - start) / repeats * 1000, int(unsettled.sum())
+
+
+def console_block(config: str, level: int, results: Path, model: str) -> str:
+    """One point's perf_analyzer console output under a ``### config, concurrency N`` header."""
+    from helpers import perf_analyzer
+
+    text = perf_analyzer.console_path(results / f"{model}_c{level}.csv").read_text()
+    return f"### {config}, concurrency {level}\n{text.rstrip()}\n\n"
 
 
 def variant(model: Path, batching: bool, instances: int = 1) -> dict:
@@ -444,16 +547,19 @@ def run(argv: list[str]) -> dict[str, float]:
             flush=True,
         )
     if "boxes" in models:
-        worst = nms_worst_case_ms(models["boxes"] / "1" / "model.pt")
+        worst, unsettled = nms_worst_case(models["boxes"] / "1" / "model.pt")
         print(
-            f"boxes finish (NMS) at batch {MAX_BATCH} with all {PRE_NMS_TOPK} candidates per "
-            f"image above the threshold: {worst:.2f} ms",
+            f"boxes NMS at batch {MAX_BATCH} with all {PRE_NMS_TOPK} candidates per image above "
+            f"the threshold, outside a graph: {worst:.2f} ms ({unsettled} of {MAX_BATCH} images "
+            f"needed more than {NMS_ROUNDS} rounds)",
             flush=True,
         )
     columns = ["concurrency", "throughput_infer_per_s", "latency_p50_ms", "latency_p99_ms"]
     columns += ["server_queue_ms", "server_compute_input_ms", "server_compute_infer_ms"]
     columns += ["server_compute_output_ms"]
-    frames = []
+    frames: list[pd.DataFrame] = []
+    consoles: list[str] = []
+    results = build_dir("gpu_perf_analyzer")
     with TritonServer(repository, startup_timeout=180) as server:
         for name, batching, instances, levels in plan(args.concurrency, args.top):
             if name not in models:
@@ -475,10 +581,12 @@ def run(argv: list[str]) -> dict[str, float]:
                             output_shared_memory_size=output_bytes(name),
                             extra=["--stability-percentage", "25", "--max-trials", "8"],
                             location=location,
-                            results_dir=build_dir("gpu_perf_analyzer"),
+                            results_dir=results,
                             progress=False,
                         )
                         rows.append(measured.assign(repeat=repeat))
+                        if repeat == 0:  # one console output per point, kept with the results
+                            consoles.append(console_block(config, level, results, name))
                     except perf_analyzer.PerfAnalyzerError as error:
                         print(f"{config}, concurrency {level}: {str(error).splitlines()[-1]}")
             if not rows:
@@ -499,6 +607,7 @@ def run(argv: list[str]) -> dict[str, float]:
                 launcher="embedded",
                 host=args.host,
             )
+            path.with_suffix(".console.txt").write_text("".join(consoles))
             print(f"{config}, perf_analyzer", frame[columns].round(2).to_string(index=False))
             print(batch_profile(server.grpc_url, models[name].name), flush=True)
         print(server.log_tail(12, containing=["stand-in", "CUDA graph"]))
@@ -545,13 +654,16 @@ def write_report(
         "(`helpers/backends/pytorch`), KIND_GPU; not the native libtorch backend.\n\n"
         + "\n".join(f"- {key}: {value}" for key, value in facts.items())
         + f"\n- host: {first['host']}"
-        + f"\n- perf_analyzer: {tool}\n- command: `{command}`\n\n"
+        + f"\n- perf_analyzer: {tool}\n- command: `{command}`"
+        + f"\n- console output of each point's first run: `{path.stem}.console.txt`\n\n"
         "`naive`: float32 input and output. `gpu`: uint8 input normalised on the GPU, float16 "
         "compute and output ([84, 8400] per image). `boxes`: the `gpu` network, then the best "
         f"class per anchor, the top {PRE_NMS_TOPK} per image, the confidence filter "
         f"({CONF_THRESHOLD}) and class-aware NMS (IoU {IOU_THRESHOLD}) on the GPU, out "
-        f"[{MAX_DETECTIONS}, 6] boxes and a count per image; captured in one CUDA graph per "
-        "batch size at load (`CUDA_GRAPHS`), NMS after the replay. In-process ceiling: the "
+        f"[{MAX_DETECTIONS}, 6] boxes and a count per image; captured with its NMS (a "
+        f"fixed-point form of greedy NMS, {NMS_ROUNDS} rounds, exact; an image that needs more "
+        "is redone by torchvision after the replay) in one CUDA graph per batch size at load "
+        "(`CUDA_GRAPHS`). In-process ceiling: the "
         f"same model file at batch {MAX_BATCH}, input and output on the GPU: "
         + ", ".join(f"{kind} {value:.0f} images/s" for kind, value in ceilings.items())
         + ".\n\nEach point was measured by perf_analyzer several times in a row (runs); "
