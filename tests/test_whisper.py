@@ -123,6 +123,24 @@ def test_grpc_gives_the_http_transcript_and_options_work(server, http, grpc) -> 
         wc.transcribe(http, audio, task="summarise")
 
 
+def test_a_language_the_model_cannot_transcribe_is_refused_and_serving_goes_on(
+    server, http
+) -> None:
+    """faster-whisper alone would transcribe tiny.en's audio as English whatever LANGUAGE says."""
+    audio = SAMPLES["thank_you"].read_bytes()
+    for code in ("zh", "cn"):
+        with pytest.raises(InferenceServerException) as raised:
+            wc.transcribe(http, audio, language=code)
+        assert raised.value.status() == "400"
+        assert f"LANGUAGE '{code}'" in raised.value.message()
+        assert "'tiny.en' is English-only" in raised.value.message()
+    with pytest.raises(InferenceServerException, match="English-only"):
+        list(wc.stream_segments(server.grpc_url, audio, language="zh"))
+    after = wc.transcribe(http, audio, language="")  # empty: detect, as before
+    assert word_error_rate(SAMPLES["thank_you"].text, after.text) < 0.2
+    assert wc.transcribe(http, audio, language="en").text == after.text
+
+
 def test_one_request_may_carry_several_files(server, http) -> None:
     names = ["thank_you", "meeting_start"]
     audio = np.array([[SAMPLES[name].read_bytes()] for name in names], dtype=np.object_)
@@ -249,7 +267,7 @@ def test_two_instances_serve_concurrent_requests(server, http) -> None:
 #: TEXT is built with .encode("utf-8") and SEGMENTS with json.dumps(ensure_ascii=False),
 #: Triton carries the BYTES tensors, the client decodes them. tiny.en only writes English,
 #: so a stub is the honest way to put "é", "—" and "日本語" through that path.
-UTF8_TEXTS = [" Café naïve — «déjà vu»,", " 日本語のテキスト ✓"]
+UTF8_TEXTS = [" Café naïve — «déjà vu»,", " 日本語のテキスト ✓", " 我们明天上午十点开会。"]
 STUB = f"""
 
 # --- appended by tests/test_whisper.py: the real model above, a stub recogniser below ---
@@ -259,13 +277,15 @@ from faster_whisper.transcribe import Segment as _Segment
 
 
 class _NonAsciiWhisper:
+    supported_languages = ["en", "ja", "zh"]
+
     def transcribe(self, audio, **options):
         def segments():
             for i, text in enumerate({UTF8_TEXTS!r}):
                 yield _Segment(id=i + 1, seek=0, start=float(i), end=i + 1.0, text=text,
                                tokens=[], avg_logprob=-0.1, compression_ratio=1.0,
                                no_speech_prob=0.0, words=None, temperature=0.0)
-        return segments(), _Info(language="ja", language_probability=0.75,
+        return segments(), _Info(language=options["language"] or "ja", language_probability=0.75,
                                  duration=len(audio) / 16000)
 
 
@@ -275,7 +295,9 @@ class TritonPythonModel(TritonPythonModel):
 """
 
 
-def test_non_ascii_text_round_trips_through_the_outputs(server, http, grpc) -> None:
+@pytest.fixture
+def utf8_stub(server, http):
+    """The real model.py serving the stub recogniser as ``whisper_utf8_stub``."""
     config = http.get_model_config(wc.MODEL_NAME)
     config.update(name="whisper_utf8_stub", instance_group=[{"count": 1, "kind": "KIND_CPU"}])
     source = MODEL_PY.read_text(encoding="utf-8") + STUB
@@ -283,22 +305,43 @@ def test_non_ascii_text_round_trips_through_the_outputs(server, http, grpc) -> N
         "whisper_utf8_stub", config=config, files={"file:1/model.py": source.encode("utf-8")}
     )
     try:
-        audio = SAMPLES["thank_you"].read_bytes()
-        expected = "".join(UTF8_TEXTS).strip()
-        for client in (http, grpc):
-            protocol = wc.protocol_module(client)
-            result = client.infer("whisper_utf8_stub", wc.build_inputs(audio, protocol))
-            raw_text = result.as_numpy("TEXT")[0][0]
-            raw_segments = result.as_numpy("SEGMENTS")[0][0]
-            assert raw_text == expected.encode("utf-8")  # UTF-8 bytes on the wire
-            assert "日本語".encode() in raw_segments and b"\\u" not in raw_segments
-            transcript = wc.parse_result(result)
-            assert transcript.text == expected
-            assert [s["text"] for s in transcript.segments] == UTF8_TEXTS
-            assert transcript.language == "ja"
-            assert transcript.duration == pytest.approx(1.86, abs=0.05)  # really decoded
+        yield "whisper_utf8_stub"
     finally:
         server.unload_model("whisper_utf8_stub")
+
+
+def test_non_ascii_text_round_trips_through_the_outputs(utf8_stub, http, grpc) -> None:
+    audio = SAMPLES["thank_you"].read_bytes()
+    expected = "".join(UTF8_TEXTS).strip()
+    for client in (http, grpc):
+        protocol = wc.protocol_module(client)
+        result = client.infer(utf8_stub, wc.build_inputs(audio, protocol))
+        raw_text = result.as_numpy("TEXT")[0][0]
+        raw_segments = result.as_numpy("SEGMENTS")[0][0]
+        assert raw_text == expected.encode("utf-8")  # UTF-8 bytes on the wire
+        assert "日本語".encode() in raw_segments and b"\\u" not in raw_segments
+        transcript = wc.parse_result(result)
+        assert transcript.text == expected
+        assert [s["text"] for s in transcript.segments] == UTF8_TEXTS
+        assert transcript.language == "ja"
+        assert transcript.duration == pytest.approx(1.86, abs=0.05)  # really decoded
+
+
+def test_a_multilingual_model_gets_language_zh_and_refuses_a_code_it_does_not_know(
+    utf8_stub, http
+) -> None:
+    """The stub says it knows en, ja and zh, as a multilingual WhisperModel lists its codes."""
+    audio = SAMPLES["thank_you"].read_bytes()
+    chinese = wc.transcribe(http, audio, model_name=utf8_stub, language="zh")
+    assert chinese.language == "zh"  # LANGUAGE reached faster-whisper's transcribe()
+    assert "我们明天上午十点开会。" in chinese.text
+    with pytest.raises(InferenceServerException) as raised:
+        wc.transcribe(http, audio, model_name=utf8_stub, language="cn")
+    assert raised.value.status() == "400"
+    assert raised.value.message().endswith(
+        "LANGUAGE 'cn' is not a Whisper language code; use one of en, ja, zh (Mandarin is 'zh')"
+    )
+    assert wc.transcribe(http, audio, model_name=utf8_stub).language == "ja"  # still serving
 
 
 # --------------------------------------------------------------------------- helpers

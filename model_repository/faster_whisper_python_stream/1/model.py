@@ -14,7 +14,8 @@ The very same file is ``1/model.py`` of two model folders:
 Inputs (per batch item):
   AUDIO            bytes of an audio file in any format PyAV decodes (wav, flac, mp3, ogg...),
                    decoded in memory;
-  LANGUAGE         optional, e.g. "en" (default: detect; English-only models always say "en");
+  LANGUAGE         optional, e.g. "en" or "zh" (default: detect; English-only models say "en"):
+                   a code the loaded model cannot transcribe is refused with INVALID_ARG;
   TASK             optional, "transcribe" (default) or "translate" (to English);
   BEAM_SIZE        optional, default from the config parameter ``beam_size``;
   WORD_TIMESTAMPS  optional, add per-word times to the segments.
@@ -222,7 +223,7 @@ class TritonPythonModel:
         for i, data in enumerate(audio):
             item = {"audio": bytes(data)}
             if "LANGUAGE" in options:
-                item["language"] = text_of(options["LANGUAGE"][i]) or None
+                item["language"] = self.language(text_of(options["LANGUAGE"][i]))
             if "TASK" in options:
                 item["task"] = text_of(options["TASK"][i]) or "transcribe"
                 if item["task"] not in TASKS:
@@ -235,6 +236,28 @@ class TritonPythonModel:
                 item["word_timestamps"] = bool(options["WORD_TIMESTAMPS"][i])
             items.append(item)
         return items
+
+    def language(self, code: str) -> str | None:
+        """A LANGUAGE value checked against the loaded model: empty means detect.
+
+        faster-whisper would quietly transcribe an English-only model's audio as English
+        whatever the request asked for; a clear error tells the client what to change.
+        """
+        if not code:
+            return None
+        supported = self.whisper.supported_languages
+        if code in supported:
+            return code
+        if supported == ["en"]:
+            raise ValueError(
+                f"LANGUAGE {code!r}: the model '{self.parameters['model']}' is English-only "
+                "and transcribes 'en' only; for other languages load a multilingual model "
+                "(a name without '.en', such as 'tiny' or 'large-v3')"
+            )
+        raise ValueError(
+            f"LANGUAGE {code!r} is not a Whisper language code; use one of "
+            f"{', '.join(supported)} (Mandarin is 'zh')"
+        )
 
     def start(self, item: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         """Decode the audio and start faster-whisper; segments come lazily from a generator."""
