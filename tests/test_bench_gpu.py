@@ -148,4 +148,24 @@ def test_committed_h200_report_is_what_its_csv_says():
     report = csv.with_suffix(".md").read_text()
     assert gpu.markdown_table(table.round(2)) in report
     assert headline("gpu", figures) in report
-    assert figures["boxes_ips"] == pytest.approx(1672.6, abs=0.1)
+    assert figures["boxes_ips"] == pytest.approx(1817.0, abs=0.1)
+
+
+def test_committed_h200_console_output_is_the_first_run_of_each_point():
+    """Each console block of the H200 run says what the CSV's first run of that point says."""
+    import re
+
+    csv = RESULTS / "gpu-lent_h200-2026-11-28.csv"
+    results = pd.read_csv(csv)
+    blocks = csv.with_suffix(".console.txt").read_text().split("### ")[1:]
+    assert len(blocks) == len(results.groupby(["config", "concurrency"]))
+    for block in blocks:
+        header, text = block.split("\n", 1)
+        config, level = header.rsplit(", concurrency ", 1)
+        row = results[
+            (results.config == config) & (results.concurrency == int(level)) & (results.repeat == 0)
+        ].iloc[0]
+        throughput = float(re.search(r"Throughput: ([\d.]+) infer/sec", text).group(1))
+        p99_us = float(re.search(r"p99 latency: (\d+) usec", text).group(1))
+        assert throughput == pytest.approx(row.throughput_infer_per_s, rel=1e-4)
+        assert p99_us / 1000 == pytest.approx(row.latency_p99_ms, abs=0.001)

@@ -447,11 +447,16 @@ def markdown_table(frame: pd.DataFrame) -> str:
 Point = tuple[str, bool, int, list[int]]
 
 
-def plan(concurrency: list[int], top: int) -> list[Point]:
-    """What ``bench gpu`` serves, in order: the raw-output exports at ``top``, then boxes out."""
+def plan(concurrency: list[int], top: int, boxes_instances: list[int]) -> list[Point]:
+    """What ``bench gpu`` serves, in order: boxes out per instance count, then the raw exports.
+
+    The Python stub of each instance spends host time per batch (reading the requests,
+    gathering them, building the responses), so boxes out is also measured with more
+    instances than the raw exports.
+    """
+    boxes = [("boxes", True, count, concurrency) for count in boxes_instances]
     return [  # the headline first, in case a lease runs out
-        ("boxes", True, 1, concurrency),
-        ("boxes", True, 2, concurrency),
+        *boxes,
         ("gpu", False, 1, [top]),
         ("gpu", True, 1, [top]),
         ("gpu", True, 2, [top]),
@@ -511,7 +516,10 @@ def headline_figures(table: pd.DataFrame, top: int, ceiling: float) -> dict[str,
 
 def run(argv: list[str]) -> dict[str, float]:
     parser = argparse.ArgumentParser(prog="python -m tools.bench gpu")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 32, 64])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[32, 64])
+    parser.add_argument(
+        "--boxes-instances", type=int, nargs="+", default=[1, 2, 4], help="boxes-out instances"
+    )
     parser.add_argument("--top", type=int, default=32, help="concurrency of the raw-output points")
     parser.add_argument("--repeats", type=int, default=3, help="perf_analyzer runs per point")
     parser.add_argument("--window-ms", type=int, default=2000, help="perf_analyzer window")
@@ -561,7 +569,9 @@ def run(argv: list[str]) -> dict[str, float]:
     consoles: list[str] = []
     results = build_dir("gpu_perf_analyzer")
     with TritonServer(repository, startup_timeout=180) as server:
-        for name, batching, instances, levels in plan(args.concurrency, args.top):
+        for name, batching, instances, levels in plan(
+            args.concurrency, args.top, args.boxes_instances
+        ):
             if name not in models:
                 continue
             config = label(name, batching, instances)
@@ -586,7 +596,9 @@ def run(argv: list[str]) -> dict[str, float]:
                         )
                         rows.append(measured.assign(repeat=repeat))
                         if repeat == 0:  # one console output per point, kept with the results
-                            consoles.append(console_block(config, level, results, name))
+                            consoles.append(
+                                console_block(config, level, results, models[name].name)
+                            )
                     except perf_analyzer.PerfAnalyzerError as error:
                         print(f"{config}, concurrency {level}: {str(error).splitlines()[-1]}")
             if not rows:
