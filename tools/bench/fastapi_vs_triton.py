@@ -9,7 +9,8 @@ bus.jpg at 1x3x640x640, the same warm-up and window, levels interleaved):
 * ``fastapi+batching`` (unless ``--no-batching-baseline``): the same with a hand-written
   asyncio batching queue (``helpers.fastapi_batching_app``);
 * ``triton``: the embedded Triton serving ``model_repository/yolo11n_onnx`` with dynamic
-  batching and ``--instances`` instances, the cores split between them.
+  batching (``preferred_batch_size`` ``--preferred-batch``, 4) and ``--instances`` instances,
+  the cores split between them.
 
 Headline: ``ratio_c1`` and ``ratio_c8`` = Triton / FastAPI throughput at concurrency 1 and
 8, ``p99_ratio_c8`` = Triton / FastAPI p99 latency at 8 (below 1 is better for Triton).
@@ -35,12 +36,18 @@ MODEL = "yolo11n_onnx"
 FASTAPI, BATCHING, TRITON = "fastapi", "fastapi+batching", "triton"
 
 
-def triton_config(instances: int) -> dict:
-    """yolo11n_onnx with dynamic batching and ``instances`` instances sharing the cores."""
+def triton_config(instances: int, preferred_batch: int = 0) -> dict:
+    """yolo11n_onnx with dynamic batching and ``instances`` instances sharing the cores.
+
+    ``preferred_batch`` (0: none) is dynamic batching's ``preferred_batch_size``: with 8
+    requests in flight and 2 instances, 4 gives each instance a batch instead of one of them
+    all 8 (notebook 04 measures the knob; notebook 06 uses the same settings).
+    """
     return config_variant(
         MODEL,
         instances=instances,
         dynamic_batching=True,
+        preferred_batch_sizes=[preferred_batch] if preferred_batch else None,
         parameters={"intra_op_thread_count": str(default_threads(instances))},
     )
 
@@ -51,6 +58,9 @@ def run(argv: list[str]) -> dict[str, float]:
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring")
     parser.add_argument("--window", type=float, default=8.0, help="measured seconds per run")
     parser.add_argument("--instances", type=int, default=2, help="Triton model instances")
+    parser.add_argument(
+        "--preferred-batch", type=int, default=4, help="Triton's preferred_batch_size (0: none)"
+    )
     parser.add_argument("--no-batching-baseline", action="store_true")
     args = parser.parse_args(argv)
     levels = sorted({int(level) for level in args.concurrency.split(",")} | {1, 8})
@@ -60,7 +70,7 @@ def run(argv: list[str]) -> dict[str, float]:
         raise CannotRun(f"{reason}: run notebook 01 (it exports YOLO11n) first")
     image, _ = preprocess(load_image(bus_image_path()))
     cores = os.cpu_count() or 1
-    config = triton_config(args.instances)
+    config = triton_config(args.instances, args.preferred_batch)
     delay = int(config["dynamic_batching"].get("max_queue_delay_microseconds", 0))
     print(f"YOLO11n, bus.jpg as 1x3x640x640 float32 per request; {cores} CPU cores")
     print(f"concurrency {levels}, warm-up {args.warmup:g} s, window {args.window:g} s")
