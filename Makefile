@@ -42,9 +42,9 @@ screenshots: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-## strip: remove outputs from the committed notebooks
+## strip: remove outputs from the committed notebooks (cell ids kept: tests and links use them)
 strip: $(STAMP)
-	$(BIN)/nbstripout notebooks/*.ipynb
+	$(BIN)/nbstripout --keep-id notebooks/*.ipynb
 
 clean:
 	rm -rf build

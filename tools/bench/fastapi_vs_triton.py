@@ -95,7 +95,9 @@ def run(argv: list[str]) -> dict[str, float]:
             print(
                 f"triton: {triton.mode}, onnxruntime stand-in, {args.instances} instance(s) x "
                 f"{default_threads(args.instances)} intra-op thread(s), dynamic batching "
-                f"(max_queue_delay {delay} us, max_batch_size {config['max_batch_size']})"
+                f"(max_queue_delay {delay} us, preferred_batch_size "
+                f"{config['dynamic_batching'].get('preferred_batch_size', 'none')}, "
+                f"max_batch_size {config['max_batch_size']})"
             )
             targets = [fastapi_target(FASTAPI, plain.url, image, plain.pid)]
             if not args.no_batching_baseline:
