@@ -47,3 +47,20 @@ def test_the_load_loop_by_hand_counts_every_request(server, tmp_path) -> None:
     assert success_count(server, MODEL) - before == row["requests"]
     assert row["throughput_infer_per_s"] > 0
     assert 0 < row["latency_p50_ms"] <= row["latency_p99_ms"]
+
+
+def test_the_notebook_and_the_bench_serve_triton_with_the_same_settings() -> None:
+    """Notebook 06's parameters and `bench fastapi-vs-triton`'s defaults give one config."""
+    from tests.copyable import tagged_cells
+    from tools.bench import fastapi_vs_triton
+
+    p: dict = {}
+    exec("\n".join(tagged_cells(NOTEBOOK, "parameters")), p)  # noqa: S102 - our notebook
+    assert p["TRITON_INSTANCES"] == fastapi_vs_triton.INSTANCES
+    assert p["TRITON_PREFERRED_BATCH"] == fastapi_vs_triton.PREFERRED_BATCH
+    assert p["MAX_QUEUE_DELAY_US"] == 0
+    config = fastapi_vs_triton.triton_config(p["TRITON_INSTANCES"], p["TRITON_PREFERRED_BATCH"])
+    assert config["dynamic_batching"]["preferred_batch_size"] == [4]
+    assert config["dynamic_batching"].get("max_queue_delay_microseconds", 0) == 0
+    assert config["instance_group"][0]["count"] == 2
+    assert "preferred_batch_size" not in fastapi_vs_triton.triton_config(2)["dynamic_batching"]

@@ -34,6 +34,9 @@ from tools.bench import CannotRun, load_average
 
 MODEL = "yolo11n_onnx"
 FASTAPI, BATCHING, TRITON = "fastapi", "fastapi+batching", "triton"
+#: Triton's settings by default (notebook 06's parameters are the same): 2 instances, and a
+#: preferred batch of 4 for the 8 requests in flight at the top level.
+INSTANCES, PREFERRED_BATCH = 2, 4
 
 
 def triton_config(instances: int, preferred_batch: int = 0) -> dict:
@@ -57,9 +60,12 @@ def run(argv: list[str]) -> dict[str, float]:
     parser.add_argument("--concurrency", default="1,8", help="levels, comma-separated")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring")
     parser.add_argument("--window", type=float, default=8.0, help="measured seconds per run")
-    parser.add_argument("--instances", type=int, default=2, help="Triton model instances")
+    parser.add_argument("--instances", type=int, default=INSTANCES, help="Triton model instances")
     parser.add_argument(
-        "--preferred-batch", type=int, default=4, help="Triton's preferred_batch_size (0: none)"
+        "--preferred-batch",
+        type=int,
+        default=PREFERRED_BATCH,
+        help="Triton's preferred_batch_size (0: none)",
     )
     parser.add_argument("--no-batching-baseline", action="store_true")
     args = parser.parse_args(argv)
