@@ -25,3 +25,10 @@ def test_each_model_folder_is_named_by_its_config_and_imports_nothing_of_ours(fo
                 assert not any((n or "").split(".")[0] in {"helpers", "tests"} for n in names), (
                     script
                 )
+
+
+def test_both_whisper_folders_hold_the_very_same_model_py():
+    """faster_whisper_python and _stream ship one model.py, copied so each folder stands alone."""
+    plain = (MODEL_REPOSITORY / "faster_whisper_python" / "1" / "model.py").read_bytes()
+    stream = (MODEL_REPOSITORY / "faster_whisper_python_stream" / "1" / "model.py").read_bytes()
+    assert plain == stream, "edit one model.py, then copy it over the other"
