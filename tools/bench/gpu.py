@@ -163,9 +163,7 @@ class Boxes(torch.nn.Module):
         count [N, 1] int32, unsettled [N] bool (NMS did not settle in ``rounds``: redo).
         """
         batch, k = scores.shape
-        scores, order = scores.sort(dim=1, descending=True, stable=True)  # ties: first first
-        boxes = boxes.gather(1, order.unsqueeze(2).expand(-1, -1, 4))
-        classes = classes.gather(1, order)
+        boxes, scores, classes = self.by_score(boxes, scores, classes)
         valid = scores > self.conf
         area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
         low = torch.maximum(boxes[:, :, None, :2], boxes[:, None, :, :2])
@@ -199,6 +197,14 @@ class Boxes(torch.nn.Module):
         count = kept.sum(1, keepdim=True).clamp(max=self.max_det).to(torch.int32)
         return detections[:, : self.max_det], count, unsettled
 
+    def by_score(
+        self, boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each image's candidates, highest score first; equal scores keep their order."""
+        scores, order = scores.sort(dim=1, descending=True, stable=True)
+        boxes = boxes.gather(1, order.unsqueeze(2).expand(-1, -1, 4))
+        return boxes, scores, classes.gather(1, order)
+
     @torch.jit.export
     def finish(
         self,
@@ -229,9 +235,7 @@ class Boxes(torch.nn.Module):
         """
         batch, k = scores.shape
         device = scores.device
-        scores, order = scores.sort(dim=1, descending=True, stable=True)
-        boxes = boxes.gather(1, order.unsqueeze(2).expand(-1, -1, 4))
-        classes = classes.gather(1, order)
+        boxes, scores, classes = self.by_score(boxes, scores, classes)
         rank = torch.arange(k, 0, -1, device=device, dtype=boxes.dtype).expand(batch, k)
         keep = scores > self.conf
         image = torch.arange(batch, device=device).unsqueeze(1).expand(batch, k)[keep]
