@@ -308,7 +308,7 @@ def run(
 ) -> pd.DataFrame:
     """Sweep concurrency levels with perf_analyzer; one CSV per level, one DataFrame back (notebook 04).
 
-    Each level's CSV is ``<results_dir>/<model>_c<level>.csv``, with perf_analyzer's console
+    Each level's CSV is ``level_csv(results_dir, model, level)``, with perf_analyzer's console
     output beside it (``console_path``).
 
     Raises ``PerfAnalyzerError`` when no runnable perf_analyzer is found, or with the stderr
@@ -325,7 +325,7 @@ def run(
     bar = tqdm(list(concurrency_levels), desc=f"perf_analyzer {model}", disable=not progress)
     for level in bar:
         bar.set_postfix(concurrency=level)
-        csv_path = results / f"{model}_c{level}.csv"
+        csv_path = level_csv(results, model, level)
         csv_path.unlink(missing_ok=True)
         command = build_command(
             model,
@@ -360,6 +360,11 @@ def run(
         console_path(csv_path).write_text(result.stdout)  # what perf_analyzer printed
         frames.append(parse_csv(csv_path))
     return pd.concat(frames, ignore_index=True)[list(RESULT_COLUMNS)]
+
+
+def level_csv(results_dir: Path, model: str, level: int) -> Path:
+    """Where ``run`` writes the CSV of one concurrency level: ``<results_dir>/<model>_c<level>.csv``."""
+    return Path(results_dir) / f"{model}_c{level}.csv"
 
 
 def console_path(csv_path: Path) -> Path:

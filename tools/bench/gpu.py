@@ -382,7 +382,7 @@ def console_block(config: str, level: int, results: Path, model: str) -> str:
     """One point's perf_analyzer console output under a ``### config, concurrency N`` header."""
     from helpers import perf_analyzer
 
-    text = perf_analyzer.console_path(results / f"{model}_c{level}.csv").read_text()
+    text = perf_analyzer.console_path(perf_analyzer.level_csv(results, model, level)).read_text()
     return f"### {config}, concurrency {level}\n{text.rstrip()}\n\n"
 
 
