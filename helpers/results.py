@@ -113,6 +113,21 @@ def find_results(
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
+def dated_runs(name: str, directory: str | Path = REFERENCE_DIR, suffix: str = ".csv") -> list[Path]:
+    """Files ``<name>-<host>-<yyyy-mm-dd><suffix>``, newest date first (notebook 04).
+
+    A name that goes on after the date (``...-2026-11-28-mps.csv``) is a variant run and is
+    left out: the newest plain run is the reference.
+    """
+    dated = re.compile(rf"{re.escape(name)}-.+-(\d{{4}}-\d{{2}}-\d{{2}}){re.escape(suffix)}")
+    found = []
+    for path in Path(directory).glob(f"{name}-*{suffix}"):
+        match = dated.fullmatch(path.name)
+        if match:
+            found.append((match.group(1), path))
+    return [path for _, path in sorted(found, key=lambda item: item[0], reverse=True)]
+
+
 def run_label(frame: pd.DataFrame) -> str:
     """Where, on what, when and with which tool a table was measured, for a legend (notebook 04)."""
     first = frame.iloc[0] if len(frame) else pd.Series(dtype=object)

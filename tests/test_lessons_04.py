@@ -13,7 +13,7 @@ from helpers.commands import format_command
 from helpers.model_config import read_config
 from helpers.paths import MODEL_REPOSITORY, REPO_ROOT
 from helpers.perf_analyzer import build_command, docker_command
-from helpers.results import REFERENCE_DIR
+from helpers.results import REFERENCE_DIR, dated_runs
 from helpers.server import TritonServer
 from tests.copyable import fenced_blocks, run_copyable, tagged_cells
 from tests.reliability_models import add_model, success_count, yolo11n_files
@@ -86,8 +86,7 @@ def test_configs_start_without_a_queue_delay_and_the_notebook_measures_it() -> N
 
 def newest_console() -> Path:
     """The reference runs' newest console file, by the date that ends its name (as the notebook)."""
-    files = REFERENCE_DIR.glob("gpu-*-[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9].console.txt")
-    return max(files, key=lambda path: path.name.removesuffix(".console.txt")[-10:])
+    return dated_runs("gpu", REFERENCE_DIR, suffix=".console.txt")[0]
 
 
 def console_block(path: Path, point: str) -> str:

@@ -88,6 +88,24 @@ def test_find_results_newest_first_by_name_with_exclusions(tmp_path: Path):
     assert results.find_results(directories=[tmp_path / "absent"]) == []
 
 
+def test_dated_runs_newest_date_first_without_variant_runs(tmp_path: Path):
+    for name in [
+        "gpu-lent-h100-2026-11-25.csv",
+        "gpu-lent_h200-2026-11-28.csv",
+        "gpu-lent_h200-2026-11-28-mps.csv",  # a variant: the name goes on after the date
+        "gpu-lent_h200-2026-11-28.console.txt",
+        "gpu_tools-lent-h100-2026-11-30.csv",  # another sweep
+        "perftools-lent-h100-2026-11-29.csv",
+    ]:
+        (tmp_path / name).write_text("")
+    assert [p.name for p in results.dated_runs("gpu", tmp_path)] == [
+        "gpu-lent_h200-2026-11-28.csv",
+        "gpu-lent-h100-2026-11-25.csv",
+    ]
+    consoles = results.dated_runs("gpu", tmp_path, suffix=".console.txt")
+    assert [p.name for p in consoles] == ["gpu-lent_h200-2026-11-28.console.txt"]
+
+
 def test_run_label_names_host_hardware_date_and_tool():
     saved = _frame().assign(
         host="gpu-box", cpu="Xeon, 32 cores", gpu="NVIDIA H100", date="2026-11-24T21:30:00+00:00"
