@@ -38,6 +38,16 @@ def test_batching_variant_warms_every_batch_size(tiny_repository: Path):
     assert first["zero_data"] is True and first["data_type"] == "TYPE_FP32"
 
 
+def test_variant_sets_the_threads_of_each_instance(tiny_repository: Path):
+    """NUM_THREADS given, not inherited: importing Ultralytics sets OMP_NUM_THREADS=1."""
+    values = gpu.variant(tiny_repository / "tiny_torchscript", True, instances=4, threads=4)
+    config_from_dict(values)
+    assert values["parameters"]["NUM_THREADS"] == {"string_value": "4"}
+    assert "NUM_THREADS" not in gpu.variant(tiny_repository / "tiny_torchscript", True).get(
+        "parameters", {}
+    )
+
+
 def test_variant_without_batching_warms_batch_one_only(tiny_repository: Path):
     values = gpu.variant(tiny_repository / "tiny_torchscript", batching=False)
     assert "dynamic_batching" not in values
@@ -136,9 +146,14 @@ def test_bundle_refuses_a_python_the_wheel_has_no_stub_for(tmp_path: Path, monke
         gpu_bundle.pack_server(tmp_path / "x.tar.xz", python="3.99")
 
 
-def test_committed_h200_report_is_what_its_csv_says():
-    """The table and the last line of the H200 report, recomputed from its CSV."""
-    csv = RESULTS / "gpu-lent_h200-2026-11-28.csv"
+#: The H200 runs with a report, and the headline ``boxes_ips`` each report gives.
+H200_RUNS = {"gpu-lent_h200-2026-11-28.csv": 1817.0, "gpu-lent_h200-2026-11-29.csv": 2149.9}
+
+
+@pytest.mark.parametrize("name", H200_RUNS)
+def test_committed_h200_report_is_what_its_csv_says(name: str):
+    """The table and the last line of each H200 report, recomputed from its CSV."""
+    csv = RESULTS / name
     results = pd.read_csv(csv)
     assert (results.tool == "perf_analyzer").all() and (results.device == "NVIDIA H200").all()
     table = gpu.summary(results)
@@ -148,14 +163,17 @@ def test_committed_h200_report_is_what_its_csv_says():
     report = csv.with_suffix(".md").read_text()
     assert gpu.markdown_table(table.round(2)) in report
     assert headline("gpu", figures) in report
-    assert figures["boxes_ips"] == pytest.approx(1817.0, abs=0.1)
+    assert figures["boxes_ips"] == pytest.approx(H200_RUNS[name], abs=0.1)
 
 
-def test_committed_h200_console_output_is_the_first_run_of_each_point():
-    """Each console block of the H200 run says what the CSV's first run of that point says."""
+@pytest.mark.parametrize(
+    "name", [*H200_RUNS, "gpu-lent_h200-2026-11-29-instances.csv"]  # the last one was cut short
+)
+def test_committed_h200_console_output_is_the_first_run_of_each_point(name: str):
+    """Each console block of an H200 run says what the CSV's first run of that point says."""
     import re
 
-    csv = RESULTS / "gpu-lent_h200-2026-11-28.csv"
+    csv = RESULTS / name
     results = pd.read_csv(csv)
     blocks = csv.with_suffix(".console.txt").read_text().split("### ")[1:]
     assert len(blocks) == len(results.groupby(["config", "concurrency"]))

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -386,8 +387,13 @@ def console_block(config: str, level: int, results: Path, model: str) -> str:
     return f"### {config}, concurrency {level}\n{text.rstrip()}\n\n"
 
 
-def variant(model: Path, batching: bool, instances: int = 1) -> dict:
-    """The model's config with batching on/off, an instance count and a warm-up per batch size.
+def variant(model: Path, batching: bool, instances: int = 1, threads: int | None = None) -> dict:
+    """The model's config with batching on/off, instances, threads and a warm-up per batch size.
+
+    ``threads`` is the stand-in's ``NUM_THREADS``: the torch threads of each instance, which
+    also stack a batch's requests into one pinned buffer (39 MB for 32 images). Without it
+    an instance inherits the server's ``OMP_NUM_THREADS``, and importing Ultralytics (as
+    this bench does, to export) sets that to 1 when it is unset: one thread per instance.
 
     ``model_warmup`` makes Triton run one request of every batch size the instance can get
     before the model is READY: the first call at a new batch size loads and picks CUDA
@@ -397,6 +403,8 @@ def variant(model: Path, batching: bool, instances: int = 1) -> dict:
 
     values = config_to_dict(read_config(model))
     values["instance_group"] = [{"kind": "KIND_GPU", "count": instances}]
+    if threads:
+        values.setdefault("parameters", {})["NUM_THREADS"] = {"string_value": str(threads)}
     sizes = range(1, values["max_batch_size"] + 1) if batching else [1]
     values.pop("dynamic_batching", None)
     if batching:
@@ -525,6 +533,11 @@ def run(argv: list[str]) -> dict[str, float]:
         "--boxes-instances", type=int, nargs="+", default=[1, 2, 4], help="boxes-out instances"
     )
     parser.add_argument("--top", type=int, default=32, help="concurrency of the raw-output points")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads per instance (NUM_THREADS; default: CPU cores / instances)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="perf_analyzer runs per point")
     parser.add_argument("--window-ms", type=int, default=2000, help="perf_analyzer window")
     parser.add_argument("--only", nargs="+", choices=KINDS, help="serve only these exports")
@@ -579,7 +592,10 @@ def run(argv: list[str]) -> dict[str, float]:
             if name not in models:
                 continue
             config = label(name, batching, instances)
-            server.load_model(models[name].name, config=variant(models[name], batching, instances))
+            threads = args.threads or max(1, (os.cpu_count() or 1) // instances)
+            server.load_model(
+                models[name].name, config=variant(models[name], batching, instances, threads)
+            )
             rows = []
             for level in levels:  # one at a time: an unstable level is reported, not fatal
                 for repeat in range(args.repeats):
@@ -612,6 +628,7 @@ def run(argv: list[str]) -> dict[str, float]:
                 model=name,
                 batching=batching,
                 instances=instances,
+                threads=threads,
                 shared_memory="system",
                 ceiling_ips=ceilings[name],
             )
@@ -651,6 +668,15 @@ def run(argv: list[str]) -> dict[str, float]:
     return figures
 
 
+def threads_text(path: Path) -> str:
+    """``threads`` per instance count in a results CSV, e.g. ``1 instance: 16, 4 instances: 4``."""
+    results = load_results(path)
+    if "threads" not in results:
+        return "not recorded"
+    pairs = results.groupby("instances")["threads"].first()
+    return ", ".join(f"{n} instance{'s' if n > 1 else ''}: {t}" for n, t in pairs.items())
+
+
 def write_report(
     path: Path,
     table: pd.DataFrame,
@@ -679,7 +705,9 @@ def write_report(
         f"[{MAX_DETECTIONS}, 6] boxes and a count per image; captured with its NMS (a "
         f"fixed-point form of greedy NMS, {NMS_ROUNDS} rounds, exact; an image that needs more "
         "is redone by torchvision after the replay) in one CUDA graph per batch size at load "
-        "(`CUDA_GRAPHS`). In-process ceiling: the "
+        "(`CUDA_GRAPHS`). Each instance gets CPU cores / instances torch threads "
+        f"(`NUM_THREADS`; the `threads` column: {threads_text(path)}), which also stack a "
+        "batch's requests into its pinned input buffer. In-process ceiling: the "
         f"same model file at batch {MAX_BATCH}, input and output on the GPU: "
         + ", ".join(f"{kind} {value:.0f} images/s" for kind, value in ceilings.items())
         + ".\n\nEach point was measured by perf_analyzer several times in a row (runs); "
