@@ -9,6 +9,7 @@ serve without them. The boxes-out export's NMS step is checked on hand-made cand
 
 from __future__ import annotations
 
+import json
 import math
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -315,3 +316,142 @@ def test_equal_scores_give_the_same_boxes_in_both_nms_forms():
     assert not unsettled.any()
     exact = module.torchvision_nms(boxes, scores, classes)
     assert torch.equal(detections, exact[0]) and torch.equal(count, exact[1])
+
+
+# ----------------------------------------------------------------------------- DLPack hand-over
+def test_gpu_hand_over_parameters_on_a_cpu_instance_are_logged_and_serve_as_before(tmp_path):
+    """KEEP_OUTPUTS_ON_GPU on the CPU: a warning, host outputs; FORCE_CPU_ONLY_INPUT_TENSORS
+    "no" is the Python backend's own switch (inputs stay on the CPU here), not warned about."""
+    repository = _graphs_repository(tmp_path)
+    config = repository / "tiny_graphs" / "config.pbtxt"
+    config.write_text(
+        config.read_text()
+        + 'parameters { key: "KEEP_OUTPUTS_ON_GPU" value { string_value: "true" } }\n'
+        + 'parameters { key: "FORCE_CPU_ONLY_INPUT_TENSORS" value { string_value: "no" } }\n'
+    )
+    inputs = [sample_batch(1, seed=i) for i in range(6)]
+    with TritonServer(repository, models=["tiny_graphs"]) as server:
+
+        def infer(array: np.ndarray) -> np.ndarray:
+            tensor = httpclient.InferInput("INPUT__0", list(array.shape), "FP32")
+            tensor.set_data_from_numpy(array)
+            return server.http_client().infer("tiny_graphs", [tensor]).as_numpy("OUTPUT__0")
+
+        with ThreadPoolExecutor(6) as threads:
+            results = list(threads.map(infer, inputs))
+        log = server.log_tail(200, containing=["tiny_graphs"])
+    with torch.inference_mode():
+        for got, array in zip(results, inputs):
+            np.testing.assert_allclose(got, tiny_net()(torch.from_numpy(array)).numpy(), atol=1e-5)
+    assert "KEEP_OUTPUTS_ON_GPU asked, but this instance runs on the CPU" in log
+    assert "FORCE_CPU_ONLY_INPUT_TENSORS" not in log
+
+
+class _FakeTensor:
+    """A ``pb_utils.Tensor`` as the stub hands it over: on the CPU, or "on the GPU" (DLPack only)."""
+
+    def __init__(self, name: str, value, on_gpu: bool = False):
+        self._name, self.value, self.on_gpu = name, value, on_gpu
+
+    def name(self) -> str:
+        return self._name
+
+    def is_cpu(self) -> bool:
+        return not self.on_gpu
+
+    def as_numpy(self) -> np.ndarray:
+        assert not self.on_gpu, "the stub gives no numpy view of GPU memory"
+        return self.value
+
+    def to_dlpack(self):
+        return torch.utils.dlpack.to_dlpack(torch.as_tensor(self.value))
+
+    @staticmethod
+    def from_dlpack(name: str, capsule) -> _FakeTensor:
+        return _FakeTensor(name, torch.from_dlpack(capsule), on_gpu=True)
+
+
+@pytest.fixture
+def standin(tmp_path, monkeypatch):
+    """The PyTorch stand-in's TritonPythonModel in this process, with a minimal fake of the
+    stub's ``triton_python_backend_utils`` (the real one only imports inside Triton's stub)."""
+    import importlib
+    import sys
+    import types
+
+    from helpers.backends import BACKENDS_DIR
+
+    fake = types.ModuleType("triton_python_backend_utils")
+    fake.Tensor = _FakeTensor
+    fake.InferenceResponse = lambda output_tensors, error=None: (output_tensors, error)
+    fake.TritonError = lambda message, *code: message
+    fake.TritonError.INVALID_ARG = 3
+    fake.TritonModelException = RuntimeError
+    fake.Logger = types.SimpleNamespace(log_info=print, log_warn=print)
+    types_ = {"TYPE_FP32": np.float32, "TYPE_FP16": np.float16, "TYPE_UINT8": np.uint8}
+    fake.triton_string_to_numpy = types_.__getitem__
+    fake.get_input_tensor_by_name = lambda request, name: next(
+        (t for t in request if t.name() == name), None
+    )
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", fake)
+    for folder in (BACKENDS_DIR, BACKENDS_DIR / "pytorch"):
+        monkeypatch.syspath_prepend(str(folder))
+    for name in ("runtime_base", "host_buffers", "torch_runner", "model"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    module = importlib.import_module("model")
+    (tmp_path / "1").mkdir()
+    torch.jit.trace(tiny_net(), torch.from_numpy(sample_batch(1))).save(
+        str(tmp_path / "1/model.pt")
+    )
+    config = {
+        "max_batch_size": 8,
+        "input": [{"name": "INPUT__0", "data_type": "TYPE_FP32", "dims": [3, 16, 16]}],
+        "output": [{"name": "OUTPUT__0", "data_type": "TYPE_FP32", "dims": [4]}],
+    }
+    model = module.TritonPythonModel()
+    model.initialize(
+        {
+            "model_config": json.dumps(config),
+            "model_name": "tiny",
+            "model_repository": str(tmp_path),
+            "model_version": "1",
+            "model_instance_kind": "CPU",
+            "model_instance_device_id": "0",
+            "model_instance_name": "tiny_0",
+        }
+    )
+    yield model
+    for name in ("runtime_base", "host_buffers", "torch_runner", "model"):
+        sys.modules.pop(name, None)
+
+
+def test_inputs_handed_over_on_the_gpu_are_taken_by_dlpack_and_stacked_there(standin):
+    """Requests whose inputs the stub gives "on the GPU" (no numpy view) are read by DLPack and
+    stacked with torch, beside a request whose input is on the CPU; each gets its own rows."""
+    arrays = [sample_batch(n, seed=n) for n in (1, 2, 3)]
+    requests = [
+        [_FakeTensor("INPUT__0", array, on_gpu=index != 1)] for index, array in enumerate(arrays)
+    ]
+    responses = standin.execute(requests)
+    with torch.inference_mode():
+        for (tensors, error), array in zip(responses, arrays):
+            assert error is None
+            expected = tiny_net()(torch.from_numpy(array)).numpy()
+            np.testing.assert_allclose(tensors[0].as_numpy(), expected, atol=1e-5)
+    batch = standin.stack("INPUT__0", [standin.input_array(r[0]) for r in requests])
+    assert isinstance(batch, torch.Tensor) and batch.shape == (6, 3, 16, 16)
+
+
+def test_an_output_kept_on_the_device_is_handed_over_by_dlpack_in_the_config_dtype(standin):
+    value = torch.arange(8, dtype=torch.float64).reshape(2, 4)[:, ::2]  # not contiguous
+    handed = standin.output_tensor("OUTPUT__0", value)
+    assert handed.on_gpu and handed.value.dtype == torch.float32  # TYPE_FP32 in the config
+    assert handed.value.tolist() == [[0.0, 2.0], [4.0, 6.0]]
+    host = standin.output_tensor("OUTPUT__0", np.ones((2, 4)))  # a host array stays numpy
+    assert host.is_cpu() and host.as_numpy().dtype == np.float32
+
+
+def test_a_wrong_dtype_handed_over_on_the_gpu_is_refused_by_name(standin):
+    bad = [_FakeTensor("INPUT__0", np.zeros((1, 3, 16, 16), np.float64), on_gpu=True)]
+    ((tensors, error),) = standin.execute([bad])
+    assert tensors == [] and "input 'INPUT__0': expected FP32, got torch.float64" in error
