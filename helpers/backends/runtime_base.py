@@ -149,18 +149,6 @@ class StandInModel:
         """Copy one request's rows into a batch buffer."""
         np.copyto(target, source)
 
-    def input_array(self, tensor: Any) -> Any:
-        """A request's input tensor as an array (numpy here; a runtime may hand over others)."""
-        return tensor.as_numpy()
-
-    def stack(self, name: str, parts: list[Any]) -> Any:
-        """Requests' arrays of input ``name`` as one batch, in a reused host buffer."""
-        return gather(self.host_buffers, name, parts, self.copy_host)
-
-    def output_tensor(self, name: str, value: Any) -> Any:
-        """One response output as a ``pb_utils.Tensor`` of the config's data type."""
-        return pb_utils.Tensor(name, np.ascontiguousarray(value, dtype=self.output_dtypes[name]))
-
     # ----- Triton entry points -------------------------------------------------------
     @classmethod
     def auto_complete_config(cls, auto_complete_model_config):
@@ -284,9 +272,9 @@ class StandInModel:
                 if spec.get("optional"):
                     continue
                 raise BadRequest(f"missing input '{spec['name']}' for model '{self.model_name}'")
-            array = self.input_array(tensor)
+            array = tensor.as_numpy()
             expected = pb_utils.triton_string_to_numpy(spec["data_type"])
-            if _numpy_dtype(array.dtype) != expected and spec["data_type"] != "TYPE_STRING":
+            if array.dtype != expected and spec["data_type"] != "TYPE_STRING":
                 raise BadRequest(
                     f"input '{spec['name']}': expected {spec['data_type'][5:]}, got {array.dtype}"
                 )
@@ -297,7 +285,7 @@ class StandInModel:
                     f"input '{spec['name']}': expected shape {dims}, got {shape}"
                     + (" (after the batch dimension)" if self.max_batch_size else "")
                 )
-            if 0 in array.shape:
+            if array.size == 0:
                 raise BadRequest(f"input '{spec['name']}' is empty (shape {list(array.shape)})")
             arrays[spec["name"]] = array
         return arrays
@@ -306,7 +294,10 @@ class StandInModel:
         """Run requests of one shape together; if that fails, run them one by one."""
         if self.max_batch_size and len(members) > 1:
             names = members[0][1].keys()
-            batch = {name: self.stack(name, [m[1][name] for m in members]) for name in names}
+            batch = {
+                name: gather(self.host_buffers, name, [m[1][name] for m in members], self.copy_host)
+                for name in names
+            }
             sizes = [next(iter(m[1].values())).shape[0] for m in members]
             try:
                 outputs = self.run(batch)
@@ -328,21 +319,13 @@ class StandInModel:
                     f"{self.backend_name} failed on this request: {error}"
                 )
 
-    def _response(self, outputs: dict[str, Any]) -> Any:
+    def _response(self, outputs: dict[str, np.ndarray]) -> Any:
         tensors = [
-            self.output_tensor(name, value)
+            pb_utils.Tensor(name, np.ascontiguousarray(value, dtype=self.output_dtypes[name]))
             for name, value in outputs.items()
             if name in self.output_dtypes
         ]
         return pb_utils.InferenceResponse(output_tensors=tensors)
-
-
-def _numpy_dtype(dtype: Any) -> np.dtype | None:
-    """numpy's dtype of an array's ``dtype`` (numpy's, or torch's such as ``torch.uint8``)."""
-    try:
-        return np.dtype(str(dtype).removeprefix("torch."))
-    except TypeError:  # no numpy equivalent (bfloat16)
-        return None
 
 
 def _strip_batch(spec: TensorSpec, batched: bool) -> TensorSpec:

@@ -19,13 +19,6 @@ Opt-in, this stand-in's own parameters (the native backend has no equivalent):
   (``torch_runner.py``); ``CUDA_GRAPH_BATCH_SIZES: "1,2,4,8,16,32"`` captures only those
   and pads a batch up to the next one. A model that cannot be captured is logged and runs
   without graphs.
-* ``KEEP_OUTPUTS_ON_GPU: "true"``: hand GPU outputs to Triton by DLPack, with no copy to
-  the host, for a next step that runs on the GPU (an ensemble's next model); Triton copies
-  them to the host itself for a client. On a CPU instance it is logged and has no effect.
-
-Inputs that Triton hands over in GPU memory (the Python backend's
-``FORCE_CPU_ONLY_INPUT_TENSORS: "no"``, e.g. from an earlier ensemble step on the GPU) are
-taken by DLPack and stacked on the GPU, with no copy to the host.
 """
 
 from __future__ import annotations
@@ -57,8 +50,6 @@ class TritonPythonModel(StandInModel):
             "DISABLE_OPTIMIZED_EXECUTION",
             "CUDA_GRAPHS",
             "CUDA_GRAPH_BATCH_SIZES",
-            "KEEP_OUTPUTS_ON_GPU",
-            "FORCE_CPU_ONLY_INPUT_TENSORS",  # read by the Python backend itself
         }
     )
 
@@ -87,15 +78,6 @@ class TritonPythonModel(StandInModel):
         self.graphed: GraphedModule | None = None
         if (self.parameter("CUDA_GRAPHS", "false") or "").strip().lower() in _TRUE:
             described += ", " + self.capture_graphs()
-        keep = (self.parameter("KEEP_OUTPUTS_ON_GPU", "false") or "").strip().lower() in _TRUE
-        self.keep_outputs_on_gpu = keep and self.device.type == "cuda"
-        if keep and not self.keep_outputs_on_gpu:
-            pb_utils.Logger.log_warn(
-                f"{self.model_name}: KEEP_OUTPUTS_ON_GPU asked, but this instance runs on the "
-                "CPU: outputs are host memory"
-            )
-        elif keep:
-            described += ", outputs handed over on the GPU (DLPack)"
         return described
 
     def capture_graphs(self) -> str:
@@ -143,35 +125,13 @@ class TritonPythonModel(StandInModel):
             warnings.simplefilter("ignore")  # request arrays may be read-only: only read here
             torch.from_numpy(target).copy_(torch.from_numpy(source))
 
-    def input_array(self, tensor: object) -> np.ndarray | torch.Tensor:
-        """A CPU input as numpy (from the stub's memory); a GPU input as a torch tensor, no copy."""
-        if tensor.is_cpu():  # type: ignore[attr-defined]
-            return tensor.as_numpy()  # type: ignore[attr-defined]
-        return torch.from_dlpack(tensor.to_dlpack())  # type: ignore[attr-defined]
-
-    def stack(self, name: str, parts: list) -> np.ndarray | torch.Tensor:
-        """Stack in the reused host buffer; if a request's input is on the GPU, on the GPU."""
-        if any(isinstance(part, torch.Tensor) for part in parts):
-            return torch.cat([self.on_device(part) for part in parts])
-        return super().stack(name, parts)
-
-    def on_device(self, value: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """A request array or tensor on this instance's device (asynchronous from pinned memory)."""
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # request arrays may be read-only: only read here
-            tensor = value if isinstance(value, torch.Tensor) else torch.from_numpy(value)
-        return tensor.to(self.device, non_blocking=True)
-
-    def output_tensor(self, name: str, value: np.ndarray | torch.Tensor) -> object:
-        """A host output as numpy; an output kept on the GPU handed over by DLPack."""
-        if not isinstance(value, torch.Tensor):
-            return super().output_tensor(name, value)
-        dtype = torch.from_numpy(np.empty(0, self.output_dtypes[name])).dtype
-        capsule = torch.utils.dlpack.to_dlpack(value.to(dtype).contiguous())
-        return pb_utils.Tensor.from_dlpack(name, capsule)
-
-    def run(self, inputs: dict[str, np.ndarray | torch.Tensor]) -> dict:
-        tensors = [self.on_device(inputs[name]) for name in self.input_names]
+            tensors = [
+                torch.from_numpy(inputs[name]).to(self.device, non_blocking=True)
+                for name in self.input_names
+            ]
         with torch.inference_mode(), torch.jit.optimized_execution(self.optimized_execution):
             if self.graphed is not None:
                 result: object = self.graphed(*tensors)
@@ -180,9 +140,7 @@ class TritonPythonModel(StandInModel):
         if isinstance(result, dict):
             result = [result[name] for name in self.output_names]
         return {
-            name: value.detach()
-            if self.keep_outputs_on_gpu and value.is_cuda
-            else self.to_host(name, value)
+            name: self.to_host(name, value)
             for name, value in zip(self.output_names, as_list(result))
         }
 
