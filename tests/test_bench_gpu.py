@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from helpers.model_config import config_from_dict
 from helpers.paths import REPO_ROOT
@@ -46,6 +47,35 @@ def test_variant_sets_the_threads_of_each_instance(tiny_repository: Path):
     assert "NUM_THREADS" not in gpu.variant(tiny_repository / "tiny_torchscript", True).get(
         "parameters", {}
     )
+
+
+def test_output_check_matches_each_served_answer_to_its_own_image(tiny_repository: Path):
+    """The served-outputs check, on a CPU instance: every answer is its own image's, and the
+    difference from the same file run in-process is float noise; a wrong shape shows as inf."""
+    from tests.tiny_models import sample_batch
+
+    module = torch.jit.load(str(tiny_repository / "tiny_torchscript" / "1" / "model.pt")).eval()
+    images = [sample_batch(1, seed=seed) for seed in range(6)]
+    with TritonServer(tiny_repository, models=["tiny_torchscript"]) as server:
+        text = gpu.output_check(server.grpc_url, "tiny_torchscript", module, images)
+        wrong = torch.jit.script(_Flatten())
+        shape = gpu.output_check(server.grpc_url, "tiny_torchscript", wrong, images[:2])
+    own, gap = re.match(
+        r"(\d+) of 6 answers nearest their own image; .* OUTPUT__0 (\S+)", text
+    ).groups()
+    assert own == "6" and float(gap) < 1e-4
+    assert shape.endswith("OUTPUT__0 inf")
+
+
+class _Flatten(torch.nn.Module):
+    """Answers in the wrong shape: [N, 768] instead of [N, 4]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))  # the check reads the device from it
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return images.flatten(1)
 
 
 def test_variant_without_batching_warms_batch_one_only(tiny_repository: Path):
@@ -167,7 +197,8 @@ def test_committed_h200_report_is_what_its_csv_says(name: str):
 
 
 @pytest.mark.parametrize(
-    "name", [*H200_RUNS, "gpu-lent_h200-2026-11-29-instances.csv"]  # the last one was cut short
+    "name",
+    [*H200_RUNS, "gpu-lent_h200-2026-11-29-instances.csv"],  # the last one was cut short
 )
 def test_committed_h200_console_output_is_the_first_run_of_each_point(name: str):
     """Each console block of an H200 run says what the CSV's first run of that point says."""

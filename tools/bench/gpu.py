@@ -33,6 +33,7 @@ import pandas as pd
 import torch
 import torchvision
 
+from helpers.backends.pytorch.torch_runner import as_list
 from helpers.machine import machine_facts
 from helpers.model_config import config_from_dict, render_config
 from helpers.paths import REPO_ROOT, build_dir
@@ -379,6 +380,67 @@ def nms_worst_case(path: Path, batch: int = MAX_BATCH, repeats: int = 20) -> tup
     return (time.perf_counter() - start) / repeats * 1000, int(unsettled.sum())
 
 
+def output_check(url: str, model: str, module: torch.nn.Module, images: list) -> str:
+    """Served outputs against ``module`` run in this process on the same images, one at a time.
+
+    ``images`` (numpy arrays with the batch dimension) are sent at once over gRPC, so dynamic
+    batching stacks them; ``module`` is the model file loaded on the device the server uses.
+    Says how many answers are nearest to their own image's in-process output (a row handed to
+    the wrong request, or an empty or stale one, is not) and the largest absolute difference
+    per output. perf_analyzer does not read the outputs: this says the served path is right.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import np_to_triton_dtype
+
+    with grpcclient.InferenceServerClient(url) as client:
+        names = [out["name"] for out in client.get_model_metadata(model, as_json=True)["outputs"]]
+
+    def served(image: np.ndarray) -> list[np.ndarray]:
+        with grpcclient.InferenceServerClient(url) as client:
+            tensor = grpcclient.InferInput(
+                INPUT, list(image.shape), np_to_triton_dtype(image.dtype)
+            )
+            tensor.set_data_from_numpy(image)
+            result = client.infer(model, [tensor])
+            return [result.as_numpy(name).astype(np.float64) for name in names]
+
+    with ThreadPoolExecutor(len(images)) as pool:
+        answers = list(pool.map(served, images))
+    device = next(module.parameters()).device
+    with torch.inference_mode():
+        local = [as_list(module(torch.from_numpy(image).to(device))) for image in images]
+    local = [[value.double().cpu().numpy() for value in values] for values in local]
+
+    def gap(got: np.ndarray, want: np.ndarray) -> float:
+        return float(np.abs(got - want).max()) if got.shape == want.shape else float("inf")
+
+    own = sum(
+        min(range(len(local)), key=lambda j: gap(answer[0], local[j][0])) == index
+        for index, answer in enumerate(answers)
+    )
+    worst = {
+        name: max(gap(answer[k], values[k]) for answer, values in zip(answers, local))
+        for k, name in enumerate(names)
+    }
+    return f"{own} of {len(images)} answers nearest their own image; max |served - in-process| " + (
+        ", ".join(f"{name} {value:.3g}" for name, value in worst.items())
+    )
+
+
+def check_images(kind: str, count: int = 8) -> list:
+    """``count`` random images of one request each, in the input type of the export ``kind``."""
+    import numpy as np
+
+    images = [
+        np.random.default_rng(seed).integers(0, 256, (1, 3, SIDE, SIDE), dtype=np.uint8)
+        for seed in range(count)
+    ]
+    return [image.astype(np.float32) / 255 for image in images] if kind == "naive" else images
+
+
 def console_block(config: str, level: int, results: Path, model: str) -> str:
     """One point's perf_analyzer console output under a ``### config, concurrency N`` header."""
     from helpers import perf_analyzer
@@ -584,6 +646,11 @@ def run(argv: list[str]) -> dict[str, float]:
     columns += ["server_compute_output_ms"]
     frames: list[pd.DataFrame] = []
     consoles: list[str] = []
+    checks: dict[str, str] = {}
+    references = {  # each model file in this process, for the served outputs' check
+        kind: torch.jit.load(str(folder / "1" / "model.pt"), map_location="cuda").eval()
+        for kind, folder in models.items()
+    }
     results = build_dir("gpu_perf_analyzer")
     with TritonServer(repository, startup_timeout=180) as server:
         for name, batching, instances, levels in plan(
@@ -596,6 +663,10 @@ def run(argv: list[str]) -> dict[str, float]:
             server.load_model(
                 models[name].name, config=variant(models[name], batching, instances, threads)
             )
+            checks[config] = output_check(
+                server.grpc_url, models[name].name, references[name], check_images(name)
+            )
+            print(f"{config}: {checks[config]}", flush=True)
             rows = []
             for level in levels:  # one at a time: an unstable level is reported, not fatal
                 for repeat in range(args.repeats):
@@ -663,7 +734,7 @@ def run(argv: list[str]) -> dict[str, float]:
         extra=["--stability-percentage", "25", "--max-trials", "8"],
         prefix=("perf_analyzer",),
     )
-    write_report(path, table, figures, facts, location.reason, " ".join(command), ceilings)
+    write_report(path, table, figures, facts, location.reason, " ".join(command), ceilings, checks)
     print(f"wrote {path} and {path.with_suffix('.md').name}")
     return figures
 
@@ -685,6 +756,7 @@ def write_report(
     tool: str,
     command: str,
     ceilings: dict[str, float],
+    checks: dict[str, str] | None = None,
 ) -> Path:
     """Write ``<csv stem>.md`` beside the CSV: machine, exports, ranges of the runs, last line."""
     report = path.with_suffix(".md")
@@ -713,6 +785,13 @@ def write_report(
         + ".\n\nEach point was measured by perf_analyzer several times in a row (runs); "
         "infer/s min, median and max of the runs, latencies the medians, in ms.\n\n"
         + markdown_table(table.round(2))
+        + (
+            "\n\nServed outputs against the same model file in this process, on 8 random "
+            "images sent at once (so dynamic batching stacks them; perf_analyzer does not read "
+            "outputs):\n\n" + "\n".join(f"- {config}: {text}" for config, text in checks.items())
+            if checks
+            else ""
+        )
         + "\n\nLast line:\n\n```\n"
         + headline("gpu", figures)
         + "\n```\n"
