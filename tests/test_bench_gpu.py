@@ -60,11 +60,18 @@ def test_output_check_matches_each_served_answer_to_its_own_image(tiny_repositor
         text = gpu.output_check(server.grpc_url, "tiny_torchscript", module, images)
         wrong = torch.jit.script(_Flatten())
         shape = gpu.output_check(server.grpc_url, "tiny_torchscript", wrong, images[:2])
+        refused = gpu.output_check(  # float64 images: the server refuses them, the check goes on
+            server.grpc_url,
+            "tiny_torchscript",
+            module.double(),
+            [i.astype("float64") for i in images[:2]],
+        )
     own, gap = re.match(
         r"(\d+) of 6 answers nearest their own image; .* OUTPUT__0 (\S+)", text
     ).groups()
     assert own == "6" and float(gap) < 1e-4
     assert shape.endswith("OUTPUT__0 inf")
+    assert refused.startswith("0 of 2 answers") and refused.endswith("OUTPUT__0 inf")
 
 
 class _Flatten(torch.nn.Module):

@@ -393,19 +393,24 @@ def output_check(url: str, model: str, module: torch.nn.Module, images: list) ->
 
     import numpy as np
     import tritonclient.grpc as grpcclient
-    from tritonclient.utils import np_to_triton_dtype
+    from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
     with grpcclient.InferenceServerClient(url) as client:
         names = [out["name"] for out in client.get_model_metadata(model, as_json=True)["outputs"]]
 
     def served(image: np.ndarray) -> list[np.ndarray]:
+        """The answer's outputs; an error, or an output that does not parse, as empty arrays."""
         with grpcclient.InferenceServerClient(url) as client:
             tensor = grpcclient.InferInput(
                 INPUT, list(image.shape), np_to_triton_dtype(image.dtype)
             )
             tensor.set_data_from_numpy(image)
-            result = client.infer(model, [tensor])
-            return [result.as_numpy(name).astype(np.float64) for name in names]
+            try:
+                result = client.infer(model, [tensor])
+                return [result.as_numpy(name).astype(np.float64) for name in names]
+            except (InferenceServerException, ValueError) as error:
+                print(f"{model}: a check request failed: {error}", flush=True)
+                return [np.empty(0) for _ in names]
 
     with ThreadPoolExecutor(len(images)) as pool:
         answers = list(pool.map(served, images))
@@ -417,10 +422,12 @@ def output_check(url: str, model: str, module: torch.nn.Module, images: list) ->
     def gap(got: np.ndarray, want: np.ndarray) -> float:
         return float(np.abs(got - want).max()) if got.shape == want.shape else float("inf")
 
-    own = sum(
-        min(range(len(local)), key=lambda j: gap(answer[0], local[j][0])) == index
-        for index, answer in enumerate(answers)
-    )
+    def nearest(answer: list[np.ndarray]) -> int | None:
+        """The image whose in-process output the answer is nearest to; None if it fits none."""
+        gaps = [gap(answer[0], values[0]) for values in local]
+        return None if min(gaps) == float("inf") else gaps.index(min(gaps))
+
+    own = sum(nearest(answer) == index for index, answer in enumerate(answers))
     worst = {
         name: max(gap(answer[k], values[k]) for answer, values in zip(answers, local))
         for k, name in enumerate(names)
