@@ -29,6 +29,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 import torchvision
@@ -391,26 +392,22 @@ def output_check(url: str, model: str, module: torch.nn.Module, images: list) ->
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    import numpy as np
     import tritonclient.grpc as grpcclient
-    from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+    from tritonclient.utils import InferenceServerException
+
+    from helpers.clients import infer_grpc, model_io
 
     with grpcclient.InferenceServerClient(url) as client:
-        names = [out["name"] for out in client.get_model_metadata(model, as_json=True)["outputs"]]
+        names = model_io(client, model)[1]
 
     def served(image: np.ndarray) -> list[np.ndarray]:
         """The answer's outputs; an error, or an output that does not parse, as empty arrays."""
-        with grpcclient.InferenceServerClient(url) as client:
-            tensor = grpcclient.InferInput(
-                INPUT, list(image.shape), np_to_triton_dtype(image.dtype)
-            )
-            tensor.set_data_from_numpy(image)
-            try:
-                result = client.infer(model, [tensor])
-                return [result.as_numpy(name).astype(np.float64) for name in names]
-            except (InferenceServerException, ValueError) as error:
-                print(f"{model}: a check request failed: {error}", flush=True)
-                return [np.empty(0) for _ in names]
+        try:
+            answer = infer_grpc(url, model, {INPUT: image})
+            return [answer[name].astype(np.float64) for name in names]
+        except (InferenceServerException, ValueError, KeyError) as error:
+            print(f"{model}: a check request failed: {error!r}", flush=True)
+            return [np.empty(0) for _ in names]
 
     with ThreadPoolExecutor(len(images)) as pool:
         answers = list(pool.map(served, images))
@@ -439,8 +436,6 @@ def output_check(url: str, model: str, module: torch.nn.Module, images: list) ->
 
 def check_images(kind: str, count: int = 8) -> list:
     """``count`` random images of one request each, in the input type of the export ``kind``."""
-    import numpy as np
-
     images = [
         np.random.default_rng(seed).integers(0, 256, (1, 3, SIDE, SIDE), dtype=np.uint8)
         for seed in range(count)
