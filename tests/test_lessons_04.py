@@ -167,7 +167,8 @@ def test_the_console_parser_reads_the_numbers_the_csv_has(copyable) -> None:
     # the breakdown: the server's parts plus client and network make the client's average
     parts_us = copyable["values"]["parts_us"]
     assert [name.removeprefix("server: ") for name in parts_us][:5] == SERVER_PARTS
-    assert sum(parts_us.values()) == pytest.approx(numbers["Avg latency"])
+    # up to the same rounding: the console prints each server part to the microsecond
+    assert abs(sum(parts_us.values()) - numbers["Avg latency"]) <= len(SERVER_PARTS) / 2
     assert copyable["values"]["average_batch"] == pytest.approx(
         numbers["Inference count"] / numbers["Execution count"]
     )
