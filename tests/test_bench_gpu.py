@@ -57,19 +57,19 @@ def test_output_check_matches_each_served_answer_to_its_own_image(tiny_repositor
     module = torch.jit.load(str(tiny_repository / "tiny_torchscript" / "1" / "model.pt")).eval()
     images = [sample_batch(1, seed=seed) for seed in range(6)]
     with TritonServer(tiny_repository, models=["tiny_torchscript"]) as server:
-        text = gpu.output_check(server.grpc_url, "tiny_torchscript", module, images)
+        own, text = gpu.output_check(server.grpc_url, "tiny_torchscript", module, images)
         wrong = torch.jit.script(_Flatten())
-        shape = gpu.output_check(server.grpc_url, "tiny_torchscript", wrong, images[:2])
-        refused = gpu.output_check(  # float64 images: the server refuses them, the check goes on
+        _, shape = gpu.output_check(server.grpc_url, "tiny_torchscript", wrong, images[:2])
+        _, refused = gpu.output_check(  # float64 images: the server refuses them, the check goes on
             server.grpc_url,
             "tiny_torchscript",
             module.double(),
             [i.astype("float64") for i in images[:2]],
         )
-    own, gap = re.match(
+    counted, gap = re.match(
         r"(\d+) of 6 answers nearest their own image; .* OUTPUT__0 (\S+)", text
     ).groups()
-    assert own == "6" and float(gap) < 1e-4
+    assert own == 6 and counted == "6" and float(gap) < 1e-4
     assert shape.endswith("OUTPUT__0 inf")
     assert refused.startswith("0 of 2 answers") and refused.endswith("OUTPUT__0 inf")
 

@@ -13,8 +13,11 @@ backend on ``KIND_GPU`` (not the native libtorch backend):
 The Detect head is decoded on constant anchors (``DecodedYolo``), so the exports have no
 host sync and can be captured. Before the server starts, the same model files run
 in-process with input and output on the GPU: the ceiling that served throughput is
-compared with. Each point is measured by perf_analyzer (tensors in system shared memory)
-``--repeats`` times; the report gives min/median/max. Writes a dated CSV and a markdown
+compared with. Each configuration's served answers are checked against the same files
+in-process (``output_check``: perf_analyzer does not read outputs); ``--check-only`` does
+only that, in a few minutes, with the last line ``gpu: answers_own=<answers nearest their
+own image> answers=<sent>``. Each point is measured by perf_analyzer (tensors in system
+shared memory) ``--repeats`` times; the report gives min/median/max. Writes a dated CSV and a markdown
 report naming the GPU and host to ``--out`` (default ``docs/results``); the last line is
 ``gpu: gain=... boxes_ips=<median images/s, boxes out> ceiling_ratio=<served/ceiling>``.
 ``python -m tools.bench.gpu_tools`` compares perf_analyzer with the course's fallback
@@ -381,7 +384,7 @@ def nms_worst_case(path: Path, batch: int = MAX_BATCH, repeats: int = 20) -> tup
     return (time.perf_counter() - start) / repeats * 1000, int(unsettled.sum())
 
 
-def output_check(url: str, model: str, module: torch.nn.Module, images: list) -> str:
+def output_check(url: str, model: str, module: torch.nn.Module, images: list) -> tuple[int, str]:
     """Served outputs against ``module`` run in this process on the same images, one at a time.
 
     ``images`` (numpy arrays with the batch dimension) are sent at once over gRPC, so dynamic
@@ -389,6 +392,7 @@ def output_check(url: str, model: str, module: torch.nn.Module, images: list) ->
     Says how many answers are nearest to their own image's in-process output (a row handed to
     the wrong request, or an empty or stale one, is not) and the largest absolute difference
     per output. perf_analyzer does not read the outputs: this says the served path is right.
+    Returns that count and a sentence saying both.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -429,8 +433,9 @@ def output_check(url: str, model: str, module: torch.nn.Module, images: list) ->
         name: max(gap(answer[k], values[k]) for answer, values in zip(answers, local))
         for k, name in enumerate(names)
     }
-    return f"{own} of {len(images)} answers nearest their own image; max |served - in-process| " + (
-        ", ".join(f"{name} {value:.3g}" for name, value in worst.items())
+    return own, f"{own} of {len(images)} answers nearest their own image; " + (
+        "max |served - in-process| "
+        + ", ".join(f"{name} {value:.3g}" for name, value in worst.items())
     )
 
 
@@ -602,6 +607,11 @@ def run(argv: list[str]) -> dict[str, float]:
         type=int,
         help="torch threads per instance (NUM_THREADS; default: CPU cores / instances)",
     )
+    parser.add_argument(
+        "--check-only",
+        action="store_true",
+        help="only check each configuration's served answers against in-process (no perf_analyzer)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="perf_analyzer runs per point")
     parser.add_argument("--window-ms", type=int, default=2000, help="perf_analyzer window")
     parser.add_argument("--only", nargs="+", choices=KINDS, help="serve only these exports")
@@ -649,6 +659,7 @@ def run(argv: list[str]) -> dict[str, float]:
     frames: list[pd.DataFrame] = []
     consoles: list[str] = []
     checks: dict[str, str] = {}
+    answers = {"answers_own": 0, "answers": 0}  # over every configuration's check
     references = {  # each model file in this process, for the served outputs' check
         kind: torch.jit.load(str(folder / "1" / "model.pt"), map_location="cuda").eval()
         for kind, folder in models.items()
@@ -665,10 +676,15 @@ def run(argv: list[str]) -> dict[str, float]:
             server.load_model(
                 models[name].name, config=variant(models[name], batching, instances, threads)
             )
-            checks[config] = output_check(
-                server.grpc_url, models[name].name, references[name], check_images(name)
+            images = check_images(name)
+            own, checks[config] = output_check(
+                server.grpc_url, models[name].name, references[name], images
             )
+            answers["answers_own"] += own
+            answers["answers"] += len(images)
             print(f"{config}: {checks[config]}", flush=True)
+            if args.check_only:
+                continue
             rows = []
             for level in levels:  # one at a time: an unstable level is reported, not fatal
                 for repeat in range(args.repeats):
@@ -717,6 +733,8 @@ def run(argv: list[str]) -> dict[str, float]:
             print(f"{config}, perf_analyzer", frame[columns].round(2).to_string(index=False))
             print(batch_profile(server.grpc_url, models[name].name), flush=True)
         print(server.log_tail(12, containing=["stand-in", "CUDA graph"]))
+    if args.check_only:
+        return answers
     if not frames:
         raise CannotRun("perf_analyzer measured no point (see the messages above)")
 
