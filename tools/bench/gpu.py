@@ -325,14 +325,15 @@ def output_bytes(kind: str) -> int:
     return {"naive": OUTPUT_BYTES, "gpu": OUTPUT_BYTES // 2, "boxes": MAX_DETECTIONS * 6 * 4}[kind]
 
 
-def inprocess_ceiling(path: Path, kind: str, batch: int, graphs: bool, seconds: float = 2) -> float:
-    """Images/s of the model file in this process, input and output on the GPU (no copies)."""
+def inprocess_ceiling(
+    module: torch.nn.Module, kind: str, batch: int, graphs: bool, seconds: float = 2
+) -> float:
+    """Images/s of a model file loaded on the GPU, in this process, input and output there too."""
     import time
 
     from helpers.backends.pytorch.torch_runner import GraphedModule
 
     device = torch.device("cuda")
-    module = torch.jit.load(str(path), map_location=device).eval()
     dtype = torch.float32 if kind == "naive" else torch.uint8
     images = torch.randint(0, 256, (batch, 3, SIDE, SIDE), device=device).to(dtype)
     runner = GraphedModule(module, [((3, SIDE, SIDE), dtype)], [batch], device) if graphs else None
@@ -352,8 +353,12 @@ def inprocess_ceiling(path: Path, kind: str, batch: int, graphs: bool, seconds: 
     return done / (time.perf_counter() - start)
 
 
-def nms_worst_case(path: Path, batch: int = MAX_BATCH, repeats: int = 20) -> tuple[float, int]:
+def nms_worst_case(
+    module: torch.nn.Module, batch: int = MAX_BATCH, repeats: int = 20
+) -> tuple[float, int]:
     """The boxes model's NMS (``select`` then ``finish``) when every candidate passes the threshold.
+
+    ``module`` is the boxes model file loaded on the GPU.
 
     Returns the milliseconds per batch and how many of the ``batch`` images ``select`` left
     unsettled (redone by torchvision's NMS): random boxes of 4-104 pixels in a 600-pixel
@@ -361,7 +366,6 @@ def nms_worst_case(path: Path, batch: int = MAX_BATCH, repeats: int = 20) -> tup
     """
     import time
 
-    module = torch.jit.load(str(path), map_location="cuda").eval()
     generator = torch.Generator(device="cuda").manual_seed(0)
     corner = torch.rand(batch, PRE_NMS_TOPK, 2, device="cuda", generator=generator) * 600
     size = torch.rand(batch, PRE_NMS_TOPK, 2, device="cuda", generator=generator) * 100 + 4
@@ -636,17 +640,21 @@ def run(argv: list[str]) -> dict[str, float]:
     models = {kind: repository / f"yolo11n_ts_{kind}" for kind in kinds}
     for kind, folder in models.items():
         export_variant(folder, kind)
+    references = {  # each model file in this process: the ceiling, the served answers' check
+        kind: torch.jit.load(str(folder / "1" / "model.pt"), map_location="cuda").eval()
+        for kind, folder in models.items()
+    }
     ceilings = {}
-    for kind, folder in models.items():  # before the server: the GPU to itself
+    for kind in models:  # before the server: the GPU to itself
         graphs = kind == "boxes"
-        ceilings[kind] = inprocess_ceiling(folder / "1" / "model.pt", kind, MAX_BATCH, graphs)
+        ceilings[kind] = inprocess_ceiling(references[kind], kind, MAX_BATCH, graphs)
         print(
             f"in-process ceiling {kind}, batch {MAX_BATCH}: {ceilings[kind]:.0f} images/s "
             f"(same model file, input and output on the GPU{', CUDA graphs' if graphs else ''})",
             flush=True,
         )
     if "boxes" in models:
-        worst, unsettled = nms_worst_case(models["boxes"] / "1" / "model.pt")
+        worst, unsettled = nms_worst_case(references["boxes"])
         print(
             f"boxes NMS at batch {MAX_BATCH} with all {PRE_NMS_TOPK} candidates per image above "
             f"the threshold, outside a graph: {worst:.2f} ms ({unsettled} of {MAX_BATCH} images "
@@ -660,10 +668,6 @@ def run(argv: list[str]) -> dict[str, float]:
     consoles: list[str] = []
     checks: dict[str, str] = {}
     answers = {"answers_own": 0, "answers": 0}  # over every configuration's check
-    references = {  # each model file in this process, for the served outputs' check
-        kind: torch.jit.load(str(folder / "1" / "model.pt"), map_location="cuda").eval()
-        for kind, folder in models.items()
-    }
     results = build_dir("gpu_perf_analyzer")
     with TritonServer(repository, startup_timeout=180) as server:
         for name, batching, instances, levels in plan(
