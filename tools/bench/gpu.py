@@ -763,9 +763,8 @@ def run(argv: list[str]) -> dict[str, float]:
     return figures
 
 
-def threads_text(path: Path) -> str:
-    """``threads`` per instance count in a results CSV, e.g. ``1 instance: 16, 4 instances: 4``."""
-    results = load_results(path)
+def threads_text(results: pd.DataFrame) -> str:
+    """``threads`` per instance count in a run's results, e.g. ``1 instance: 16, 4 instances: 4``."""
     if "threads" not in results:
         return "not recorded"
     pairs = results.groupby("instances")["threads"].first()
@@ -784,7 +783,8 @@ def write_report(
 ) -> Path:
     """Write ``<csv stem>.md`` beside the CSV: machine, exports, ranges of the runs, last line."""
     report = path.with_suffix(".md")
-    first = load_results(path).iloc[0]
+    results = load_results(path)
+    first = results.iloc[0]
     report.write_text(
         f"# YOLO11n TorchScript on {facts['device']}, {str(first['date'])[:10]}\n\n"
         "Measured by `python -m tools.bench gpu`: embedded Triton 2.51.0 (nvidia-pytriton "
@@ -802,7 +802,7 @@ def write_report(
         f"fixed-point form of greedy NMS, {NMS_ROUNDS} rounds, exact; an image that needs more "
         "is redone by torchvision after the replay) in one CUDA graph per batch size at load "
         "(`CUDA_GRAPHS`). Each instance gets CPU cores / instances torch threads "
-        f"(`NUM_THREADS`; the `threads` column: {threads_text(path)}), which also stack a "
+        f"(`NUM_THREADS`; the `threads` column: {threads_text(results)}), which also stack a "
         "batch's requests into its pinned input buffer. In-process ceiling: the "
         f"same model file at batch {MAX_BATCH}, input and output on the GPU: "
         + ", ".join(f"{kind} {value:.0f} images/s" for kind, value in ceilings.items())
