@@ -3,12 +3,13 @@
 One place asks the system; the environment report (``helpers.env``), the hardware cell of
 every notebook (``nvidia_gpu_present``), the TensorRT build (``detect_gpu``), the saved
 results (``gpu_names``), the server launchers (``python_shared_library``,
-``docker_engine_available``) and the GPU benchmark (``machine_facts``) all read it here.
+``stub_numpy_problem``, ``docker_engine_available``) and the GPU benchmark (``machine_facts``) all read it here.
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import platform
 import re
@@ -142,6 +143,37 @@ def missing_libpython_hint() -> str:
         f"libpython{version}.so.1.0 is not installed; Triton's Python stub needs it. "
         f"Install it with `sudo apt-get install -y libpython{version}` (Debian/Ubuntu), "
         "or use a conda Python (environment.yml), which ships it."
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def stub_numpy_version() -> str | None:
+    """numpy's version as Triton's Python stub sees it, or None if it has none.
+
+    The stub runs the ``python3`` beside this interpreter and ignores ``PYTHONPATH`` (seen in
+    its ``sys.path``), so this asks this interpreter with ``-E`` (environment ignored) too.
+    """
+    result = subprocess.run(
+        [sys.executable, "-E", "-c", "import numpy; print(numpy.__version__)"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def stub_numpy_problem() -> str | None:
+    """Why the embedded server's Python stub would garble every tensor here, or None."""
+    version = stub_numpy_version()
+    if version is None or int(version.split(".")[0]) < 2:
+        return None
+    return (
+        f"numpy {version} is installed for {sys.executable}, and the Python stub of the "
+        "embedded Triton (nvidia-pytriton 0.7.0, pybind11 2.11) is built for numpy 1.x: with "
+        "numpy 2 every tensor it hands over has item size 0, so inputs read as their first "
+        "value repeated and outputs come back empty (seen on a GPU machine with numpy 2.5). "
+        f"Install numpy 1.x: `{sys.executable} -m pip install 'numpy<2'` (`make test` does)."
     )
 
 

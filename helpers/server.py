@@ -47,6 +47,7 @@ from helpers.machine import (  # also importable from here: notebooks 03, 05 and
     missing_libpython_hint,
     nvidia_gpu_present,
     python_shared_library,
+    stub_numpy_problem,
 )
 from helpers.paths import MODEL_REPOSITORY, build_dir
 from helpers.processes import (
@@ -375,6 +376,8 @@ class TritonServer(ChildServer):
                 extra_args += response_cache_arguments(self.cache_size, embedded.cache_directory)
             if python_shared_library() is None:
                 raise ServerUnavailable(missing_libpython_hint())
+            if stub_numpy_problem():
+                raise ServerUnavailable(stub_numpy_problem())
             backends = assemble_backend_directory(self._workdir / "backends", embedded)
             command = [str(embedded.binary)] + server_arguments(
                 repository,

@@ -22,11 +22,13 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from helpers import machine
 from helpers.processes import free_ports
 from helpers.server import (
     ModelLoadError,
     Ports,
     ServerError,
+    ServerUnavailable,
     TritonServer,
     docker_command,
 )
@@ -288,6 +290,17 @@ def test_start_failure_raises_with_the_log_tail(tmp_path):
     (tmp_path / "bad").mkdir()
     with pytest.raises(ServerError, match="model repository not found"):
         TritonServer(tmp_path / "missing").start()
+
+
+def test_the_stub_numpy_is_this_environments_numpy_1():
+    assert machine.stub_numpy_version() == np.__version__
+    assert machine.stub_numpy_problem() is None
+
+
+def test_numpy_2_for_the_stub_is_refused_with_the_install_command(monkeypatch, tiny_repository):
+    monkeypatch.setattr(machine, "stub_numpy_version", lambda: "2.5.2")
+    with pytest.raises(ServerUnavailable, match=r"numpy 2\.5\.2 .*-m pip install 'numpy<2'"):
+        TritonServer(tiny_repository, mode="embedded").start()
 
 
 def test_calls_on_a_dead_server_raise_with_its_log(tiny_repository):

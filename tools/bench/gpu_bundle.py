@@ -9,11 +9,17 @@ The GPU machines the course was measured on (docs/results) run Ubuntu 24.04 with
   ``pytriton/`` package, which is all ``helpers.server`` looks for (about 27 MB);
 * ``wheels/``: tritonclient, the perf_analyzer wheel (it needs glibc >= 2.38) and
   ultralytics, for Python 3.12, downloaded from PyPI;
-* ``setup.sh``: unpacks both into ``/tmp/site`` there.
+* ``numpy.tar.xz``: numpy 1.26 without its tests. The embedded server's Python stub is
+  built for numpy 1.x (pybind11 2.11) and the GPU image has numpy 2.5: there every tensor
+  the stub handed over had item size 0, so inputs read as their first value repeated and
+  outputs came back empty (found on an H200, 2026-11-29). The stub also ignores PYTHONPATH:
+  it reads the packages of the ``python3`` first on PATH;
+* ``setup.sh``: unpacks the server and the wheels into ``/tmp/site``, and makes ``/tmp/venv``:
+  a venv with numpy 1.26 first, then the image's own packages (torch).
 
 On the GPU machine::
 
-    sh .gpu/setup.sh && export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH
+    sh .gpu/setup.sh && export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/venv/bin:/tmp/site/bin:$PATH
     python3 -m tools.bench gpu
 """
 
@@ -24,11 +30,15 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
+import zipfile
 from pathlib import Path
 
 from helpers.paths import REPO_ROOT
 from helpers.server import find_embedded_triton
 
+#: numpy for the Python stub (nvidia-pytriton pins numpy<2 for it).
+STUB_NUMPY = "numpy==1.26.4"
 #: The GPU machine's Python.
 PYTHON = "3.12"
 #: Wheels the GPU machine lacks (its image has torch, numpy, pandas, grpcio, protobuf).
@@ -49,15 +59,21 @@ PLATFORMS = [
     "manylinux1_x86_64",
 ]
 SETUP = """#!/bin/sh
-# Unpack the embedded tritonserver and the wheels beside this file into /tmp/site.
-# Written by `python -m tools.bench.gpu_bundle`; then:
-#   export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH
+# Unpack the embedded tritonserver and the wheels beside this file into /tmp/site, and make
+# /tmp/venv: numpy 1.x first (the Python stub is built for it and ignores PYTHONPATH), then
+# this machine's own packages. Written by `python -m tools.bench.gpu_bundle`; then:
+#   export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/venv/bin:/tmp/site/bin:$PATH
 set -e
 here=$(dirname "$0")
 mkdir -p /tmp/site
 tar -C /tmp/site -xJf "$here/tritonserver.tar.xz"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \\
     --target /tmp/site "$here"/wheels/*.whl
+base=$(python3 -c 'import site; print(site.getsitepackages()[0])')
+python3 -m venv --without-pip /tmp/venv
+packages=$(/tmp/venv/bin/python3 -c 'import site; print(site.getsitepackages()[0])')
+echo "import site; site.addsitedir('$base')" > "$packages/base_environment.pth"
+tar -C "$packages" -xJf "$here/numpy.tar.xz"
 """
 
 
@@ -87,15 +103,32 @@ def pack_server(target: Path, python: str = PYTHON) -> Path:
     return target
 
 
-def download_wheels(folder: Path, python: str = PYTHON) -> list[Path]:
-    """Download ``WHEELS`` for ``python`` on x86-64 Linux into ``folder``."""
+def download_wheels(folder: Path, names: list[str] = WHEELS, python: str = PYTHON) -> list[Path]:
+    """Download the wheels ``names`` for ``python`` on x86-64 Linux into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
     command += ["--python-version", python, "--implementation", "cp", "-d", str(folder)]
     for platform in PLATFORMS:
         command += ["--platform", platform]
-    subprocess.run([*command, *WHEELS], check=True)
+    subprocess.run([*command, *names], check=True)
     return sorted(folder.glob("*.whl"))
+
+
+def pack_numpy(target: Path, python: str = PYTHON) -> Path:
+    """Write ``STUB_NUMPY`` for ``python``, without its tests, as a tar.xz to unpack in place."""
+    with tempfile.TemporaryDirectory() as scratch:
+        wheel = download_wheels(Path(scratch) / "wheel", [STUB_NUMPY], python)[0]
+        unpacked = Path(scratch) / "unpacked"
+        with zipfile.ZipFile(wheel) as archive:
+            archive.extractall(unpacked)
+        with tarfile.open(target, "w:xz") as archive:
+            for item in sorted(unpacked.iterdir()):
+                archive.add(
+                    item,
+                    item.name,
+                    filter=lambda info: None if "/tests" in f"/{info.name}" else info,
+                )
+    return target
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,9 +141,13 @@ def main(argv: list[str] | None = None) -> int:
     print("packing the embedded tritonserver (xz, about 2 minutes on 2 cores)...", flush=True)
     server = pack_server(args.out / "tritonserver.tar.xz")
     wheels = download_wheels(args.out / "wheels")
+    numpy = pack_numpy(args.out / "numpy.tar.xz")
     (args.out / "setup.sh").write_text(SETUP)
-    total = server.stat().st_size + sum(w.stat().st_size for w in wheels)
-    print(f"wrote {args.out}: {server.name} and {len(wheels)} wheels, {total / 2**20:.1f} MiB")
+    total = sum(path.stat().st_size for path in [server, numpy, *wheels])
+    print(
+        f"wrote {args.out}: {server.name}, {numpy.name} and {len(wheels)} wheels, "
+        f"{total / 2**20:.1f} MiB"
+    )
     return 0
 
 
