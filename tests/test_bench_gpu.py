@@ -28,6 +28,9 @@ from helpers.server import EmbeddedTriton, TritonServer
 from tools.bench import gpu, gpu_bundle, gpu_tools, headline
 
 RESULTS = REPO_ROOT / "docs" / "results"
+#: Runs on a stub that garbled every tensor (docs/results/garbled-stub/README.md): their figures
+#: stand for nothing, but their files still test that the reports are what the CSVs say.
+WITHDRAWN = RESULTS / "garbled-stub"
 
 
 def test_batching_variant_warms_every_batch_size(tiny_repository: Path):
@@ -116,8 +119,8 @@ def test_the_server_runs_the_warm_up_before_the_model_is_ready(tiny_repository: 
     assert counts == {str(size): "1" for size in range(1, values["max_batch_size"] + 1)}
 
 
-def test_committed_tool_comparison_report_is_what_the_csv_says(tmp_path: Path):
-    csv = shutil.copy(RESULTS / "perftools-lent-h100-2026-11-25.csv", tmp_path)
+def test_tool_comparison_report_is_what_its_csv_says(tmp_path: Path):
+    csv = shutil.copy(WITHDRAWN / "perftools-lent-h100-2026-11-25.csv", tmp_path)
     results = pd.read_csv(csv)
     table = gpu_tools.summary(results)
     assert len(table) == 6  # 2 transports x 3 concurrency levels
@@ -128,21 +131,9 @@ def test_committed_tool_comparison_report_is_what_the_csv_says(tmp_path: Path):
         pa = runs[runs.tool == "perf_analyzer"].throughput_infer_per_s.median()
         fb = runs[runs.tool == "fallback generator"].throughput_infer_per_s.median()
         assert row.tput_gap == pytest.approx(abs(fb - pa) / pa)
-    committed = (RESULTS / "perftools-lent-h100-2026-11-25.md").read_text()
+    committed = (WITHDRAWN / "perftools-lent-h100-2026-11-25.md").read_text()
     regenerated = gpu_tools.write_report(Path(csv)).read_text()
     assert committed.startswith(regenerated)  # the notes come after the generated part
-
-
-def test_committed_gpu_results_hold_the_headline_points():
-    results = pd.read_csv(RESULTS / "gpu-lent-h100-2026-11-25.csv")
-    assert (results.tool == "perf_analyzer").all()
-    assert set(results.config) == {
-        f"{model}, batching {state}, 1 instance(s)"
-        for model in ("naive", "gpu")
-        for state in ("off", "on")
-    } | {"gpu, batching on, 2 instance(s)"}
-    top = results[results.concurrency == 32].set_index("config").throughput_infer_per_s
-    assert top["gpu, batching on, 1 instance(s)"] / top["gpu, batching off, 1 instance(s)"] > 3
 
 
 def _fake_embedded(root: Path, python: str) -> EmbeddedTriton:
@@ -221,7 +212,7 @@ def test_bundle_packs_numpy_1_for_the_stub_without_its_tests(tmp_path: Path, mon
 
 
 #: The H200 runs with a report, and the headline ``boxes_ips`` each report gives.
-H200_RUNS = {"gpu-lent_h200-2026-11-28.csv": 1817.0, "gpu-lent_h200-2026-11-29.csv": 2149.9}
+H200_RUNS = {"gpu-lent_h200-2026-11-29.csv": 2003.0}
 
 
 @pytest.mark.parametrize("name", H200_RUNS)
@@ -240,10 +231,7 @@ def test_committed_h200_report_is_what_its_csv_says(name: str):
     assert figures["boxes_ips"] == pytest.approx(H200_RUNS[name], abs=0.1)
 
 
-@pytest.mark.parametrize(
-    "name",
-    [*H200_RUNS, "gpu-lent_h200-2026-11-29-instances.csv"],  # the last one was cut short
-)
+@pytest.mark.parametrize("name", H200_RUNS)
 def test_committed_h200_console_output_is_the_first_run_of_each_point(name: str):
     """Each console block of an H200 run says what the CSV's first run of that point says."""
     import re

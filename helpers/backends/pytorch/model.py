@@ -11,8 +11,7 @@ On a GPU, the batch is stacked in pinned host memory reused from call to call an
 the GPU asynchronously; outputs come back into reused pinned buffers (``host_buffers.py``).
 ``NUM_THREADS`` (torch's intra-op threads) also sets how many threads stack a batch (32
 YOLO11n images are 39 MB). Without it an instance inherits ``OMP_NUM_THREADS``, which
-importing Ultralytics sets to 1: on an H200 with 4 instances, one thread each held boxes out
-at 1,817 images/s, 4 threads each reached 2,150 (``tools/bench/gpu.py``, docs/results).
+importing Ultralytics sets to 1 (``tools/bench/gpu.py`` sets it: cores / instances).
 Opt-in, this stand-in's own parameters (the native backend has no equivalent):
 
 * ``CUDA_GRAPHS: "true"``: capture the model in one CUDA graph per batch size at load
