@@ -3,7 +3,8 @@
 One place asks the system; the environment report (``helpers.env``), the hardware cell of
 every notebook (``nvidia_gpu_present``), the TensorRT build (``detect_gpu``), the saved
 results (``gpu_names``), the server launchers (``python_shared_library``,
-``stub_numpy_problem``, ``docker_engine_available``) and the GPU benchmark (``machine_facts``) all read it here.
+``stub_numpy_problem``, ``docker_engine_available``) and the GPU benchmark
+(``machine_facts``) all read it here.
 """
 
 from __future__ import annotations
@@ -160,7 +161,8 @@ def stub_numpy_version() -> str | None:
         timeout=120,
         check=False,
     )
-    return result.stdout.strip() or None if result.returncode == 0 else None
+    version = result.stdout.strip()
+    return version if result.returncode == 0 and version else None
 
 
 def stub_numpy_problem() -> str | None:

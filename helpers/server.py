@@ -376,8 +376,8 @@ class TritonServer(ChildServer):
                 extra_args += response_cache_arguments(self.cache_size, embedded.cache_directory)
             if python_shared_library() is None:
                 raise ServerUnavailable(missing_libpython_hint())
-            if stub_numpy_problem():
-                raise ServerUnavailable(stub_numpy_problem())
+            if numpy_problem := stub_numpy_problem():
+                raise ServerUnavailable(numpy_problem)
             backends = assemble_backend_directory(self._workdir / "backends", embedded)
             command = [str(embedded.binary)] + server_arguments(
                 repository,

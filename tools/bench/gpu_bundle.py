@@ -126,7 +126,7 @@ def pack_numpy(target: Path, python: str = PYTHON) -> Path:
                 archive.add(
                     item,
                     item.name,
-                    filter=lambda info: None if "/tests" in f"/{info.name}" else info,
+                    filter=lambda info: None if "tests" in Path(info.name).parts else info,
                 )
     return target
 
