@@ -284,14 +284,22 @@ def docker_command(
     return command
 
 
+def runnable_embedded_triton() -> EmbeddedTriton:
+    """The embedded tritonserver, once its Python stub can run here (libpython, numpy 1.x)."""
+    embedded = find_embedded_triton()
+    if python_shared_library() is None:
+        raise ServerUnavailable(missing_libpython_hint())
+    if numpy_problem := stub_numpy_problem():
+        raise ServerUnavailable(numpy_problem)
+    return embedded
+
+
 def choose_mode(mode: Mode = "auto") -> Literal["embedded", "docker"]:
     """Resolve ``auto``: the embedded server when it can run here, else a Docker engine."""
     if mode != "auto":
         return mode
     try:
-        find_embedded_triton()
-        if python_shared_library() is None:
-            raise ServerUnavailable(missing_libpython_hint())
+        runnable_embedded_triton()
         return "embedded"
     except ServerUnavailable as embedded_error:
         ok, reason = docker_engine_available()
@@ -371,13 +379,9 @@ class TritonServer(ChildServer):
         if not is_loopback_address(self.host):
             extra_args += restricted_api_arguments(self._control_key)
         if self.mode == "embedded":
-            embedded = find_embedded_triton()
+            embedded = runnable_embedded_triton()
             if self.cache_size:
                 extra_args += response_cache_arguments(self.cache_size, embedded.cache_directory)
-            if python_shared_library() is None:
-                raise ServerUnavailable(missing_libpython_hint())
-            if numpy_problem := stub_numpy_problem():
-                raise ServerUnavailable(numpy_problem)
             backends = assemble_backend_directory(self._workdir / "backends", embedded)
             command = [str(embedded.binary)] + server_arguments(
                 repository,

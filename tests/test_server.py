@@ -23,6 +23,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from helpers import machine
+from helpers import server as server_module
 from helpers.processes import free_ports
 from helpers.server import (
     ModelLoadError,
@@ -301,6 +302,9 @@ def test_numpy_2_for_the_stub_is_refused_with_the_install_command(monkeypatch, t
     monkeypatch.setattr(machine, "stub_numpy_version", lambda: "2.5.2")
     with pytest.raises(ServerUnavailable, match=r"numpy 2\.5\.2 .*-m pip install 'numpy<2'"):
         TritonServer(tiny_repository, mode="embedded").start()
+    monkeypatch.setattr(server_module, "docker_engine_available", lambda: (False, "no engine"))
+    with pytest.raises(ServerUnavailable, match=r"no way to run Triton here: embedded: numpy 2\.5\.2"):
+        server_module.choose_mode("auto")
 
 
 def test_calls_on_a_dead_server_raise_with_its_log(tiny_repository):
