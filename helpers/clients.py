@@ -13,6 +13,8 @@ protobuf ``raw_input_contents`` on gRPC), never as JSON lists of numbers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import subprocess
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -116,13 +118,31 @@ def infer(
     return result_arrays(result, protocol)
 
 
+#: How long a request that lost its connection waits for the server process to finish exiting.
+EXIT_GRACE_S = 1.0
+
+
+def lost_connection(error: BaseException) -> bool:
+    """Whether a client error says the connection to the server was refused, reset or closed."""
+    if isinstance(error, OSError) or type(error).__name__ == "HTTPConnectionClosed":
+        return True
+    status = getattr(error, "status", None)
+    return callable(status) and "UNAVAILABLE" in str(status())
+
+
 def raise_if_server_died(target: Any, error: BaseException) -> None:
     """If ``target`` is a ``TritonServer`` whose process died, raise its ``ServerError``.
 
     Introduced in notebook 03. A request to a server that was killed fails with a bare
     connection error; this says so instead, with the exit code and the tail of the server log.
     """
-    if hasattr(target, "is_running") and target.process is not None and not target.is_running():
+    if not hasattr(target, "is_running") or target.process is None:
+        return
+    if target.is_running() and lost_connection(error):
+        # A killed tritonserver closes its sockets while it is still exiting: wait for it.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            target.process.wait(timeout=EXIT_GRACE_S)
+    if not target.is_running():
         from helpers.server import ServerError
 
         try:

@@ -162,3 +162,44 @@ def test_bus_detection_over_http_and_grpc_equals_in_process(yolo_repository):
             np.testing.assert_allclose(raw, in_process, atol=1e-4)
             served = detect(client, image, "yolo11n_onnx", names, conf=conf)
             assert detections_equal(served, reference), (protocol_of(client), served, reference)
+
+
+def test_a_lost_connection_waits_for_the_dying_server_and_names_it():
+    """A killed server closes its sockets before it has exited: the error waits to say so."""
+    import subprocess
+    import sys
+    import time
+
+    from geventhttpclient.response import HTTPConnectionClosed
+    from tritonclient.utils import InferenceServerException
+
+    from helpers import clients
+    from helpers.server import ServerError
+
+    assert clients.lost_connection(ConnectionResetError("reset"))
+    assert clients.lost_connection(HTTPConnectionClosed("connection closed."))
+    assert clients.lost_connection(InferenceServerException("x", status="StatusCode.UNAVAILABLE"))
+    assert not clients.lost_connection(
+        InferenceServerException("bad input", status="StatusCode.INVALID_ARGUMENT")
+    )
+
+    class Exiting:
+        """A server whose process exits 0.3 s after its request failed."""
+
+        def __init__(self) -> None:
+            self.process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
+
+        def is_running(self) -> bool:
+            return self.process.poll() is None
+
+        def _check_alive(self) -> None:
+            raise ServerError(f"no longer running (exit code {self.process.returncode})")
+
+    server = Exiting()
+    with pytest.raises(ServerError, match=r"no longer running \(exit code 0\)"):
+        clients.raise_if_server_died(server, ConnectionResetError("reset"))
+    alive = Exiting()
+    start = time.perf_counter()
+    clients.raise_if_server_died(alive, InferenceServerException("bad input"))  # no wait, no raise
+    assert time.perf_counter() - start < 0.2 and alive.is_running()
+    alive.process.wait()
