@@ -28,9 +28,6 @@ from helpers.server import EmbeddedTriton, TritonServer
 from tools.bench import gpu, gpu_bundle, gpu_tools, headline
 
 RESULTS = REPO_ROOT / "docs" / "results"
-#: Runs on a stub that garbled every tensor (docs/results/garbled-stub/README.md): their figures
-#: stand for nothing, but their files still test that the reports are what the CSVs say.
-WITHDRAWN = RESULTS / "garbled-stub"
 
 
 def test_batching_variant_warms_every_batch_size(tiny_repository: Path):
@@ -120,7 +117,7 @@ def test_the_server_runs_the_warm_up_before_the_model_is_ready(tiny_repository: 
 
 
 def test_tool_comparison_report_is_what_its_csv_says(tmp_path: Path):
-    csv = shutil.copy(WITHDRAWN / "perftools-lent-h100-2026-11-25.csv", tmp_path)
+    csv = shutil.copy(RESULTS / "perftools-lent_h200-2026-11-29.csv", tmp_path)
     results = pd.read_csv(csv)
     table = gpu_tools.summary(results)
     assert len(table) == 6  # 2 transports x 3 concurrency levels
@@ -131,9 +128,17 @@ def test_tool_comparison_report_is_what_its_csv_says(tmp_path: Path):
         pa = runs[runs.tool == "perf_analyzer"].throughput_infer_per_s.median()
         fb = runs[runs.tool == "fallback generator"].throughput_infer_per_s.median()
         assert row.tput_gap == pytest.approx(abs(fb - pa) / pa)
-    committed = (WITHDRAWN / "perftools-lent-h100-2026-11-25.md").read_text()
-    regenerated = gpu_tools.write_report(Path(csv)).read_text()
-    assert committed.startswith(regenerated)  # the notes come after the generated part
+    committed = (RESULTS / "perftools-lent_h200-2026-11-29.md").read_text()
+    assert gpu_tools.write_report(Path(csv)).read_text() == committed
+
+
+def test_report_of_a_run_stopped_early_is_written_from_its_csv(tmp_path: Path):
+    """``bench gpu --report``: the committed report of the run the time limit stopped."""
+    name = "gpu-lent_h200-2026-11-29-default-plan"
+    csv = shutil.copy(RESULTS / f"{name}.csv", tmp_path)
+    figures = gpu.run(["--report", str(csv)])
+    assert figures["boxes_ips"] == pytest.approx(H200_RUNS[f"{name}.csv"], abs=0.1)
+    assert (tmp_path / f"{name}.md").read_text() == (RESULTS / f"{name}.md").read_text()
 
 
 def _fake_embedded(root: Path, python: str) -> EmbeddedTriton:
@@ -211,8 +216,15 @@ def test_bundle_packs_numpy_1_for_the_stub_without_its_tests(tmp_path: Path, mon
     assert "numpy.tar.xz" in gpu_bundle.SETUP and "/tmp/venv" in gpu_bundle.SETUP
 
 
-#: The H200 runs with a report, and the headline ``boxes_ips`` each report gives.
-H200_RUNS = {"gpu-lent_h200-2026-11-29.csv": 2003.0}
+#: The H200 runs with a report, and the headline ``boxes_ips`` each report gives (nan: a run
+#: without boxes out). ``default-plan`` stopped at the device's time limit; its report was
+#: written afterwards by ``--report``.
+H200_RUNS = {
+    "gpu-lent_h200-2026-11-29.csv": 2003.0,
+    "gpu-lent_h200-2026-11-29-default-plan.csv": 2026.45,
+    "gpu-lent_h200-2026-11-29-raw-exports.csv": float("nan"),
+    "gpu-lent_h200-2026-11-29-boxes-again.csv": 2065.2,
+}
 
 
 @pytest.mark.parametrize("name", H200_RUNS)
@@ -223,12 +235,13 @@ def test_committed_h200_report_is_what_its_csv_says(name: str):
     assert (results.tool == "perf_analyzer").all() and (results.device == "NVIDIA H200").all()
     table = gpu.summary(results)
     assert (table.runs == 3).all()
-    ceiling = float(results[results.model == "boxes"].ceiling_ips.iloc[0])
-    figures = gpu.headline_figures(table, 32, ceiling)
+    boxes = results[results.model == "boxes"].ceiling_ips
+    figures = gpu.headline_figures(table, 32, float(boxes.iloc[0]) if len(boxes) else float("nan"))
     report = csv.with_suffix(".md").read_text()
     assert gpu.markdown_table(table.round(2)) in report
     assert headline("gpu", figures) in report
-    assert figures["boxes_ips"] == pytest.approx(H200_RUNS[name], abs=0.1)
+    assert f"`{csv.stem}.console.txt`" in report
+    assert figures["boxes_ips"] == pytest.approx(H200_RUNS[name], abs=0.1, nan_ok=True)
 
 
 @pytest.mark.parametrize("name", H200_RUNS)

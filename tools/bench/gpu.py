@@ -20,6 +20,8 @@ own image> answers=<sent>``. Each point is measured by perf_analyzer (tensors in
 shared memory) ``--repeats`` times; the report gives min/median/max. Writes a dated CSV and a markdown
 report naming the GPU and host to ``--out`` (default ``docs/results``); the last line is
 ``gpu: gain=... boxes_ips=<median images/s, boxes out> ceiling_ratio=<served/ceiling>``.
+The CSV is saved after every configuration, so a run stopped early keeps what it measured;
+``--report <csv>`` then writes its report and last line from the CSV alone.
 ``python -m tools.bench.gpu_tools`` compares perf_analyzer with the course's fallback
 generator on the same machine.
 """
@@ -649,7 +651,17 @@ def run(argv: list[str]) -> dict[str, float]:
     parser.add_argument("--only", nargs="+", choices=KINDS, help="serve only these exports")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "results")
     parser.add_argument("--host", help="label for this machine in the results (default: its name)")
+    parser.add_argument(
+        "--report",
+        type=Path,
+        help="only write the .md of a saved CSV (a run stopped before its end has none)",
+    )
     args = parser.parse_args(argv)
+    if args.report:
+        tool = "perf_analyzer (report written afterwards from the CSV, `--report`)"
+        figures = report(args.report, args.top, args.window_ms, tool)
+        print(f"wrote {args.report.with_suffix('.md')}")
+        return figures
 
     from helpers import perf_analyzer
     from helpers.server import TritonServer
@@ -773,25 +785,40 @@ def run(argv: list[str]) -> dict[str, float]:
         return answers
     if not frames:
         raise CannotRun("perf_analyzer measured no point (see the messages above)")
+    print(summary(load_results(path)).round(2).to_string(index=False))
+    figures = report(path, args.top, args.window_ms, location.reason, checks)
+    print(f"wrote {path} and {path.with_suffix('.md').name}")
+    return figures
+
+
+#: The machine facts (``machine_facts``) that a run's CSV carries as columns.
+FACTS = ("device", "cpu", "driver", "cuda", "torch", "python", "os")
+
+
+def report(
+    path: Path, top: int, window_ms: int, tool: str, checks: dict[str, str] | None = None
+) -> dict[str, float]:
+    """Write the .md of a saved run from its CSV (a run cut short too); its last line's figures."""
+    from helpers import perf_analyzer
 
     results = load_results(path)
     table = summary(results)
-    print(table.round(2).to_string(index=False))
-    figures = headline_figures(table, args.top, ceilings.get("boxes", float("nan")))
+    ceilings = results.groupby("model", sort=False)["ceiling_ips"].first().to_dict()
+    figures = headline_figures(table, top, ceilings.get("boxes", float("nan")))
+    facts = pd.read_csv(path, dtype=str, usecols=list(FACTS)).iloc[0][list(FACTS)].to_dict()
     command = perf_analyzer.build_command(
         "<model>",
         url="127.0.0.1:<grpc port>",
-        concurrency=args.top,
+        concurrency=top,
         shape={INPUT: [3, SIDE, SIDE]},
-        measurement_interval_ms=args.window_ms,
+        measurement_interval_ms=window_ms,
         shared_memory="system",
         output_shared_memory_size=output_bytes("boxes"),
         csv_path="<file>.csv",
         extra=["--stability-percentage", "25", "--max-trials", "8"],
         prefix=("perf_analyzer",),
     )
-    write_report(path, table, figures, facts, location.reason, " ".join(command), ceilings, checks)
-    print(f"wrote {path} and {path.with_suffix('.md').name}")
+    write_report(path, table, figures, facts, tool, " ".join(command), ceilings, checks)
     return figures
 
 
