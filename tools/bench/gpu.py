@@ -785,7 +785,6 @@ def run(argv: list[str]) -> dict[str, float]:
         return answers
     if not frames:
         raise CannotRun("perf_analyzer measured no point (see the messages above)")
-    print(summary(load_results(path)).round(2).to_string(index=False))
     figures = report(path, args.top, args.window_ms, location.reason, checks)
     print(f"wrote {path} and {path.with_suffix('.md').name}")
     return figures
@@ -798,11 +797,15 @@ FACTS = ("device", "cpu", "driver", "cuda", "torch", "python", "os")
 def report(
     path: Path, top: int, window_ms: int, tool: str, checks: dict[str, str] | None = None
 ) -> dict[str, float]:
-    """Write the .md of a saved run from its CSV (a run cut short too); its last line's figures."""
+    """Print the table of a saved run and write its .md from its CSV (a run cut short too).
+
+    Returns the run's last-line figures.
+    """
     from helpers import perf_analyzer
 
     results = load_results(path)
     table = summary(results)
+    print(table.round(2).to_string(index=False))
     ceilings = results.groupby("model", sort=False)["ceiling_ips"].first().to_dict()
     figures = headline_figures(table, top, ceilings.get("boxes", float("nan")))
     facts = pd.read_csv(path, dtype=str, usecols=list(FACTS)).iloc[0][list(FACTS)].to_dict()
