@@ -123,6 +123,23 @@ def model_successes(server: Any, model: str) -> int:
     return sum(int(entry["inference_stats"]["success"]["count"]) for entry in stats)
 
 
+def successes_since(
+    servers: Sequence[Any], model: str, before: Sequence[int], total: int, timeout: float = 5.0
+) -> list[int]:
+    """Requests of ``model`` each replica ran since ``before``, once they add up to ``total``.
+
+    A replica may count a request in its statistics a moment after the answer has gone out, so
+    counts read right after the last answer can be short (seen: 9 + 10 for 20 answers). After
+    ``timeout`` seconds the counts are returned as they are.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        served = [model_successes(server, model) - b for server, b in zip(servers, before)]
+        if sum(served) >= total or time.monotonic() > deadline:
+            return served
+        time.sleep(0.05)
+
+
 def wait_serving(server: Any, model: str, since: int, timeout: float = 60.0) -> float:
     """Wait until the replica served a request more than ``since``; return the seconds."""
     start = time.monotonic()

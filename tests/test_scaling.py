@@ -30,6 +30,7 @@ from helpers.scaling import (
     queue_snapshot,
     rolling_replace,
     stats_queue_ms_per_request,
+    successes_since,
 )
 from helpers.server import TritonServer
 from tests.scaling_models import (
@@ -108,7 +109,7 @@ def test_round_robin_splits_http_and_grpc_over_both_replicas(proxy, replicas):
     grpc_out = [grpc.infer(MODEL, [g_input]).as_numpy("scores") for _ in range(10)]
     http.close()
     grpc.close()
-    served = [model_successes(server, MODEL) - b for server, b in zip(replicas, before)]
+    served = successes_since(replicas, MODEL, before, total=20)
     assert served == [10, 10]  # 5 HTTP + 5 gRPC each: strict alternation
     assert all(np.array_equal(out, http_out[0]) for out in http_out + grpc_out)
     envoy_counts = {h["cluster"]: [] for h in proxy.hosts()}
@@ -189,3 +190,17 @@ def test_envoy_dies_with_the_process_that_started_it(replicas):
         if parent.poll() is None:
             parent.kill()
             parent.wait()
+
+
+def test_successes_since_waits_for_a_count_that_lags(monkeypatch):
+    """A replica's statistics may count the last request a moment after its answer."""
+    import helpers.scaling as scaling
+
+    reads = {"a": iter([9, 9, 10]), "b": iter([10, 10, 10])}
+    monkeypatch.setattr(scaling, "model_successes", lambda server, model: next(reads[server]))
+    assert scaling.successes_since(["a", "b"], "m", [0, 0], total=20) == [10, 10]
+
+    reads = {"a": iter(range(100)), "b": iter([0] * 100)}  # never reaches the total
+    start = time.monotonic()
+    served = scaling.successes_since(["a", "b"], "m", [0, 0], total=10**6, timeout=0.2)
+    assert time.monotonic() - start < 2 and served[1] == 0 and served[0] > 0
