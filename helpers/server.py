@@ -53,6 +53,7 @@ from helpers.paths import MODEL_REPOSITORY, build_dir
 from helpers.processes import (
     ChildServer,
     die_with_parent,
+    is_alive,
     is_loopback_address,
     terminate,
 )
@@ -63,6 +64,9 @@ DEFAULT_DOCKER_TAG = "24.10"
 DEFAULT_DOCKER_IMAGE = f"nvcr.io/nvidia/tritonserver:{DEFAULT_DOCKER_TAG}-py3"
 #: Shared memory for the Python backend (per-model stub <-> server IPC), 16 MiB steps.
 PYTHON_SHM_BYTES = 16 * 1024 * 1024
+#: Each server's work folder (its backends directory) in the temporary directory, and the file
+#: there naming the process that owns it.
+WORKDIR_PREFIX, OWNER_FILE = "triton-serving-lab-", "owner.pid"
 Mode = Literal["auto", "embedded", "docker"]
 #: Header the model-repository API needs when the server listens beyond loopback.
 CONTROL_HEADER = "triton-serving-lab-control"
@@ -363,7 +367,9 @@ class TritonServer(ChildServer):
     def _launch(self, ports: list[int]) -> None:
         self.ports = Ports(*ports)
         repository = Path(self.model_repository).resolve()
-        self._workdir = Path(tempfile.mkdtemp(prefix="triton-serving-lab-"))
+        remove_orphaned_workdirs()
+        self._workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
+        (self._workdir / OWNER_FILE).write_text(str(os.getpid()))
         try:
             self._start_process(repository)
         except BaseException:
@@ -663,6 +669,34 @@ def _stop(
         stop_stubs(workdir)
         shutil.rmtree(workdir, ignore_errors=True)
     return code
+
+
+def remove_orphaned_workdirs(parent: str | Path | None = None) -> list[Path]:
+    """Remove the work folders of servers whose owner was killed before it could; their paths.
+
+    A server removes its folder when it stops, but a process killed with SIGKILL (a Jupyter
+    kernel killed, a test that kills its parent) leaves it behind, 3 MB each. A folder goes
+    only when the process named in its owner file is gone and no process's command line
+    mentions it (a server or stub still running from it); one without an owner file is left.
+    """
+    parent = Path(parent or tempfile.gettempdir())
+    folders = list(parent.glob(f"{WORKDIR_PREFIX}*"))
+    if not folders:
+        return []
+    commands = "\n".join(
+        " ".join(process.info["cmdline"] or []) for process in psutil.process_iter(["cmdline"])
+    )
+    removed = []
+    for folder in folders:
+        try:
+            owner = int((folder / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # not a server's folder, or one still being made
+        if is_alive(owner) or str(folder) + os.sep in commands:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
 
 
 def stop_stubs(workdir: Path, grace_period: float = 2.0) -> list[int]:

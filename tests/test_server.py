@@ -26,12 +26,15 @@ from helpers import machine
 from helpers import server as server_module
 from helpers.processes import free_ports
 from helpers.server import (
+    OWNER_FILE,
+    WORKDIR_PREFIX,
     ModelLoadError,
     Ports,
     ServerError,
     ServerUnavailable,
     TritonServer,
     docker_command,
+    remove_orphaned_workdirs,
 )
 from tests.tiny_models import sample_batch, tiny_net
 
@@ -268,12 +271,13 @@ def test_killing_the_parent_python_kills_the_server(tiny_repository):
         from helpers.server import TritonServer
         server = TritonServer({str(tiny_repository)!r}, models=["tiny_onnx"]).start()
         children = [p.pid for p in psutil.Process(server.pid).children(recursive=True)]
-        print(server.pid, *children, flush=True)
+        print(server._workdir, server.pid, *children, flush=True)
         time.sleep(120)
         """
     )
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    pids = [int(p) for p in parent.stdout.readline().split()]
+    workdir, *pids = parent.stdout.readline().split()
+    pids = [int(p) for p in pids]
     assert len(pids) >= 2
     os.kill(parent.pid, signal.SIGKILL)
     parent.wait()
@@ -285,6 +289,43 @@ def test_killing_the_parent_python_kills_the_server(tiny_repository):
         ]
         time.sleep(0.2)
     assert alive == [], f"processes left after the parent was killed: {alive}"
+    # the killed parent could not remove the server's work folder; the next start does
+    assert Path(workdir).is_dir()
+    assert Path(workdir) in remove_orphaned_workdirs(Path(workdir).parent)
+    assert not Path(workdir).exists()
+
+
+def test_only_work_folders_whose_owner_and_processes_are_gone_are_removed(tmp_path):
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead_pid = gone.stdout.strip()
+    folders = {
+        name: tmp_path / f"{WORKDIR_PREFIX}{name}" for name in ("dead", "alive", "none", "used")
+    }
+    for name, folder in folders.items():
+        (folder / "backends").mkdir(parents=True)
+        if name != "none":
+            (folder / OWNER_FILE).write_text(str(os.getpid()) if name == "alive" else dead_pid)
+    other = tmp_path / "someone-elses"
+    other.mkdir()
+    user = subprocess.Popen(  # a process still running from a folder: a server or a stub
+        [sys.executable, "-c", "import time; time.sleep(60)", f"{folders['used']}/backends"]
+    )
+    try:
+        assert remove_orphaned_workdirs(tmp_path) == [folders["dead"]]
+    finally:
+        user.kill()
+        user.wait()
+    assert [name for name, folder in folders.items() if folder.exists()] == [
+        "alive",
+        "none",
+        "used",
+    ]
+    assert other.exists()
 
 
 def test_start_failure_raises_with_the_log_tail(tmp_path):
@@ -303,7 +344,9 @@ def test_numpy_2_for_the_stub_is_refused_with_the_install_command(monkeypatch, t
     with pytest.raises(ServerUnavailable, match=r"numpy 2\.5\.2 .*-m pip install 'numpy<2'"):
         TritonServer(tiny_repository, mode="embedded").start()
     monkeypatch.setattr(server_module, "docker_engine_available", lambda: (False, "no engine"))
-    with pytest.raises(ServerUnavailable, match=r"no way to run Triton here: embedded: numpy 2\.5\.2"):
+    with pytest.raises(
+        ServerUnavailable, match=r"no way to run Triton here: embedded: numpy 2\.5\.2"
+    ):
         server_module.choose_mode("auto")
 
 
