@@ -60,6 +60,8 @@ CONF_THRESHOLD, IOU_THRESHOLD = 0.25, 0.7
 NMS_ROUNDS = 24
 #: The three exports ``bench gpu`` serves.
 KINDS = ("naive", "gpu", "boxes")
+#: perf_analyzer's stability options for every point (the report shows the same command).
+STABILITY = ("--stability-percentage", "25", "--max-trials", "8")
 
 
 class DecodedYolo(torch.nn.Module):
@@ -746,7 +748,7 @@ def run(argv: list[str]) -> dict[str, float]:
                             measurement_interval_ms=args.window_ms,
                             shared_memory="system",
                             output_shared_memory_size=output_bytes(name),
-                            extra=["--stability-percentage", "25", "--max-trials", "8"],
+                            extra=STABILITY,
                             location=location,
                             results_dir=results,
                             progress=False,
@@ -818,10 +820,10 @@ def report(
         shared_memory="system",
         output_shared_memory_size=output_bytes("boxes"),
         csv_path="<file>.csv",
-        extra=["--stability-percentage", "25", "--max-trials", "8"],
+        extra=STABILITY,
         prefix=("perf_analyzer",),
     )
-    write_report(path, table, figures, facts, tool, " ".join(command), ceilings, checks)
+    write_report(path, results, table, figures, facts, tool, " ".join(command), ceilings, checks)
     return figures
 
 
@@ -835,6 +837,7 @@ def threads_text(results: pd.DataFrame) -> str:
 
 def write_report(
     path: Path,
+    results: pd.DataFrame,
     table: pd.DataFrame,
     figures: dict[str, float],
     facts: dict[str, str],
@@ -845,7 +848,6 @@ def write_report(
 ) -> Path:
     """Write ``<csv stem>.md`` beside the CSV: machine, exports, ranges of the runs, last line."""
     report = path.with_suffix(".md")
-    results = load_results(path)
     first = results.iloc[0]
     report.write_text(
         f"# YOLO11n TorchScript on {facts['device']}, {str(first['date'])[:10]}\n\n"

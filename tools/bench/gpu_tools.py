@@ -26,7 +26,15 @@ from helpers.loadgen import Payload, measure
 from helpers.paths import REPO_ROOT, build_dir
 from helpers.results import save_results
 from tools.bench import headline
-from tools.bench.gpu import INPUT, OUTPUT_BYTES, SIDE, export_variant, machine_facts, variant
+from tools.bench.gpu import (
+    INPUT,
+    OUTPUT_BYTES,
+    SIDE,
+    STABILITY,
+    export_variant,
+    machine_facts,
+    variant,
+)
 
 FALLBACK, PERF_ANALYZER = "fallback generator", "perf_analyzer"
 
@@ -113,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                             measurement_interval_ms=args.window_ms,
                             shared_memory=memory,
                             output_shared_memory_size=OUTPUT_BYTES,
-                            extra=["--stability-percentage", "25", "--max-trials", "8"],
+                            extra=STABILITY,
                             location=location,
                             results_dir=build_dir("gpu_perf_analyzer"),
                             progress=False,
