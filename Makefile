@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lab lint strip screenshots clean
+.PHONY: run test lab lint strip export screenshots clean
 
 $(STAMP): pyproject.toml
 	@echo "==> setting up $(VENV) (first run: several minutes; torch is large)"
@@ -41,6 +41,10 @@ screenshots: $(STAMP)
 ## lint: ruff on everything
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+## export: write helpers/lessons/*.py from the notebook cells marked `#| export NAME`
+export: $(STAMP)
+	$(BIN)/python -m tools.export_cells
 
 ## strip: remove outputs from the committed notebooks (cell ids kept: tests and links use them)
 strip: $(STAMP)

@@ -1,0 +1,1 @@
+"""Lesson code generated from the notebooks' cells marked `#| export NAME` (`make export`)."""
