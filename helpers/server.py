@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -61,7 +62,12 @@ from helpers.repository import missing_model_file
 
 #: The NGC release whose Triton matches the one bundled in nvidia-pytriton 0.7.0 (2.51.0).
 DEFAULT_DOCKER_TAG = "24.10"
-DEFAULT_DOCKER_IMAGE = f"nvcr.io/nvidia/tritonserver:{DEFAULT_DOCKER_TAG}-py3"
+#: The newest NGC release when this was written: Triton 2.75.0, 17 Nov 2026 (README, "What
+#: changed since 24.10").
+CURRENT_NGC_TAG = "26.11"
+#: From this release on, Triton refuses a client's shared memory regions unless started with
+#: --allow-client-shm=true (the shared-memory extension's docs: "The default value is false").
+CLIENT_SHM_OFF_SINCE = "26.05"
 #: Shared memory for the Python backend (per-model stub <-> server IPC), 16 MiB steps.
 PYTHON_SHM_BYTES = 16 * 1024 * 1024
 #: Each server's work folder (its backends directory) in the temporary directory, and the file
@@ -240,11 +246,27 @@ def rate_limit_arguments(rate_limit: bool, resources: Sequence[str] = ()) -> lis
 
 
 # ----------------------------------------------------------------------------- docker
+def ngc_image(tag: str = DEFAULT_DOCKER_TAG) -> str:
+    """The NGC Triton image of release ``tag`` (``yy.mm``), with the Python backend (``-py3``)."""
+    if not re.fullmatch(r"\d{2}\.\d{2}", tag):
+        raise ValueError(f"an NGC release tag looks like 24.10 or 26.11, not {tag!r}")
+    return f"nvcr.io/nvidia/tritonserver:{tag}-py3"
+
+
+def release_arguments(tag: str) -> list[str]:
+    """tritonserver flags release ``tag`` needs for what the course does (notebook 03).
+
+    Since 26.05 client shared memory (notebook 04's ``--shared-memory=system``) is off unless
+    asked for; older servers do not know the flag and would refuse to start with it.
+    """
+    return ["--allow-client-shm=true"] if tag >= CLIENT_SHM_OFF_SINCE else []
+
+
 def docker_command(
     model_repository: str | Path,
     ports: Ports,
     *,
-    image: str = DEFAULT_DOCKER_IMAGE,
+    tag: str = DEFAULT_DOCKER_TAG,
     name: str = "triton-serving-lab",
     host: str = "127.0.0.1",
     gpus: bool = False,
@@ -255,8 +277,9 @@ def docker_command(
 ) -> list[str]:
     """The ``docker run`` argument list for the NGC Triton image serving ``model_repository``.
 
-    Ports are published on ``host`` only (loopback by default); inside the container
-    Triton listens on its usual 8000/8001/8002.
+    ``tag`` is the NGC release (``24.10`` matches the embedded server; ``CURRENT_NGC_TAG`` is
+    the newest). Ports are published on ``host`` only (loopback by default); inside the
+    container Triton listens on its usual 8000/8001/8002.
     """
     command = [
         "docker",
@@ -281,9 +304,15 @@ def docker_command(
     ]
     if gpus:
         command += ["--gpus", "all"]
-    command += [image, "tritonserver"]
+    command += [ngc_image(tag), "tritonserver"]
     command += server_arguments(
-        "/models", None, "0.0.0.0", Ports(8000, 8001, 8002), models, log_verbose, extra_args
+        "/models",
+        None,
+        "0.0.0.0",
+        Ports(8000, 8001, 8002),
+        models,
+        log_verbose,
+        [*release_arguments(tag), *extra_args],
     )
     return command
 
@@ -332,7 +361,7 @@ class TritonServer(ChildServer):
     host: str = "127.0.0.1"
     startup_timeout: float = 60.0
     log_verbose: int = 0
-    docker_image: str = DEFAULT_DOCKER_IMAGE
+    docker_tag: str = DEFAULT_DOCKER_TAG  # the NGC release of mode="docker"
     extra_args: Sequence[str] = ()
     ports: Ports | None = None
     cache_size: int = 0  # bytes of response cache (models opt in with response_cache)
@@ -414,7 +443,7 @@ class TritonServer(ChildServer):
             command = docker_command(
                 repository,
                 self.ports,
-                image=self.docker_image,
+                tag=self.docker_tag,
                 name=self._container,
                 host=self.host,
                 gpus=nvidia_gpu_present(),

@@ -26,6 +26,7 @@ from helpers import machine
 from helpers import server as server_module
 from helpers.processes import free_ports
 from helpers.server import (
+    CURRENT_NGC_TAG,
     OWNER_FILE,
     WORKDIR_PREFIX,
     ModelLoadError,
@@ -34,6 +35,7 @@ from helpers.server import (
     ServerUnavailable,
     TritonServer,
     docker_command,
+    release_arguments,
     remove_orphaned_workdirs,
 )
 from tests.tiny_models import sample_batch, tiny_net
@@ -381,3 +383,14 @@ def test_docker_command_is_exact(tmp_path):
 
 def test_docker_command_without_gpu_has_no_gpus_flag(tmp_path):
     assert "--gpus" not in docker_command(tmp_path, Ports(1, 2, 3))
+
+
+def test_a_release_from_26_05_on_is_told_to_accept_client_shared_memory(tmp_path):
+    matching = docker_command(tmp_path, Ports(1, 2, 3))
+    current = docker_command(tmp_path, Ports(1, 2, 3), tag=CURRENT_NGC_TAG)
+    assert "--allow-client-shm=true" not in matching  # 24.10 does not know the flag
+    assert f"nvcr.io/nvidia/tritonserver:{CURRENT_NGC_TAG}-py3" in current
+    assert current[current.index("tritonserver") + 1 :][-1] == "--allow-client-shm=true"
+    assert release_arguments("26.04") == [] and release_arguments("26.05") != []
+    with pytest.raises(ValueError, match="26.11"):
+        docker_command(tmp_path, Ports(1, 2, 3), tag="latest")
