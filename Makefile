@@ -16,8 +16,13 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 ## run: execute every notebook in order against the embedded server; copies in build/
+##   make run NOTEBOOKS="03 07"   only those notebooks (name prefixes)
+##   make run MEASURE_SECONDS=2   any UPPER_CASE notebook parameter (a Python literal, else a string)
+# The names of the variables given on make's command line, less the Makefile's own settings;
+# make exports their values to the recipe's environment exactly as typed.
+RUN_VARIABLES = $(filter-out PYTHON LAB_PORT LAB_ARGS,$(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(v))))
 run: $(STAMP)
-	$(BIN)/python -m tools.run_course
+	$(BIN)/python -m tools.run_course --from-make '$(RUN_VARIABLES)'
 
 ## test: helpers and server tests, then every notebook through nbmake
 test: $(STAMP)

@@ -102,3 +102,92 @@ def test_a_cell_past_its_timeout_fails_and_is_named(tmp_path):
         execute(source, tmp_path, {}, cell_timeout=2)
     assert failure.value.cell_index == 1
     assert "CellTimeoutError" in str(failure.value)
+
+
+def _make_run_command(*variables: str) -> list[str]:
+    """The run_course command line that ``make run VARIABLES...`` would execute (make -n)."""
+    import os
+    import shlex
+    import shutil
+    import subprocess
+
+    from helpers.paths import REPO_ROOT
+
+    if shutil.which("make") is None:
+        pytest.skip("GNU make is not installed")
+    env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL"}}
+    printed = subprocess.run(
+        ["make", "--no-print-directory", "-n", "run", *variables],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    lines = [line for line in printed.splitlines() if "tools.run_course" in line]
+    assert len(lines) == 1, printed
+    return shlex.split(lines[0])
+
+
+def test_make_run_passes_its_command_line_variables_by_name():
+    command = _make_run_command("NOTEBOOKS=03 07", "MEASURE_SECONDS=2", "PYTHON=python3")
+    assert command[:3] == [".venv/bin/python", "-m", "tools.run_course"]
+    assert command[3] == "--from-make"
+    # the Makefile's own PYTHON is make's, not a notebook's
+    assert sorted(command[4].split()) == ["MEASURE_SECONDS", "NOTEBOOKS"]
+    assert _make_run_command()[3:] == ["--from-make", ""]
+
+
+def test_make_variables_read_values_from_the_environment():
+    from tools.run_course import make_variables
+
+    environ = {
+        "NOTEBOOKS": "03 07,08",
+        "MEASURE_SECONDS": "2",
+        "TRITON_URL": "127.0.0.1:8000",
+        "CONCURRENCY_LEVELS": "[1, 2]",
+        "HOME": "/root",  # in the environment but not given to make: not a parameter
+    }
+    prefixes, parameters = make_variables(
+        "NOTEBOOKS MEASURE_SECONDS TRITON_URL CONCURRENCY_LEVELS", environ
+    )
+    assert prefixes == ["03", "07", "08"]
+    assert parameters == {
+        "MEASURE_SECONDS": 2,
+        "TRITON_URL": "127.0.0.1:8000",
+        "CONCURRENCY_LEVELS": [1, 2],
+    }
+    assert make_variables("", environ) == ([], {})
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [("measure_seconds", "'measure_seconds' is not a notebook parameter"),
+     ("MISSING", "MISSING was named but make did not export its value")],
+)  # fmt: skip
+def test_make_variables_refuse_bad_names(names, message):
+    from tools.run_course import make_variables
+
+    with pytest.raises(SystemExit, match=message):
+        make_variables(names, {"measure_seconds": "2"})
+
+
+def test_make_run_variables_select_and_override(tmp_path, capsys, monkeypatch):
+    _notebook(tmp_path, "00_a.ipynb", [("N = 1", ["parameters"]), ("print('a', N)", [])])
+    _notebook(tmp_path, "01_b.ipynb", [("print('b')", [])])
+    _notebook(tmp_path, "02_c.ipynb", [("N = 1", ["parameters"]), ("print('c', N)", [])])
+    monkeypatch.setenv("NOTEBOOKS", "00 02")
+    monkeypatch.setenv("N", "7")
+    out = tmp_path / "out"
+    assert (
+        main(["--notebooks", str(tmp_path), "--out", str(out), "--from-make", "NOTEBOOKS N"]) == 0
+    )
+    assert "all 2 notebooks ran" in capsys.readouterr().out
+    for name, letter in (("00_a", "a"), ("02_c", "c")):
+        executed = nbformat.read(out / f"{name}.ipynb", as_version=4)
+        assert _text(executed.cells[2]) == f"{letter} 7\n"
+    assert not (out / "01_b.ipynb").exists()
+
+
+def test_a_parameter_no_notebook_takes_is_refused(tmp_path):
+    _notebook(tmp_path, "00_a.ipynb", [("MEASURE_SECONDS = 6", ["parameters"])])
+    with pytest.raises(
+        SystemExit, match="takes the parameter.s. MEASURE_SECOND; their parameters: MEASURE_SECONDS"
+    ):
+        main(["--notebooks", str(tmp_path), "--out", str(tmp_path / "o"), "-p", "MEASURE_SECOND=2"])

@@ -9,12 +9,19 @@ non-zero exit that names the notebook and the cell.
     python -m tools.run_course                 # every notebook
     python -m tools.run_course 03 04           # only those whose name starts so
     python -m tools.run_course -p MEASURE_SECONDS=2   # override a parameter everywhere
+
+``make run`` takes the same as make's command-line variables: ``make run NOTEBOOKS="03 07"``,
+``make run MEASURE_SECONDS=2``, ``make run TRITON_URL=127.0.0.1:8000``. The Makefile passes
+their names (``--from-make``); the values are read from the environment, where make puts
+command-line variables exactly as typed.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -60,6 +67,64 @@ def parse_parameters(pairs: list[str]) -> dict[str, object]:
         except (ValueError, SyntaxError):
             parameters[name] = value
     return parameters
+
+
+PARAMETER_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
+
+
+def make_variables(
+    names: str, environ: dict[str, str] | None = None
+) -> tuple[list[str], dict[str, object]]:
+    """``make run``'s command-line variables: (notebook prefixes, parameters).
+
+    ``names`` are the variables' names as the Makefile lists them; make exports each one to
+    the recipe's environment with its value as typed, which ``environ`` (default
+    ``os.environ``) holds. ``NOTEBOOKS`` selects notebooks ("03 07" or "03,07"); every other
+    name is a notebook parameter, its value a Python literal or else a string.
+    """
+    environ = os.environ if environ is None else environ
+    prefixes: list[str] = []
+    pairs: list[str] = []
+    for name in names.split():
+        if not PARAMETER_NAME.fullmatch(name):
+            raise SystemExit(
+                f'make run: {name!r} is not a notebook parameter: give NOTEBOOKS="03 07" or '
+                "UPPER_CASE parameters of the notebooks' parameters cells, e.g. "
+                "make run MEASURE_SECONDS=2"
+            )
+        if name not in environ:
+            raise SystemExit(f"make run: {name} was named but make did not export its value")
+        if name == "NOTEBOOKS":
+            prefixes += environ[name].replace(",", " ").split()
+        else:
+            pairs.append(f"{name}={environ[name]}")
+    return prefixes, parse_parameters(pairs)
+
+
+def notebook_parameters(notebook: Path) -> set[str]:
+    """The names the notebook's cell tagged ``parameters`` assigns."""
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    names: set[str] = set()
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "parameters" in _tags(cell):
+            for node in ast.walk(ast.parse(cell.source)):
+                if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                    names.add(node.id)
+    return names
+
+
+def check_known(parameters: dict[str, object], notebooks: list[Path]) -> None:
+    """Refuse a parameter that no selected notebook takes (a typo would change nothing)."""
+    known = set().union(*(notebook_parameters(nb) for nb in notebooks))
+    unknown = sorted(set(parameters) - known)
+    if unknown:
+        names = ", ".join(nb.name for nb in notebooks)
+        raise SystemExit(
+            f"no notebook among {names} takes the parameter(s) {', '.join(unknown)}; "
+            f"their parameters: {', '.join(sorted(known)) or 'none'}"
+        )
 
 
 def _tags(cell) -> list[str]:
@@ -161,16 +226,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("prefixes", nargs="*", help="run only notebooks starting with these")
     parser.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument(
+        "--from-make", default="", metavar="NAMES",
+        help="make's command-line variables by name (the Makefile's run target); values from "
+        "the environment",
+    )  # fmt: skip
     parser.add_argument("--notebooks", type=Path, default=NOTEBOOKS_DIR, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=None, help="where executed copies go")
     parser.add_argument("--cell-timeout", type=int, default=900, metavar="SECONDS")
     args = parser.parse_args(argv)
 
-    notebooks = course_notebooks(args.prefixes, args.notebooks)
+    make_prefixes, make_parameters = make_variables(args.from_make)
+    prefixes = args.prefixes + make_prefixes
+    notebooks = course_notebooks(prefixes, args.notebooks)
     if not notebooks:
-        print(f"no notebooks match {args.prefixes} in {args.notebooks}", file=sys.stderr)
+        print(f"no notebooks match {prefixes} in {args.notebooks}", file=sys.stderr)
         return 2
-    parameters = parse_parameters(args.parameter)
+    parameters = {**make_parameters, **parse_parameters(args.parameter)}
+    check_known(parameters, notebooks)
     out_dir = args.out or build_dir("notebooks")
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
