@@ -24,6 +24,8 @@ from tritonclient.utils import InferenceServerException
 
 from helpers import machine
 from helpers import server as server_module
+from helpers.commands import format_command
+from helpers.paths import REPO_ROOT
 from helpers.processes import free_ports
 from helpers.server import (
     CURRENT_NGC_TAG,
@@ -394,3 +396,11 @@ def test_a_release_from_26_05_on_is_told_to_accept_client_shared_memory(tmp_path
     assert release_arguments("26.04") == [] and release_arguments("26.05") != []
     with pytest.raises(ValueError, match="26.11"):
         docker_command(tmp_path, Ports(1, 2, 3), tag="latest")
+
+
+def test_the_readme_shows_the_current_releases_command_as_the_code_builds_it():
+    built = docker_command(
+        "$PWD/model_repository", Ports(8000, 8001, 8002), gpus=True, tag=CURRENT_NGC_TAG
+    )
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"```bash\n{format_command(built)}\n```" in readme
