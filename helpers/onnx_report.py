@@ -61,7 +61,7 @@ class OnnxFacts:
         return pd.DataFrame({"fact": list(rows), "value": [str(v) for v in rows.values()]})
 
 
-def load(model: str | os.PathLike[str] | onnx.ModelProto) -> onnx.ModelProto:
+def _proto(model: str | os.PathLike[str] | onnx.ModelProto) -> onnx.ModelProto:
     """An ``onnx.ModelProto`` from a path or a proto (introduced in notebook 01)."""
     return model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
 
@@ -78,7 +78,7 @@ def run_checker(path: str | os.PathLike[str]) -> tuple[bool, str]:
 def onnx_facts(path: str | os.PathLike[str]) -> OnnxFacts:
     """Check and summarise one ONNX file (introduced in notebook 01)."""
     path = Path(path)
-    proto = load(path)
+    proto = _proto(path)
     passed, message = run_checker(path)
     return OnnxFacts(
         path=path,
@@ -102,7 +102,7 @@ def dims(value: onnx.ValueInfoProto) -> list[int | str]:
 
 def io_frame(model: str | os.PathLike[str] | onnx.ModelProto) -> pd.DataFrame:
     """Graph inputs and outputs: role, name, dtype, shape, symbolic dims (notebook 01)."""
-    proto = load(model)
+    proto = _proto(model)
     initializers = {i.name for i in proto.graph.initializer}
     rows = []
     for role, values in (("input", proto.graph.input), ("output", proto.graph.output)):
@@ -126,7 +126,7 @@ def io_frame(model: str | os.PathLike[str] | onnx.ModelProto) -> pd.DataFrame:
 
 def operator_counts(model: str | os.PathLike[str] | onnx.ModelProto) -> pd.DataFrame:
     """Operator types in the main graph with their counts, most frequent first (notebook 01)."""
-    proto = load(model)
+    proto = _proto(model)
     counts = Counter((n.domain or "ai.onnx", n.op_type) for n in proto.graph.node)
     rows = [{"op_type": op, "domain": domain, "count": c} for (domain, op), c in counts.items()]
     frame = pd.DataFrame(rows, columns=["op_type", "domain", "count"])
@@ -135,7 +135,7 @@ def operator_counts(model: str | os.PathLike[str] | onnx.ModelProto) -> pd.DataF
 
 def parameter_count(model: str | os.PathLike[str] | onnx.ModelProto) -> int:
     """Number of values stored in the graph's initializers (weights and biases) (notebook 01)."""
-    proto = load(model)
+    proto = _proto(model)
     return int(sum(int(np.prod(i.dims, dtype=np.int64)) for i in proto.graph.initializer))
 
 

@@ -1,40 +1,26 @@
-"""Client side of the served faster-whisper model (introduced in notebook 05).
+"""Measuring the served faster-whisper model (introduced in notebook 05).
 
-Build the request, read the outputs back as text and JSON, stream segments over gRPC, and
-measure throughput in audio seconds per wall second, served and in-process.
+Throughput in audio seconds per wall second, served and in-process, and where a Whisper model
+is. The client itself (``transcribe``, ``build_inputs``, ``parse_result``, ``stream_segments``)
+is notebook 05's cells, generated into ``helpers.lessons.whisper``.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import os
-import queue
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
+from helpers.lessons.whisper import transcribe
 from helpers.loadgen import closed_loop, percentiles
 
 #: The model folders of notebook 05.
 MODEL_NAME = "faster_whisper_python"
 STREAM_MODEL_NAME = "faster_whisper_python_stream"
-OUTPUTS = ("TEXT", "SEGMENTS", "DETECTED_LANGUAGE", "LANGUAGE_PROBABILITY", "DURATION")
-
-
-@dataclass
-class Transcript:
-    """What the served model returns for one audio file (introduced in notebook 05)."""
-
-    text: str
-    segments: list[dict[str, Any]] = field(default_factory=list)
-    language: str = ""
-    language_probability: float = 0.0
-    duration: float = 0.0
 
 
 def local_model_path(model: str = "tiny.en") -> str:
@@ -63,7 +49,7 @@ MULTILINGUAL_HOWTO = (
     "model (tiny or larger: a name without '.en') is downloaded from Hugging Face when online. "
     "Keep ZH_MODEL = 'tiny' (Systran/faster-whisper-tiny, 75 MB) and run with a network, or "
     "set ZH_MODEL to a folder holding a multilingual CTranslate2 Whisper model "
-    "(make run: -p ZH_MODEL=/path/to/model)."
+    "(make run ZH_MODEL=/path/to/model NOTEBOOKS=05)."
 )
 
 
@@ -106,113 +92,6 @@ def multilingual_model(
     if not multilingual:
         return ModelCheck(None, f"{path} holds an English-only model. {MULTILINGUAL_HOWTO}")
     return ModelCheck(path, f"'{model}' is multilingual: {path}")
-
-
-def protocol_module(client: Any) -> Any:
-    """``tritonclient.grpc`` or ``tritonclient.http``, whichever ``client`` comes from."""
-    if type(client).__module__.startswith("tritonclient.grpc"):
-        import tritonclient.grpc as module
-    else:
-        import tritonclient.http as module
-    return module
-
-
-def build_inputs(
-    audio: bytes,
-    protocol: Any,
-    *,
-    language: str | None = None,
-    task: str | None = None,
-    beam_size: int | None = None,
-    word_timestamps: bool | None = None,
-) -> list[Any]:
-    """The InferInputs for one audio file: AUDIO plus the options given (notebook 05).
-
-    ``protocol`` is the ``tritonclient.http`` or ``tritonclient.grpc`` module. Every
-    tensor has shape [1, 1]: a batch of one, one element.
-    """
-    tensors: list[tuple[str, np.ndarray, str]] = [
-        ("AUDIO", np.array([[audio]], dtype=np.object_), "BYTES")
-    ]
-    if language is not None:
-        tensors.append(("LANGUAGE", np.array([[language.encode()]], dtype=np.object_), "BYTES"))
-    if task is not None:
-        tensors.append(("TASK", np.array([[task.encode()]], dtype=np.object_), "BYTES"))
-    if beam_size is not None:
-        tensors.append(("BEAM_SIZE", np.array([[beam_size]], dtype=np.int32), "INT32"))
-    if word_timestamps is not None:
-        tensors.append(("WORD_TIMESTAMPS", np.array([[word_timestamps]], dtype=bool), "BOOL"))
-    inputs = []
-    for name, array, datatype in tensors:
-        tensor = protocol.InferInput(name, list(array.shape), datatype)
-        tensor.set_data_from_numpy(array)
-        inputs.append(tensor)
-    return inputs
-
-
-def parse_result(result: Any, index: int = 0) -> Transcript:
-    """Read one batch item of an InferResult (HTTP or gRPC) back into a Transcript."""
-    text = result.as_numpy("TEXT").reshape(-1)[index]
-    segments = result.as_numpy("SEGMENTS").reshape(-1)[index]
-    language = result.as_numpy("DETECTED_LANGUAGE").reshape(-1)[index]
-    return Transcript(
-        # BYTES outputs arrive as raw bytes: the model encoded them as UTF-8.
-        text=text.decode("utf-8"),
-        segments=json.loads(segments.decode("utf-8")),
-        language=language.decode("utf-8"),
-        language_probability=float(result.as_numpy("LANGUAGE_PROBABILITY").reshape(-1)[index]),
-        duration=float(result.as_numpy("DURATION").reshape(-1)[index]),
-    )
-
-
-def transcribe(
-    client: Any, audio: bytes, model_name: str = MODEL_NAME, **options: Any
-) -> Transcript:
-    """Transcribe one audio file with a tritonclient HTTP or gRPC client (notebook 05)."""
-    protocol = protocol_module(client)
-    result = client.infer(model_name, build_inputs(audio, protocol, **options))
-    return parse_result(result)
-
-
-def stream_segments(
-    grpc_url: str,
-    audio: bytes,
-    model_name: str = STREAM_MODEL_NAME,
-    timeout: float = 300.0,
-    **options: Any,
-) -> Iterator[tuple[float, dict[str, Any]]]:
-    """Yield ``(seconds since sent, segment)`` as the decoupled model sends each one.
-
-    Introduced in notebook 05. Uses a gRPC bidirectional stream; the empty final response
-    (``enable_empty_final_response``) says the request is complete. A request error is
-    raised as ``tritonclient.utils.InferenceServerException``.
-    """
-    import tritonclient.grpc as grpcclient
-
-    replies: queue.Queue[tuple[Any, Any]] = queue.Queue()
-    client = grpcclient.InferenceServerClient(grpc_url)
-    try:
-        client.start_stream(callback=lambda result, error: replies.put((result, error)))
-        sent = time.perf_counter()
-        client.async_stream_infer(
-            model_name,
-            build_inputs(audio, grpcclient, **options),
-            enable_empty_final_response=True,
-        )
-        while True:
-            result, error = replies.get(timeout=timeout)
-            if error is not None:
-                raise error
-            response = result.get_response()
-            if result.as_numpy("SEGMENTS") is not None:
-                arrived = time.perf_counter() - sent
-                for segment in parse_result(result).segments:
-                    yield arrived, segment
-            if response.parameters["triton_final_response"].bool_param:
-                return
-    finally:
-        client.stop_stream()
-        client.close()
 
 
 # --------------------------------------------------------------------------- measuring

@@ -4,10 +4,7 @@ shown as text equal to the committed file and the builders' output."""
 
 from __future__ import annotations
 
-import ast
-import inspect
 import json
-import textwrap
 
 import pytest
 
@@ -18,26 +15,14 @@ from helpers.docker_images import (
     faster_whisper_build_command,
     faster_whisper_run_command,
 )
+from helpers.lessons.whisper import transcribe
 from helpers.paths import REPO_ROOT
 from helpers.server import TritonServer
 from helpers.speech import load_samples, word_error_rate
-from tests.copyable import assert_same_function, fenced_blocks, run_copyable, tagged_cells
+from tests.copyable import fenced_blocks, run_copyable
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "05_faster_whisper_python_backend.ipynb"
 SAMPLE = load_samples()[0]
-
-
-def test_the_client_cells_are_the_helper_functions() -> None:
-    for function in (wc.build_inputs, wc.parse_result, wc.stream_segments):
-        assert_same_function(NOTEBOOK, function)
-    classes = [
-        node
-        for source in tagged_cells(NOTEBOOK)
-        for node in ast.parse(source).body
-        if isinstance(node, ast.ClassDef) and node.name == "Transcript"
-    ]
-    packaged = ast.parse(textwrap.dedent(inspect.getsource(wc.Transcript))).body[0]
-    assert [ast.dump(c) for c in classes] == [ast.dump(packaged)]
 
 
 def test_dockerfile_and_commands_shown_are_the_committed_file_and_the_builders() -> None:
@@ -65,7 +50,7 @@ def server():
 
 def test_transcribe_and_stream_by_hand(server, tmp_path) -> None:
     with server.http_client() as client:
-        expected = wc.transcribe(client, SAMPLE.read_bytes(), beam_size=5).text
+        expected = transcribe(client, SAMPLE.read_bytes(), beam_size=5).text
     assert word_error_rate(SAMPLE.text, expected) < 0.2, expected
     result = run_copyable(
         NOTEBOOK,

@@ -22,6 +22,7 @@ from tritonclient.utils import InferenceServerException
 
 from helpers import whisper_client as wc
 from helpers.clients import infer_grpc, infer_http
+from helpers.lessons.whisper import transcribe
 from helpers.processes import is_alive, process_tree, wait_until_gone
 from helpers.server import ModelLoadError, ServerError, TritonServer
 from helpers.speech import load_samples
@@ -138,7 +139,7 @@ def test_a_killed_stub_fails_its_own_requests_clearly_and_reload_brings_it_back(
     with server.http_client() as client:
         for _ in range(2):  # every request, not only the first
             with pytest.raises(InferenceServerException) as error:
-                wc.transcribe(client, SPEECH.read_bytes())
+                transcribe(client, SPEECH.read_bytes())
             assert f"Stub process '{WHISPER}_0_0' is not healthy" in error.value.message()
     # The server and its other model are untouched.
     assert server.is_running()
@@ -151,7 +152,7 @@ def test_a_killed_stub_fails_its_own_requests_clearly_and_reload_brings_it_back(
     assert time.monotonic() - started < 30  # no waiting for the dead instance to unload
     assert stub_of(server, WHISPER) != stub
     with server.http_client() as client:
-        assert wc.transcribe(client, SPEECH.read_bytes()).text == "Thank you for listening."
+        assert transcribe(client, SPEECH.read_bytes()).text == "Thank you for listening."
 
 
 def test_a_model_file_corrupted_on_disk_fails_to_load_and_the_rest_keeps_serving(
@@ -176,7 +177,7 @@ def test_a_model_file_corrupted_on_disk_fails_to_load_and_the_rest_keeps_serving
             infer_grpc(server, YOLO, {"images": image})["output0"], served
         )
         with server.http_client() as client:
-            assert wc.transcribe(client, SPEECH.read_bytes()).text == "Thank you for listening."
+            assert transcribe(client, SPEECH.read_bytes()).text == "Thank you for listening."
     finally:
         path.write_bytes(original)
     server.load_model(YOLO)  # the repaired file loads again

@@ -17,10 +17,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from helpers import whisper_client as wc
+from helpers.lessons.whisper import (
+    Transcript,
+    build_inputs,
+    parse_result,
+    stream_segments,
+    transcribe,
+)
 from helpers.paths import MODEL_REPOSITORY
 from helpers.server import TritonServer
 from helpers.speech import concatenate, load_samples, read_wav, wav_bytes, word_error_rate
@@ -93,7 +101,7 @@ def test_served_transcript_equals_in_process(server, local_model, http) -> None:
     client = http
     for name in ("meeting_start", "quick_brown_fox"):
         audio = SAMPLES[name].read_bytes()
-        served = wc.transcribe(client, audio, beam_size=5)
+        served = transcribe(client, audio, beam_size=5)
         segments, info = local_model.transcribe(io.BytesIO(audio), beam_size=5)
         segments = list(segments)
         assert served.text == "".join(s.text for s in segments).strip()
@@ -106,21 +114,21 @@ def test_served_transcript_equals_in_process(server, local_model, http) -> None:
 
 def test_simple_sentence_word_error_rate_under_20_percent(server, http) -> None:
     sample = SAMPLES["report_friday"]
-    transcript = wc.transcribe(http, sample.read_bytes())
+    transcript = transcribe(http, sample.read_bytes())
     assert word_error_rate(sample.text, transcript.text) < 0.2, transcript.text
 
 
 def test_grpc_gives_the_http_transcript_and_options_work(server, http, grpc) -> None:
     audio = SAMPLES["meeting_start"].read_bytes()
-    over_http = wc.transcribe(http, audio)
-    over_grpc = wc.transcribe(grpc, audio)
+    over_http = transcribe(http, audio)
+    over_grpc = transcribe(grpc, audio)
     assert over_grpc == over_http
-    worded = wc.transcribe(grpc, audio, language="en", task="transcribe", word_timestamps=True)
+    worded = transcribe(grpc, audio, language="en", task="transcribe", word_timestamps=True)
     words = [w for s in worded.segments for w in s["words"]]
     assert "".join(w["word"] for w in words).strip() == worded.text
     assert all(w["start"] <= w["end"] for w in words)
     with pytest.raises(InferenceServerException, match="TASK must be one of"):
-        wc.transcribe(http, audio, task="summarise")
+        transcribe(http, audio, task="summarise")
 
 
 def test_a_language_the_model_cannot_transcribe_is_refused_and_serving_goes_on(
@@ -130,15 +138,15 @@ def test_a_language_the_model_cannot_transcribe_is_refused_and_serving_goes_on(
     audio = SAMPLES["thank_you"].read_bytes()
     for code in ("zh", "cn"):
         with pytest.raises(InferenceServerException) as raised:
-            wc.transcribe(http, audio, language=code)
+            transcribe(http, audio, language=code)
         assert raised.value.status() == "400"
         assert f"LANGUAGE '{code}'" in raised.value.message()
         assert "'tiny.en' is English-only" in raised.value.message()
     with pytest.raises(InferenceServerException, match="English-only"):
-        list(wc.stream_segments(server.grpc_url, audio, language="zh"))
-    after = wc.transcribe(http, audio, language="")  # empty: detect, as before
+        list(stream_segments(server.grpc_url, audio, language="zh"))
+    after = transcribe(http, audio, language="")  # empty: detect, as before
     assert word_error_rate(SAMPLES["thank_you"].text, after.text) < 0.2
-    assert wc.transcribe(http, audio, language="en").text == after.text
+    assert transcribe(http, audio, language="en").text == after.text
 
 
 def test_one_request_may_carry_several_files(server, http) -> None:
@@ -149,7 +157,7 @@ def test_one_request_may_carry_several_files(server, http) -> None:
     result = http.infer(wc.MODEL_NAME, [tensor])
     assert result.as_numpy("TEXT").shape == (2, 1)
     for index, name in enumerate(names):
-        transcript = wc.parse_result(result, index)
+        transcript = parse_result(result, index)
         assert word_error_rate(SAMPLES[name].text, transcript.text) < 0.2
 
 
@@ -165,10 +173,10 @@ def test_bad_audio_fails_alone_in_a_dynamic_batch(server, long_audio, tmp_path, 
     batched_before = batched_executions(stats)
     started = threading.Event()
 
-    def send(audio: bytes) -> wc.Transcript | Exception:
+    def send(audio: bytes) -> Transcript | Exception:
         with httpclient.InferenceServerClient(server.http_url) as client:
             try:
-                return wc.transcribe(client, audio)
+                return transcribe(client, audio)
             except InferenceServerException as error:
                 return error
 
@@ -194,8 +202,8 @@ def test_bad_audio_fails_alone_in_a_dynamic_batch(server, long_audio, tmp_path, 
         results = {name: future.result() for name, future in bad_futures.items()}
         good_result, blocker_result = good_future.result(), blocker.result()
 
-    assert isinstance(blocker_result, wc.Transcript)
-    assert isinstance(good_result, wc.Transcript), good_result
+    assert isinstance(blocker_result, Transcript)
+    assert isinstance(good_result, Transcript), good_result
     assert word_error_rate(good.text, good_result.text) < 0.2
     for name, (_, message) in bad.items():
         assert isinstance(results[name], InferenceServerException), name
@@ -204,12 +212,12 @@ def test_bad_audio_fails_alone_in_a_dynamic_batch(server, long_audio, tmp_path, 
     assert "expects 'BYTES'" in str(wrong_type.result())
     stats = http.get_inference_statistics(wc.MODEL_NAME)
     assert batched_executions(stats) > batched_before, "the requests were never batched"
-    assert wc.transcribe(http, good.read_bytes()).text == good_result.text
+    assert transcribe(http, good.read_bytes()).text == good_result.text
 
 
 def test_streaming_sends_the_same_segments_as_one_response(server, long_audio, http) -> None:
-    whole = wc.transcribe(http, long_audio)
-    streamed = list(wc.stream_segments(server.grpc_url, long_audio))
+    whole = transcribe(http, long_audio)
+    streamed = list(stream_segments(server.grpc_url, long_audio))
     assert [segment for _, segment in streamed] == whole.segments
     assert len(whole.segments) >= 5
     arrivals = [arrived for arrived, _ in streamed]
@@ -220,10 +228,10 @@ def test_streaming_sends_the_same_segments_as_one_response(server, long_audio, h
 
 def test_streaming_reports_a_bad_file(server) -> None:
     with pytest.raises(InferenceServerException, match="AUDIO is empty"):
-        list(wc.stream_segments(server.grpc_url, b""))
+        list(stream_segments(server.grpc_url, b""))
     sample = SAMPLES["thank_you"]
     after = [
-        segment["text"] for _, segment in wc.stream_segments(server.grpc_url, sample.read_bytes())
+        segment["text"] for _, segment in stream_segments(server.grpc_url, sample.read_bytes())
     ]
     assert word_error_rate(sample.text, "".join(after)) < 0.2
 
@@ -246,7 +254,7 @@ def test_two_instances_serve_concurrent_requests(server, http) -> None:
             texts = list(
                 pool.map(
                     lambda audio: (
-                        wc.transcribe(
+                        transcribe(
                             httpclient.InferenceServerClient(server.http_url),
                             audio,
                             "whisper_two_instances",
@@ -313,14 +321,13 @@ def utf8_stub(server, http):
 def test_non_ascii_text_round_trips_through_the_outputs(utf8_stub, http, grpc) -> None:
     audio = SAMPLES["thank_you"].read_bytes()
     expected = "".join(UTF8_TEXTS).strip()
-    for client in (http, grpc):
-        protocol = wc.protocol_module(client)
-        result = client.infer(utf8_stub, wc.build_inputs(audio, protocol))
+    for client, protocol in ((http, httpclient), (grpc, grpcclient)):
+        result = client.infer(utf8_stub, build_inputs(audio, protocol))
         raw_text = result.as_numpy("TEXT")[0][0]
         raw_segments = result.as_numpy("SEGMENTS")[0][0]
         assert raw_text == expected.encode("utf-8")  # UTF-8 bytes on the wire
         assert "日本語".encode() in raw_segments and b"\\u" not in raw_segments
-        transcript = wc.parse_result(result)
+        transcript = parse_result(result)
         assert transcript.text == expected
         assert [s["text"] for s in transcript.segments] == UTF8_TEXTS
         assert transcript.language == "ja"
@@ -332,16 +339,16 @@ def test_a_multilingual_model_gets_language_zh_and_refuses_a_code_it_does_not_kn
 ) -> None:
     """The stub says it knows en, ja and zh, as a multilingual WhisperModel lists its codes."""
     audio = SAMPLES["thank_you"].read_bytes()
-    chinese = wc.transcribe(http, audio, model_name=utf8_stub, language="zh")
+    chinese = transcribe(http, audio, model_name=utf8_stub, language="zh")
     assert chinese.language == "zh"  # LANGUAGE reached faster-whisper's transcribe()
     assert "我们明天上午十点开会。" in chinese.text
     with pytest.raises(InferenceServerException) as raised:
-        wc.transcribe(http, audio, model_name=utf8_stub, language="cn")
+        transcribe(http, audio, model_name=utf8_stub, language="cn")
     assert raised.value.status() == "400"
     assert raised.value.message().endswith(
         "LANGUAGE 'cn' is not a Whisper language code; use one of en, ja, zh (Mandarin is 'zh')"
     )
-    assert wc.transcribe(http, audio, model_name=utf8_stub).language == "ja"  # still serving
+    assert transcribe(http, audio, model_name=utf8_stub).language == "ja"  # still serving
 
 
 # --------------------------------------------------------------------------- helpers
@@ -367,7 +374,7 @@ def png_file(path: Path) -> Path:
 
 def test_measure_throughput_counts_the_audio_its_window_transcribed(server, http) -> None:
     audios = [SAMPLES[name].read_bytes() for name in ("meeting_start", "report_friday")]
-    durations = {audio: wc.transcribe(http, audio).duration for audio in audios}
+    durations = {audio: transcribe(http, audio).duration for audio in audios}
     point = wc.measure_throughput(server.http_url, audios, 2, 3.0)
     assert point["errors"] == 0 and point["requests"] >= 1
     # every request transcribed one of the two files: the audio total is a sum of their lengths

@@ -19,56 +19,16 @@ import copy
 import threading
 import time
 from collections import Counter
-from typing import Any
 
 import numpy as np
 
+from helpers.lessons.priorities import urgent_latencies
 from helpers.model_config import config_to_dict, read_config
 from helpers.paths import MODEL_REPOSITORY
 from helpers.server import ServerError, TritonServer
 from tools.bench import CannotRun
 
 TIMED, VERSIONED = "timed_work", "score_calibrator"
-
-
-def _one_request(client: Any, priority: int) -> None:
-    """One request to timed_work at ``priority`` (0 = the model's default)."""
-    import tritonclient.http as httpclient
-
-    x = httpclient.InferInput("X", [1, 1], "FP32")
-    x.set_data_from_numpy(np.zeros((1, 1), np.float32))
-    client.infer(TIMED, [x], priority=priority)
-
-
-def urgent_latencies_ms(url: str, flood: int, urgent: int) -> list[float]:
-    """Latencies of ``urgent`` priority-1 requests beside ``flood`` priority-2 clients (notebook 08)."""
-    import tritonclient.http as httpclient
-
-    stop = threading.Event()
-
-    def flooder() -> None:
-        own = httpclient.InferenceServerClient(url)
-        while not stop.is_set():
-            _one_request(own, 2)
-        own.close()
-
-    threads = [threading.Thread(target=flooder, daemon=True) for _ in range(flood)]
-    for thread in threads:
-        thread.start()
-    time.sleep(0.5)  # let the queue fill
-    client = httpclient.InferenceServerClient(url)
-    latencies = []
-    try:
-        for _ in range(urgent):
-            start = time.perf_counter()
-            _one_request(client, 1)
-            latencies.append((time.perf_counter() - start) * 1000)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=60)
-        client.close()
-    return latencies
 
 
 def switch_under_load(server: TritonServer, clients: int, pause_s: float) -> tuple[Counter, list]:
@@ -141,7 +101,7 @@ def run(argv: list[str]) -> dict[str, float]:
             results = {}
             for name, config in (("no priority levels", timed), ("priority_levels 2", prioritised)):
                 server.load_model(TIMED, config=config)
-                latencies = urgent_latencies_ms(server.http_url, args.flood, args.urgent)
+                latencies = urgent_latencies(server.http_url, args.flood, args.urgent)
                 results[name] = latencies
                 print(
                     f"  {name}: urgent p50 {np.percentile(latencies, 50):.0f} ms, "
