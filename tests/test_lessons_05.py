@@ -1,6 +1,11 @@
 """Notebook 05's lessons: the Whisper request over HTTP and gRPC and the streaming client, run
 against a real server where ``helpers`` cannot be imported; the Dockerfile and docker commands
-shown as text equal to the committed file and the builders' output."""
+shown as text equal to the committed file and the builders' output.
+
+The checks the notebook's cells used to assert live in ``tests/test_whisper.py``, against the
+same models: one ``model.py`` for both folders, gRPC gives the HTTP transcript, a bad file fails
+alone in a dynamic batch, streamed segments equal the one-shot answer, served equals in-process,
+the throughput loop counts every request, ``LANGUAGE="zh"`` reaches a multilingual model."""
 
 from __future__ import annotations
 
