@@ -141,6 +141,51 @@ def test_report_of_a_run_stopped_early_is_written_from_its_csv(tmp_path: Path):
     assert (tmp_path / f"{name}.md").read_text() == (RESULTS / f"{name}.md").read_text()
 
 
+def test_report_shows_the_command_at_the_headline_points_concurrency(tmp_path: Path):
+    """Boxes out measured at 64 with the raw-output level (``--top``) at 32: the command says 64."""
+    csv = Path(shutil.copy(RESULTS / "gpu-lent_h200-2026-11-29-boxes-again.csv", tmp_path))
+    gpu.run(["--report", str(csv), "--top", "32"])
+    report = csv.with_suffix(".md").read_text()
+    assert "--concurrency-range=64:64" in report and "32:32" not in report
+
+
+def test_report_of_several_transports_gives_each_command_and_cuda_shm_last(tmp_path: Path):
+    """A run over gRPC, system and CUDA shared memory: one command per transport, each at its
+    own best level, and the last line ends with the CUDA shared-memory ceiling ratio."""
+    system = pd.read_csv(RESULTS / "gpu-lent_h200-2026-11-29-boxes-again.csv")
+    grpc = system.assign(
+        config=system.config + ", gRPC",
+        shared_memory="none",
+        throughput_infer_per_s=system.throughput_infer_per_s / 2,
+    )
+    cuda = system.assign(
+        config=system.config + ", CUDA shm",
+        shared_memory="cuda",
+        concurrency=32,
+        throughput_infer_per_s=[3000.0, 3100.0, 3200.0],
+    )
+    csv = tmp_path / "gpu-transports.csv"
+    pd.concat([grpc, system, cuda]).to_csv(csv, index=False)
+    figures = gpu.run(["--report", str(csv)])
+    report = csv.with_suffix(".md").read_text()
+    commands = re.findall(r"- command, (.+?): `(.+?)`", report)
+    assert [name for name, _ in commands] == [
+        "tensors in gRPC messages",
+        "system shared memory",
+        "CUDA shared memory",
+    ]
+    assert "--shared-memory" not in commands[0][1] and "--concurrency-range=64:64" in commands[0][1]
+    assert (
+        "--shared-memory=cuda" in commands[2][1] and "--concurrency-range=32:32" in commands[2][1]
+    )
+    assert figures["boxes_ips"] == pytest.approx(2065.2, abs=0.1)  # system shm, as before
+    assert figures["boxes_ips_cuda_shm"] == 3100.0
+    ceiling = float(system.ceiling_ips.iloc[0])
+    assert figures["ceiling_ratio_grpc"] == pytest.approx(2065.21 / 2 / ceiling, abs=1e-4)
+    assert headline("gpu", figures).endswith(f"ceiling_ratio_cuda_shm={3100 / ceiling:.3g}")
+    assert "| boxes, batching on, 4 instance(s), CUDA shm | 32 | 3 | 3000.0 | 3100.0 |" in report
+
+
 def _fake_embedded(root: Path, python: str) -> EmbeddedTriton:
     package = root / "pytriton"
     for path in (

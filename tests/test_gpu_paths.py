@@ -4,12 +4,17 @@ The stand-ins reuse host buffers from call to call (``helpers/backends/host_buff
 these tests pin down that a buffer is reused only when no response holds a view of it, that
 it grows for a batch larger than any before, and that responses never alias each other, also
 through a real server. CUDA graphs need a GPU: here the stand-in must say so in the log and
-serve without them. The boxes-out export's NMS step is checked on hand-made candidates.
+serve without them. Inputs that arrive in GPU memory (CUDA shared memory with
+``FORCE_CPU_ONLY_INPUT_TENSORS: "no"``) are played by fake backend tensors. The boxes-out
+export's NMS step is checked on hand-made candidates.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import sys
+import types
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,6 +24,7 @@ import pytest
 import torch
 import tritonclient.http as httpclient
 
+from helpers.backends import BACKENDS_DIR
 from helpers.backends.host_buffers import HostBufferPool, gather, split_rows
 from helpers.backends.pytorch.torch_runner import (
     GraphCaptureError,
@@ -135,6 +141,7 @@ def _graphs_repository(root: Path) -> Path:
         'output [ { name: "OUTPUT__0", data_type: TYPE_FP32, dims: [ 4 ] } ]\n'
         "dynamic_batching { max_queue_delay_microseconds: 20000 }\n"
         'parameters { key: "CUDA_GRAPHS" value { string_value: "true" } }\n'
+        'parameters { key: "FORCE_CPU_ONLY_INPUT_TENSORS" value { string_value: "no" } }\n'
         "instance_group [ { kind: KIND_CPU, count: 1 } ]\n"
     )
     return root
@@ -162,6 +169,95 @@ def test_served_batches_never_mix_up_responses_and_graphs_fall_back_on_the_cpu(t
         log = server.log_tail(200, containing=["tiny_graphs"])
     assert max(int(b["batch_size"]) for b in stats["batch_stats"]) > 3  # batches were formed
     assert "CUDA_GRAPHS asked, but this instance runs on the CPU: no CUDA graphs" in log
+    assert "FORCE_CPU_ONLY_INPUT_TENSORS" not in log  # the Python backend's own: no warning
+
+
+# ----------------------------------------------------------------------------- GPU inputs
+class _BackendTensor:
+    """Plays ``pb_utils.Tensor``: host memory (numpy) or "GPU" memory (a torch tensor)."""
+
+    def __init__(self, value: np.ndarray | torch.Tensor):
+        self.value = value
+
+    def is_cpu(self) -> bool:
+        return isinstance(self.value, np.ndarray)
+
+    def as_numpy(self) -> np.ndarray:
+        return self.value
+
+    def to_dlpack(self):
+        return torch.utils.dlpack.to_dlpack(self.value)
+
+
+@pytest.fixture
+def stand_ins(monkeypatch):
+    """The stand-ins' ``runtime_base`` and PyTorch ``model`` imported as the stub imports them."""
+    fake = types.ModuleType("triton_python_backend_utils")
+    fake.triton_string_to_numpy = lambda name: np.dtype(name[5:].lower().replace("fp", "float"))
+    fake.get_input_tensor_by_name = lambda request, name: request.get(name)
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", fake)
+    monkeypatch.syspath_prepend(str(BACKENDS_DIR))
+    monkeypatch.syspath_prepend(str(BACKENDS_DIR / "pytorch"))
+    stub_modules = ("runtime_base", "host_buffers", "torch_runner")
+    spec = importlib.util.spec_from_file_location(
+        "pytorch_stand_in", BACKENDS_DIR / "pytorch/model.py"
+    )
+    model = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(model)
+    yield sys.modules["runtime_base"], model
+    for name in stub_modules:
+        sys.modules.pop(name, None)
+
+
+def _pytorch_instance(model, runtime_base):
+    """A PyTorch stand-in instance on the CPU, set up as ``initialize`` would for uint8 images."""
+    instance = model.TritonPythonModel()
+    instance.model_name, instance.max_batch_size = "tiny", 8
+    instance.inputs = [{"name": "INPUT__0", "data_type": "TYPE_UINT8", "dims": [3, 4, 4]}]
+    instance.device = torch.device("cpu")
+    instance.host_buffers = runtime_base.HostBufferPool(instance.allocate_host)
+    return instance
+
+
+def test_a_gpu_input_is_read_through_dlpack_without_a_copy_and_checked(stand_ins):
+    runtime_base, model = stand_ins
+    instance = _pytorch_instance(model, runtime_base)
+    on_gpu = torch.randint(0, 255, (2, 3, 4, 4), dtype=torch.uint8)  # plays GPU memory
+    arrays = instance.read_request({"INPUT__0": _BackendTensor(on_gpu)})
+    assert isinstance(arrays["INPUT__0"], torch.Tensor)
+    assert arrays["INPUT__0"].data_ptr() == on_gpu.data_ptr()  # the same memory
+    with pytest.raises(runtime_base.BadRequest, match="expected UINT8, got torch.float32"):
+        instance.read_request({"INPUT__0": _BackendTensor(on_gpu.float())})
+    with pytest.raises(runtime_base.BadRequest, match=r"expected shape \[3, 4, 4\], got \[4, 4\]"):
+        instance.read_request({"INPUT__0": _BackendTensor(on_gpu[:, 0])})
+    with pytest.raises(runtime_base.BadRequest, match="is empty"):
+        instance.read_request({"INPUT__0": _BackendTensor(on_gpu[:0])})
+
+
+def test_a_batch_with_gpu_inputs_is_stacked_as_one_tensor_in_request_order(stand_ins):
+    runtime_base, model = stand_ins
+    instance = _pytorch_instance(model, runtime_base)
+    parts = [
+        torch.full((1, 3, 4, 4), 1, dtype=torch.uint8),  # GPU inputs
+        np.full((2, 3, 4, 4), 2, dtype=np.uint8),  # a host input in the same batch
+        torch.full((1, 3, 4, 4), 3, dtype=torch.uint8),
+    ]
+    stacked = instance.stack("INPUT__0", parts)
+    assert isinstance(stacked, torch.Tensor)
+    assert stacked[:, 0, 0, 0].tolist() == [1, 2, 2, 3]
+    assert instance.stack("INPUT__0", parts[:1]) is parts[0]  # a lone request: as it came
+    host = instance.stack("INPUT__0", [parts[1], parts[1]])  # host only: the pinned buffer path
+    assert isinstance(host, np.ndarray) and instance.host_buffers.allocations == 1
+
+
+def test_a_stand_in_that_cannot_take_gpu_inputs_says_which_parameter_to_change(stand_ins):
+    runtime_base, _ = stand_ins
+    instance = runtime_base.StandInModel()
+    instance.backend_name = "onnxruntime"
+    with pytest.raises(runtime_base.BadRequest, match="FORCE_CPU_ONLY_INPUT_TENSORS unset"):
+        instance.input_array("images", _BackendTensor(torch.zeros(1)))
+    host = np.zeros(3, dtype=np.float32)
+    assert instance.input_array("images", _BackendTensor(host)) is host
 
 
 # ----------------------------------------------------------------------------- boxes out
@@ -245,6 +341,8 @@ def test_boxes_config_is_valid_and_asks_for_cuda_graphs():
     config_from_dict(config)
     assert [o["dims"] for o in config["output"]] == [[gpu.MAX_DETECTIONS, 6], [1]]
     assert config["parameters"]["CUDA_GRAPHS"] == {"string_value": "true"}
+    # inputs sent in GPU memory (CUDA shared memory) reach the stand-in there, not via the host
+    assert config["parameters"]["FORCE_CPU_ONLY_INPUT_TENSORS"] == {"string_value": "no"}
     assert gpu.output_bytes("boxes") == math.prod(config["output"][0]["dims"]) * 4
 
 

@@ -12,12 +12,17 @@ not import ``helpers``. A stand-in behaves like the native backend it replaces:
   Python stand-in, warning about config fields it ignores;
 * requests of a batch are stacked into per-instance buffers reused from call to call
   (``host_buffers.py``; pinned memory where the runtime runs on a GPU), sized at load from
-  ``max_batch_size``; a lone request is passed on as it came, with no copy.
+  ``max_batch_size``; a lone request is passed on as it came, with no copy;
+* inputs arrive in host memory unless the config sets the Python backend's
+  ``FORCE_CPU_ONLY_INPUT_TENSORS: "no"`` and the client sent them in GPU memory (CUDA shared
+  memory): a runtime that can take GPU tensors (the PyTorch stand-in, through DLPack) overrides
+  ``input_array`` and ``stack``; the others answer such a request with an error that says so.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +35,9 @@ from host_buffers import HostBufferPool, gather, pageable, split_rows
 #: Default ``max_batch_size`` when a model supports batching and the config sets none
 #: (the native backends' ``default-max-batch-size`` is 4 as well).
 DEFAULT_MAX_BATCH_SIZE = 4
+
+#: ``parameters`` the Python backend itself acts on (before the stand-in): never warned about.
+BACKEND_PARAMETERS = frozenset({"FORCE_CPU_ONLY_INPUT_TENSORS"})
 
 #: Config fields handled by Triton's core for every backend: never warned about.
 _CORE_FIELDS = {
@@ -149,6 +157,23 @@ class StandInModel:
         """Copy one request's rows into a batch buffer."""
         np.copyto(target, source)
 
+    def input_array(self, name: str, tensor: Any) -> Any:
+        """A request's input as this runtime takes it: a numpy array of host memory.
+
+        An input in GPU memory (``FORCE_CPU_ONLY_INPUT_TENSORS: "no"`` and a client sending
+        through CUDA shared memory) is refused here; runtimes that take GPU tensors override it.
+        """
+        if not tensor.is_cpu():
+            raise BadRequest(
+                f"input '{name}' arrived in GPU memory, which the {self.backend_name} stand-in "
+                "cannot read: leave the parameter FORCE_CPU_ONLY_INPUT_TENSORS unset (or 'yes')"
+            )
+        return tensor.as_numpy()
+
+    def stack(self, name: str, parts: list[Any]) -> Any:
+        """The requests' arrays of input ``name`` as one batch (a reused host buffer)."""
+        return gather(self.host_buffers, name, parts, self.copy_host)
+
     # ----- Triton entry points -------------------------------------------------------
     @classmethod
     def auto_complete_config(cls, auto_complete_model_config):
@@ -233,7 +258,7 @@ class StandInModel:
         if optimization.get("cuda", {}).get("graphs"):
             warnings.append("optimization.cuda.graphs is ignored by the Python stand-in")
         for key in self.model_config.get("parameters", {}):
-            if key not in self.known_parameters:
+            if key not in self.known_parameters | BACKEND_PARAMETERS:
                 warnings.append(f"parameters['{key}'] is not used by the Python stand-in")
         unknown = set(self.model_config) - _CORE_FIELDS
         warnings += [f"config field '{key}' is ignored by the Python stand-in" for key in unknown]
@@ -263,8 +288,8 @@ class StandInModel:
             self._run_group(members, responses)
         return responses
 
-    def read_request(self, request: Any) -> dict[str, np.ndarray]:
-        """Collect a request's inputs as numpy arrays, checking them against the config."""
+    def read_request(self, request: Any) -> dict[str, Any]:
+        """Collect a request's inputs (``input_array``), checking them against the config."""
         arrays = {}
         for spec in self.inputs:
             tensor = pb_utils.get_input_tensor_by_name(request, spec["name"])
@@ -272,9 +297,9 @@ class StandInModel:
                 if spec.get("optional"):
                     continue
                 raise BadRequest(f"missing input '{spec['name']}' for model '{self.model_name}'")
-            array = tensor.as_numpy()
+            array = self.input_array(spec["name"], tensor)
             expected = pb_utils.triton_string_to_numpy(spec["data_type"])
-            if array.dtype != expected and spec["data_type"] != "TYPE_STRING":
+            if _numpy_dtype(array) != expected and spec["data_type"] != "TYPE_STRING":
                 raise BadRequest(
                     f"input '{spec['name']}': expected {spec['data_type'][5:]}, got {array.dtype}"
                 )
@@ -285,7 +310,7 @@ class StandInModel:
                     f"input '{spec['name']}': expected shape {dims}, got {shape}"
                     + (" (after the batch dimension)" if self.max_batch_size else "")
                 )
-            if array.size == 0:
+            if math.prod(array.shape) == 0:
                 raise BadRequest(f"input '{spec['name']}' is empty (shape {list(array.shape)})")
             arrays[spec["name"]] = array
         return arrays
@@ -294,10 +319,7 @@ class StandInModel:
         """Run requests of one shape together; if that fails, run them one by one."""
         if self.max_batch_size and len(members) > 1:
             names = members[0][1].keys()
-            batch = {
-                name: gather(self.host_buffers, name, [m[1][name] for m in members], self.copy_host)
-                for name in names
-            }
+            batch = {name: self.stack(name, [m[1][name] for m in members]) for name in names}
             sizes = [next(iter(m[1].values())).shape[0] for m in members]
             try:
                 outputs = self.run(batch)
@@ -326,6 +348,16 @@ class StandInModel:
             if name in self.output_dtypes
         ]
         return pb_utils.InferenceResponse(output_tensors=tensors)
+
+
+def _numpy_dtype(array: Any) -> np.dtype | Any:
+    """The numpy dtype of an input: a numpy array's own, a torch tensor's by name (GPU inputs)."""
+    if isinstance(array.dtype, np.dtype):
+        return array.dtype
+    try:
+        return np.dtype(str(array.dtype).removeprefix("torch."))
+    except TypeError:  # no numpy equivalent (bfloat16): never equal to a config type
+        return array.dtype
 
 
 def _strip_batch(spec: TensorSpec, batched: bool) -> TensorSpec:

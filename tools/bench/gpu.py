@@ -14,12 +14,20 @@ The Detect head is decoded on constant anchors (``DecodedYolo``), so the exports
 host sync and can be captured. Before the server starts, the same model files run
 in-process with input and output on the GPU: the ceiling that served throughput is
 compared with. Each configuration's served answers are checked against the same files
-in-process (``output_check``: perf_analyzer does not read outputs); ``--check-only`` does
-only that, in a few minutes, with the last line ``gpu: answers_own=<answers nearest their
-own image> answers=<sent>``. Each point is measured by perf_analyzer (tensors in system
-shared memory) ``--repeats`` times; the report gives min/median/max. Writes a dated CSV and a markdown
-report naming the GPU and host to ``--out`` (default ``docs/results``); the last line is
-``gpu: gain=... boxes_ips=<median images/s, boxes out> ceiling_ratio=<served/ceiling>``.
+in-process (``output_check``: perf_analyzer does not read outputs), over gRPC and, with the
+``cuda`` transport, through CUDA shared memory too; ``--check-only`` does only that, in a
+few minutes, with the last line ``gpu: answers_own=<answers nearest their own image>
+answers=<sent>``. Each point is measured by perf_analyzer ``--repeats`` times; the report
+gives min/median/max. The raw exports send their tensors in system shared memory; boxes out
+is measured over each of ``--transports``: ``grpc`` (tensors in the gRPC messages),
+``system`` (system shared memory) and ``cuda`` (CUDA shared memory: the images stay on the
+GPU, and the stand-in, with the Python backend's ``FORCE_CPU_ONLY_INPUT_TENSORS: "no"``,
+receives them as GPU tensors and stacks the batch there). After each transport the server's
+own statistics for it (queue, compute input/infer/output per request, compute per batch size)
+are printed. Writes a dated CSV and a markdown report naming the GPU and host to ``--out``
+(default ``docs/results``); the last line is ``gpu: gain=... boxes_ips=<median images/s, boxes
+out, system shared memory> ceiling_ratio=<served/ceiling>``, followed by
+``..._grpc`` and ``..._cuda_shm`` figures for the other transports a run measured.
 The CSV is saved after every configuration, so a run stopped early keeps what it measured;
 ``--report <csv>`` then writes its report and last line from the CSV alone.
 ``python -m tools.bench.gpu_tools`` compares perf_analyzer with the course's fallback
@@ -62,6 +70,14 @@ NMS_ROUNDS = 24
 KINDS = ("naive", "gpu", "boxes")
 #: perf_analyzer's stability options for every point (the report shows the same command).
 STABILITY = ("--stability-percentage", "25", "--max-trials", "8")
+#: How the client sends tensors: name -> (perf_analyzer's ``--shared-memory``, what the
+#: ``config`` column adds to the configuration, the last line's key suffix). System shared
+#: memory was the only transport of the earlier runs: it adds nothing.
+TRANSPORTS = {
+    "grpc": ("none", ", gRPC", "_grpc"),
+    "system": ("system", "", ""),
+    "cuda": ("cuda", ", CUDA shm", "_cuda_shm"),
+}
 
 
 class DecodedYolo(torch.nn.Module):
@@ -308,11 +324,14 @@ def model_config(name: str, kind: str) -> dict:
         ],
         "output": outputs,
         "instance_group": [{"kind": "KIND_GPU", "count": 1}],
+        # The Python backend hands inputs sent in GPU memory (CUDA shared memory) to the
+        # stand-in as they are, instead of copying them to the host; host inputs are unchanged.
+        "parameters": {"FORCE_CPU_ONLY_INPUT_TENSORS": {"string_value": "no"}},
     }
     if kind != "naive":
         # TorchScript's profiling executor re-specialises for every new batch size that
         # dynamic batching produces; the native libtorch backend has the same switch.
-        config["parameters"] = {"DISABLE_OPTIMIZED_EXECUTION": {"string_value": "true"}}
+        config["parameters"]["DISABLE_OPTIMIZED_EXECUTION"] = {"string_value": "true"}
     if kind == "boxes":  # the stand-in's opt-in: one CUDA graph per batch size, captured at load
         config["parameters"]["CUDA_GRAPHS"] = {"string_value": "true"}
     return config
@@ -399,10 +418,12 @@ def output_check(
     module: torch.nn.Module,
     images: list,
     unordered: Collection[str] = (),
+    transport: str = "grpc",
 ) -> tuple[int, str]:
     """Served outputs against ``module`` run in this process on the same images, one at a time.
 
-    ``images`` (numpy arrays with the batch dimension) are sent at once over gRPC, so dynamic
+    ``images`` (numpy arrays with the batch dimension) are sent at once over gRPC, or with
+    ``transport="cuda"`` through CUDA shared memory (``served_through_cuda_shm``), so dynamic
     batching stacks them; ``module`` is the model file loaded on the device the server uses.
     Says how many answers are nearest to their own image's in-process output (a row handed to
     the wrong request, or an empty or stale one, is not) and the largest absolute difference
@@ -430,8 +451,11 @@ def output_check(
             print(f"{model}: a check request failed: {error!r}", flush=True)
             return [np.empty(0) for _ in names]
 
-    with ThreadPoolExecutor(len(images)) as pool:
-        answers = list(pool.map(served, images))
+    if transport == "cuda":
+        answers = served_through_cuda_shm(url, model, images)
+    else:
+        with ThreadPoolExecutor(len(images)) as pool:
+            answers = list(pool.map(served, images))
     device = next(module.parameters()).device
     with torch.inference_mode():
         local = [as_list(module(torch.from_numpy(image).to(device))) for image in images]
@@ -465,6 +489,79 @@ def output_check(
             for name, value in worst.items()
         )
     )
+
+
+def served_through_cuda_shm(url: str, model: str, images: list) -> list[list[np.ndarray]]:
+    """Each image sent at once (threads) with its input and outputs in CUDA shared memory.
+
+    One region per image for its input and one per output: the client copies the images to
+    the GPU and registers the regions with the server first, then sends every request at once
+    and reads the answers from the GPU. Returns each answer's outputs in the model's output
+    order (a request that failed: empty arrays, as ``output_check`` expects).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import tritonclient.grpc as grpcclient
+    import tritonclient.utils.cuda_shared_memory as cudashm
+    from tritonclient.utils import (
+        InferenceServerException,
+        np_to_triton_dtype,
+        triton_to_np_dtype,
+    )
+
+    device = torch.cuda.current_device()
+    with grpcclient.InferenceServerClient(url) as client:
+        outputs = client.get_model_metadata(model, as_json=True)["outputs"]
+        regions: dict[str, object] = {}
+
+        def region(name: str, nbytes: int) -> str:
+            regions[name] = cudashm.create_shared_memory_region(name, nbytes, device)
+            raw = cudashm.get_raw_handle(regions[name])
+            client.register_cuda_shared_memory(name, raw, device, nbytes)
+            return name
+
+        requests = []
+        try:
+            for index, image in enumerate(images):
+                tensor = grpcclient.InferInput(
+                    INPUT, list(image.shape), np_to_triton_dtype(image.dtype)
+                )
+                tensor.set_shared_memory(region(f"check_in_{index}", image.nbytes), image.nbytes)
+                cudashm.set_shared_memory_region(
+                    regions[f"check_in_{index}"], [np.ascontiguousarray(image)]
+                )
+                wanted = []
+                for k, out in enumerate(outputs):
+                    shape = [image.shape[0], *(int(d) for d in out["shape"][1:])]
+                    itemsize = np.dtype(triton_to_np_dtype(out["datatype"])).itemsize
+                    nbytes = int(np.prod(shape)) * itemsize
+                    wanted.append((grpcclient.InferRequestedOutput(out["name"]), shape))
+                    wanted[-1][0].set_shared_memory(
+                        region(f"check_out_{index}_{k}", nbytes), nbytes
+                    )
+                requests.append((index, tensor, wanted))
+
+            def served(request: tuple) -> list[np.ndarray]:
+                index, tensor, wanted = request
+                try:
+                    with grpcclient.InferenceServerClient(url) as sender:
+                        sender.infer(model, [tensor], outputs=[w for w, _ in wanted])
+                except InferenceServerException as error:
+                    print(f"{model}: a CUDA shm check request failed: {error!r}", flush=True)
+                    return [np.empty(0) for _ in outputs]
+                return [
+                    cudashm.get_contents_as_numpy(
+                        regions[f"check_out_{index}_{k}"], out["datatype"], shape
+                    ).astype(np.float64)
+                    for k, (out, (_, shape)) in enumerate(zip(outputs, wanted))
+                ]
+
+            with ThreadPoolExecutor(len(requests)) as pool:
+                return list(pool.map(served, requests))
+        finally:
+            for name, handle in regions.items():
+                client.unregister_cuda_shared_memory(name)
+                cudashm.destroy_shared_memory_region(handle)
 
 
 def row_set_gap(got: np.ndarray, want: np.ndarray) -> float:
@@ -533,24 +630,32 @@ def variant(model: Path, batching: bool, instances: int = 1, threads: int | None
     return values
 
 
-def batch_profile(url: str, model: str) -> str:
-    """Executions and mean compute time per batch size since the model was loaded."""
+def batch_stats(url: str, model: str) -> dict[int, tuple[int, int]]:
+    """Triton's statistics per batch size since load: executions and compute-infer ns."""
     import tritonclient.grpc as grpcclient
 
     with grpcclient.InferenceServerClient(url) as client:
         stats = client.get_inference_statistics(model, as_json=True)
-    parts = []
+    counts: dict[int, tuple[int, int]] = {}
     for entry in stats["model_stats"]:
-        for batch in sorted(entry.get("batch_stats", []), key=lambda b: int(b["batch_size"])):
+        for batch in entry.get("batch_stats", []):
             infer = batch["compute_infer"]
-            count = int(infer.get("count", 0))
-            if count:
-                mean = int(infer.get("ns", 0)) / count / 1e6
-                parts.append(f"{batch['batch_size']}x{count}:{mean:.1f}ms")
-    return (
-        "executions per batch size since load, warm-up included (size x count: mean compute): "
-        + " ".join(parts)
-    )
+            size = int(batch["batch_size"])
+            count, ns = counts.get(size, (0, 0))
+            counts[size] = (count + int(infer.get("count", 0)), ns + int(infer.get("ns", 0)))
+    return counts
+
+
+def batch_profile(url: str, model: str, since: dict[int, tuple[int, int]] | None = None) -> str:
+    """Executions and mean compute time per batch size since load, or since ``since``."""
+    parts = []
+    for size, (count, ns) in sorted(batch_stats(url, model).items()):
+        before = (since or {}).get(size, (0, 0))
+        count, ns = count - before[0], ns - before[1]
+        if count:
+            parts.append(f"{size}x{count}:{ns / count / 1e6:.1f}ms")
+    when = "since load, warm-up included" if since is None else "during these runs"
+    return f"executions per batch size {when} (size x count: mean compute): " + " ".join(parts)
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -582,9 +687,10 @@ def plan(concurrency: list[int], top: int, boxes_instances: list[int]) -> list[P
     ]
 
 
-def label(name: str, batching: bool, instances: int) -> str:
-    """The ``config`` column of a served configuration."""
-    return f"{name}, batching {'on' if batching else 'off'}, {instances} instance(s)"
+def label(name: str, batching: bool, instances: int, transport: str = "system") -> str:
+    """The ``config`` column of a served configuration and how its tensors travel."""
+    suffix = TRANSPORTS[transport][1]
+    return f"{name}, batching {'on' if batching else 'off'}, {instances} instance(s){suffix}"
 
 
 def summary(results: pd.DataFrame) -> pd.DataFrame:
@@ -607,16 +713,38 @@ def summary(results: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def best_boxes(table: pd.DataFrame, transport: str) -> pd.Series | None:
+    """The boxes-out row of ``summary`` with the highest median over ``transport``, if any."""
+    suffixes = [suffix for _, suffix, _ in TRANSPORTS.values() if suffix]
+    suffix = TRANSPORTS[transport][1]
+    if suffix:
+        over = table.config.str.endswith(suffix)
+    else:  # system shared memory: the configurations without a transport suffix
+        over = ~table.config.str.endswith(tuple(suffixes))
+    boxes = table[table.config.str.startswith("boxes") & over & (table.concurrency <= 64)]
+    return boxes.loc[boxes["median"].idxmax()] if len(boxes) else None
+
+
 def headline_figures(table: pd.DataFrame, top: int, ceiling: float) -> dict[str, float]:
-    """The last line's figures from the medians of ``summary``: gains, boxes out vs the ceiling."""
+    """The last line's figures from the medians of ``summary``: gains, boxes out vs the ceiling.
+
+    ``boxes_*`` and ``ceiling_ratio`` are boxes out in system shared memory (as in every
+    earlier run); a run that also measured other transports adds ``boxes_ips_<transport>``
+    and ``ceiling_ratio_<transport>`` (``_grpc``, ``_cuda_shm``), CUDA shared memory last.
+    """
 
     def median(config: str, level: int) -> float:
         rows = table[(table.config == config) & (table.concurrency == level)]
         return float(rows["median"].iloc[0]) if len(rows) else float("nan")
 
-    boxes = table[table.config.str.startswith("boxes") & (table.concurrency <= 64)]
-    best = boxes.loc[boxes["median"].idxmax()] if len(boxes) else None
+    best = best_boxes(table, "system")
     boxes_ips = float(best["median"]) if best is not None else float("nan")
+    others = {}
+    for transport, (_, _, key) in TRANSPORTS.items():
+        row = best_boxes(table, transport) if key else None
+        if row is not None:
+            others[f"boxes_ips{key}"] = float(row["median"])
+            others[f"ceiling_ratio{key}"] = float(row["median"]) / ceiling
     return {
         "gain": median(label("gpu", True, 1), top) / median(label("gpu", False, 1), top),
         "instances_gain": median(label("gpu", True, 2), top) / median(label("gpu", True, 1), top),
@@ -628,6 +756,7 @@ def headline_figures(table: pd.DataFrame, top: int, ceiling: float) -> dict[str,
         "ceiling_ips": ceiling,
         "boxes_ips": boxes_ips,
         "ceiling_ratio": boxes_ips / ceiling,
+        **others,
     }
 
 
@@ -651,6 +780,13 @@ def run(argv: list[str]) -> dict[str, float]:
     parser.add_argument("--repeats", type=int, default=3, help="perf_analyzer runs per point")
     parser.add_argument("--window-ms", type=int, default=2000, help="perf_analyzer window")
     parser.add_argument("--only", nargs="+", choices=KINDS, help="serve only these exports")
+    parser.add_argument(
+        "--transports",
+        nargs="+",
+        choices=list(TRANSPORTS),
+        default=list(TRANSPORTS),
+        help="how the client sends boxes out's tensors (the raw exports: system shared memory)",
+    )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "results")
     parser.add_argument("--host", help="label for this machine in the results (default: its name)")
     parser.add_argument(
@@ -722,66 +858,76 @@ def run(argv: list[str]) -> dict[str, float]:
             server.load_model(
                 models[name].name, config=variant(models[name], batching, instances, threads)
             )
+            transports = args.transports if name == "boxes" else ["system"]
             images = check_images(name)
-            own, checks[config] = output_check(
-                server.grpc_url,
-                models[name].name,
-                references[name],
-                images,
-                unordered=[OUTPUT] if name == "boxes" else [],
-            )
-            answers["answers_own"] += own
-            answers["answers"] += len(images)
-            print(f"{config}: {checks[config]}", flush=True)
+            for transport in ["grpc", "cuda"] if "cuda" in transports else ["grpc"]:
+                checked = label(
+                    name, batching, instances, "system" if transport == "grpc" else transport
+                )
+                own, checks[checked] = output_check(
+                    server.grpc_url,
+                    models[name].name,
+                    references[name],
+                    images,
+                    unordered=[OUTPUT] if name == "boxes" else [],
+                    transport=transport,
+                )
+                answers["answers_own"] += own
+                answers["answers"] += len(images)
+                print(f"{checked}: {checks[checked]}", flush=True)
             if args.check_only:
                 continue
-            rows = []
-            for level in levels:  # one at a time: an unstable level is reported, not fatal
-                for repeat in range(args.repeats):
-                    try:
-                        measured = perf_analyzer.run(
-                            models[name].name,
-                            [level],
-                            url=server.grpc_url,
-                            protocol="grpc",
-                            shape={INPUT: [3, SIDE, SIDE]},
-                            measurement_interval_ms=args.window_ms,
-                            shared_memory="system",
-                            output_shared_memory_size=output_bytes(name),
-                            extra=STABILITY,
-                            location=location,
-                            results_dir=results,
-                            progress=False,
-                        )
-                        rows.append(measured.assign(repeat=repeat))
-                        if repeat == 0:  # one console output per point, kept with the results
-                            consoles.append(
-                                console_block(config, level, results, models[name].name)
+            for transport in transports:
+                config = label(name, batching, instances, transport)
+                shared_memory = TRANSPORTS[transport][0]
+                before = batch_stats(server.grpc_url, models[name].name)
+                rows = []
+                for level in levels:  # one at a time: an unstable level is reported, not fatal
+                    for repeat in range(args.repeats):
+                        try:
+                            measured = perf_analyzer.run(
+                                models[name].name,
+                                [level],
+                                url=server.grpc_url,
+                                protocol="grpc",
+                                shape={INPUT: [3, SIDE, SIDE]},
+                                measurement_interval_ms=args.window_ms,
+                                shared_memory=shared_memory,
+                                output_shared_memory_size=output_bytes(name),
+                                extra=STABILITY,
+                                location=location,
+                                results_dir=results,
+                                progress=False,
                             )
-                    except perf_analyzer.PerfAnalyzerError as error:
-                        print(f"{config}, concurrency {level}: {str(error).splitlines()[-1]}")
-            if not rows:
-                continue
-            frame = pd.concat(rows, ignore_index=True).assign(
-                config=config,
-                model=name,
-                batching=batching,
-                instances=instances,
-                threads=threads,
-                shared_memory="system",
-                ceiling_ips=ceilings[name],
-            )
-            frames.append(frame)
-            path = save_results(  # after every configuration: a cut-short run keeps its rows
-                pd.concat(frames, ignore_index=True).assign(**facts),
-                "gpu",
-                args.out,
-                launcher="embedded",
-                host=args.host,
-            )
-            path.with_suffix(".console.txt").write_text("".join(consoles))
-            print(f"{config}, perf_analyzer", frame[columns].round(2).to_string(index=False))
-            print(batch_profile(server.grpc_url, models[name].name), flush=True)
+                            rows.append(measured.assign(repeat=repeat))
+                            if repeat == 0:  # one console output per point, kept with the results
+                                consoles.append(
+                                    console_block(config, level, results, models[name].name)
+                                )
+                        except perf_analyzer.PerfAnalyzerError as error:
+                            print(f"{config}, concurrency {level}: {str(error).splitlines()[-1]}")
+                if not rows:
+                    continue
+                frame = pd.concat(rows, ignore_index=True).assign(
+                    config=config,
+                    model=name,
+                    batching=batching,
+                    instances=instances,
+                    threads=threads,
+                    shared_memory=shared_memory,
+                    ceiling_ips=ceilings[name],
+                )
+                frames.append(frame)
+                path = save_results(  # after every configuration: a cut-short run keeps its rows
+                    pd.concat(frames, ignore_index=True).assign(**facts),
+                    "gpu",
+                    args.out,
+                    launcher="embedded",
+                    host=args.host,
+                )
+                path.with_suffix(".console.txt").write_text("".join(consoles))
+                print(f"{config}, perf_analyzer", frame[columns].round(2).to_string(index=False))
+                print(batch_profile(server.grpc_url, models[name].name, before), flush=True)
         print(server.log_tail(12, containing=["stand-in", "CUDA graph"]))
     if args.check_only:
         return answers
@@ -792,6 +938,22 @@ def run(argv: list[str]) -> dict[str, float]:
     return figures
 
 
+#: How the report names each transport.
+TRANSPORT_NAMES = {
+    "grpc": "tensors in gRPC messages",
+    "system": "system shared memory",
+    "cuda": "CUDA shared memory",
+}
+#: What a report with several transports says about them.
+TRANSPORTS_TEXT = (
+    " Boxes out was measured with its tensors sent three ways: in the gRPC messages (`, gRPC`), "
+    "in system shared memory (no suffix, as in the earlier runs; the raw exports always) and in "
+    "CUDA shared memory (`, CUDA shm`): the images are copied to the GPU once, the server "
+    "reads them there, and the stand-in (config parameter `FORCE_CPU_ONLY_INPUT_TENSORS: "
+    '"no"`) receives them as GPU tensors through DLPack and stacks the batch on the GPU; '
+    "its outputs (7.2 kB per image) still come back through host memory into the client's "
+    "CUDA region."
+)
 #: The machine facts (``machine_facts``) that a run's CSV carries as columns.
 FACTS = ("device", "cpu", "driver", "cuda", "torch", "python", "os")
 
@@ -811,19 +973,25 @@ def report(
     ceilings = results.groupby("model", sort=False)["ceiling_ips"].first().to_dict()
     figures = headline_figures(table, top, ceilings.get("boxes", float("nan")))
     facts = pd.read_csv(path, dtype=str, usecols=list(FACTS)).iloc[0][list(FACTS)].to_dict()
-    command = perf_analyzer.build_command(
-        "<model>",
-        url="127.0.0.1:<grpc port>",
-        concurrency=top,
-        shape={INPUT: [3, SIDE, SIDE]},
-        measurement_interval_ms=window_ms,
-        shared_memory="system",
-        output_shared_memory_size=output_bytes("boxes"),
-        csv_path="<file>.csv",
-        extra=STABILITY,
-        prefix=("perf_analyzer",),
-    )
-    write_report(path, results, table, figures, facts, tool, " ".join(command), ceilings, checks)
+    commands = {}
+    for transport, (shared_memory, _, _) in TRANSPORTS.items():
+        if not (results.get("shared_memory", pd.Series(["system"])) == shared_memory).any():
+            continue
+        best = best_boxes(table, transport)  # the headline point's level; else the raw exports'
+        command = perf_analyzer.build_command(
+            "<model>",
+            url="127.0.0.1:<grpc port>",
+            concurrency=int(best["concurrency"]) if best is not None else top,
+            shape={INPUT: [3, SIDE, SIDE]},
+            measurement_interval_ms=window_ms,
+            shared_memory=shared_memory,
+            output_shared_memory_size=output_bytes("boxes"),
+            csv_path="<file>.csv",
+            extra=STABILITY,
+            prefix=("perf_analyzer",),
+        )
+        commands[transport] = " ".join(command)
+    write_report(path, results, table, figures, facts, tool, commands, ceilings, checks)
     return figures
 
 
@@ -842,12 +1010,22 @@ def write_report(
     figures: dict[str, float],
     facts: dict[str, str],
     tool: str,
-    command: str,
+    commands: dict[str, str],
     ceilings: dict[str, float],
     checks: dict[str, str] | None = None,
 ) -> Path:
-    """Write ``<csv stem>.md`` beside the CSV: machine, exports, ranges of the runs, last line."""
+    """Write ``<csv stem>.md`` beside the CSV: machine, exports, ranges of the runs, last line.
+
+    ``commands``: perf_analyzer's command per transport measured (``TRANSPORTS``' names).
+    """
     report = path.with_suffix(".md")
+    if len(commands) == 1:
+        command_lines = f"\n- command: `{next(iter(commands.values()))}`"
+    else:
+        command_lines = "".join(
+            f"\n- command, {TRANSPORT_NAMES[transport]}: `{command}`"
+            for transport, command in commands.items()
+        )
     first = results.iloc[0]
     report.write_text(
         f"# YOLO11n TorchScript on {facts['device']}, {str(first['date'])[:10]}\n\n"
@@ -856,7 +1034,8 @@ def write_report(
         "(`helpers/backends/pytorch`), KIND_GPU; not the native libtorch backend.\n\n"
         + "\n".join(f"- {key}: {value}" for key, value in facts.items())
         + f"\n- host: {first['host']}"
-        + f"\n- perf_analyzer: {tool}\n- command: `{command}`"
+        + f"\n- perf_analyzer: {tool}"
+        + command_lines
         + f"\n- console output of each point's first run: `{path.stem}.console.txt`\n\n"
         "`naive`: float32 input and output. `gpu`: uint8 input normalised on the GPU, float16 "
         "compute and output ([84, 8400] per image). `boxes`: the `gpu` network, then the best "
@@ -870,12 +1049,15 @@ def write_report(
         "batch's requests into its pinned input buffer. In-process ceiling: the "
         f"same model file at batch {MAX_BATCH}, input and output on the GPU: "
         + ", ".join(f"{kind} {value:.0f} images/s" for kind, value in ceilings.items())
-        + ".\n\nEach point was measured by perf_analyzer several times in a row (runs); "
+        + "."
+        + (TRANSPORTS_TEXT if len(commands) > 1 else "")
+        + "\n\nEach point was measured by perf_analyzer several times in a row (runs); "
         "infer/s min, median and max of the runs, latencies the medians, in ms.\n\n"
         + markdown_table(table.round(2))
         + (
             "\n\nServed outputs against the same model file in this process, on 8 random "
-            "images sent at once (so dynamic batching stacks them; perf_analyzer does not read "
+            "images sent at once over gRPC (a line ending in CUDA shm: through CUDA shared "
+            "memory), so dynamic batching stacks them (perf_analyzer does not read "
             "outputs):\n\n" + "\n".join(f"- {config}: {text}" for config, text in checks.items())
             if checks
             else ""

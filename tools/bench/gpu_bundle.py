@@ -7,8 +7,8 @@ The GPU machines the course was measured on (docs/results) run Ubuntu 24.04 with
 * ``tritonserver.tar.xz``: the embedded server from this venv's nvidia-pytriton wheel (the
   binary, its bundled libraries, the Python backend and the Python 3.12 stub) under a
   ``pytriton/`` package, which is all ``helpers.server`` looks for (about 27 MB);
-* ``wheels/``: tritonclient, the perf_analyzer wheel (it needs glibc >= 2.38) and
-  ultralytics, for Python 3.12, downloaded from PyPI;
+* ``wheels/``: tritonclient (with grpcio and protobuf), the perf_analyzer wheel (it needs
+  glibc >= 2.38) and ultralytics, for Python 3.12, downloaded from PyPI;
 * ``numpy.tar.xz``: numpy 1.26 without its tests. The embedded server's Python stub is
   built for numpy 1.x (pybind11 2.11) and the GPU image has numpy 2.5: there every tensor
   the stub handed over had item size 0, so inputs read as their first value repeated and
@@ -41,9 +41,15 @@ from helpers.server import find_embedded_triton
 STUB_NUMPY = "numpy==1.26.4"
 #: The GPU machine's Python.
 PYTHON = "3.12"
-#: Wheels the GPU machine lacks (its image has torch, numpy, pandas, grpcio, protobuf).
+#: Wheels the GPU machine lacks (its image has torch, numpy, pandas, cuda-bindings). tritonclient
+#: is the course venv's: 2.51's CUDA shared-memory module imports ``cuda.cudart``, which the
+#: image's cuda-bindings 13 no longer has (2.73 uses ``cuda.bindings``), and its wheel carries two
+#: 20 MB perf binaries the perf-analyzer wheel replaces. 2.73's gRPC code is generated for
+#: grpcio >= 1.81 and protobuf 6, so those travel too (the image's may be older).
 WHEELS = [
-    "tritonclient==2.51.0",
+    "tritonclient==2.73.0",
+    "grpcio==1.85.4",
+    "protobuf==6.33.6",
     "perf-analyzer==2.60.0",
     "ultralytics==8.4.190",
     "ultralytics-thop==2.2.3",

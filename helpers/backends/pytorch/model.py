@@ -12,6 +12,10 @@ the GPU asynchronously; outputs come back into reused pinned buffers (``host_buf
 ``NUM_THREADS`` (torch's intra-op threads) also sets how many threads stack a batch (32
 YOLO11n images are 39 MB). Without it an instance inherits ``OMP_NUM_THREADS``, which
 importing Ultralytics sets to 1 (``tools/bench/gpu.py`` sets it: cores / instances).
+With the Python backend's ``FORCE_CPU_ONLY_INPUT_TENSORS: "no"``, an input the client sent in GPU
+memory (CUDA shared memory) reaches ``execute`` as a GPU tensor and is read through DLPack with
+no copy; a batch of them is stacked on the GPU (``torch.cat``), so it never touches the host.
+Host inputs take the pinned path above; a batch may mix both.
 Opt-in, this stand-in's own parameters (the native backend has no equivalent):
 
 * ``CUDA_GRAPHS: "true"``: capture the model in one CUDA graph per batch size at load
@@ -23,11 +27,13 @@ Opt-in, this stand-in's own parameters (the native backend has no equivalent):
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 from runtime_base import ModelSignature, StandInModel
+from torch.utils.dlpack import from_dlpack
 from torch_runner import GraphCaptureError, GraphedModule, as_list, graph_batch_sizes
 
 try:  # registers torchvision's operators (NMS, RoI align) for TorchScript files that use them
@@ -124,13 +130,30 @@ class TritonPythonModel(StandInModel):
             warnings.simplefilter("ignore")  # request arrays may be read-only: only read here
             torch.from_numpy(target).copy_(torch.from_numpy(source))
 
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # request arrays may be read-only: only read here
-            tensors = [
-                torch.from_numpy(inputs[name]).to(self.device, non_blocking=True)
-                for name in self.input_names
-            ]
+    def input_array(self, name: str, tensor: Any) -> np.ndarray | torch.Tensor:
+        """A host input as numpy; a GPU input as a torch tensor on that memory (DLPack, no copy)."""
+        if tensor.is_cpu():
+            return tensor.as_numpy()
+        return from_dlpack(tensor.to_dlpack())
+
+    def stack(self, name: str, parts: list[Any]) -> np.ndarray | torch.Tensor:
+        """Host parts into the reused pinned buffer; if any part is on the GPU, one GPU tensor."""
+        if not any(isinstance(part, torch.Tensor) for part in parts):
+            return super().stack(name, parts)
+        if len(parts) == 1:
+            return parts[0]
+        return torch.cat([self.on_device(part) for part in parts])
+
+    def on_device(self, value: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """An input on this instance's device (a GPU input already there is not copied)."""
+        if not isinstance(value, torch.Tensor):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # request arrays may be read-only: only read here
+                value = torch.from_numpy(value)
+        return value.to(self.device, non_blocking=True)
+
+    def run(self, inputs: dict[str, np.ndarray | torch.Tensor]) -> dict[str, np.ndarray]:
+        tensors = [self.on_device(inputs[name]) for name in self.input_names]
         with torch.inference_mode(), torch.jit.optimized_execution(self.optimized_execution):
             if self.graphed is not None:
                 result: object = self.graphed(*tensors)
