@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers.model_config import config_from_dict, parse_config, read_config
 from helpers.paths import MODEL_REPOSITORY, REPO_ROOT
 from helpers.server import TritonServer
 from helpers.yolo import sample_image_path
-from tests.copyable import run_copyable
+from tests.copyable import fenced_blocks, run_copyable, tagged_cells
 from tests.reliability_models import add_model, yolo11n_files
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "08_many_models_one_server.ipynb"
@@ -105,3 +106,32 @@ def test_copyable_cells_schedule_two_models_and_the_small_ones(server, tmp_path:
         33: [5.0, 5.0, 5.0, 6.0],
     }
     assert values["missing_id"].startswith("400") and "correlation ID" in values["missing_id"]
+
+
+def test_the_configs_shown_are_the_committed_file_and_the_overrides_the_cells_send():
+    blocks = fenced_blocks(NOTEBOOK, "protobuf")
+    (sequence,) = [b for b in blocks if b.startswith("sequence_batching {")]
+    (priorities,) = [b for b in blocks if "priority_levels" in b]
+    (queue_policy,) = [b for b in blocks if "default_queue_policy" in b]
+    running_mean = MODEL_REPOSITORY / "running_mean"
+    assert sequence in (running_mean / "config.pbtxt").read_text()
+    assert parse_config(sequence).sequence_batching == read_config(running_mean).sequence_batching
+    cells = "\n".join(tagged_cells(NOTEBOOK))
+    assert "update(priority_levels=2, default_priority_level=2)" in cells
+    assert parse_config(priorities) == config_from_dict(
+        {"dynamic_batching": {"priority_levels": 2, "default_priority_level": 2}}
+    )
+    parameters: dict = {}
+    exec(tagged_cells(NOTEBOOK, "parameters")[0], parameters)  # noqa: S102 - the notebook's own
+    assert '"max_queue_size": MAX_QUEUE_SIZE' in cells and '"timeout_action": "REJECT"' in cells
+    assert parse_config(queue_policy) == config_from_dict(
+        {
+            "dynamic_batching": {
+                "default_queue_policy": {
+                    "max_queue_size": parameters["MAX_QUEUE_SIZE"],
+                    "default_timeout_microseconds": parameters["QUEUE_TIMEOUT_MS"] * 1000,
+                    "timeout_action": "REJECT",
+                }
+            }
+        }
+    )
