@@ -1,6 +1,6 @@
 """The FastAPI baseline with a hand-written batching queue (introduced in notebook 06).
 
-What teams end up re-implementing when the plain baseline (``helpers.fastapi_app``) falls
+What teams end up re-implementing when the plain baseline (notebook 06's app cell, ``helpers.lessons.fastapi_vs_triton``) falls
 over under load: an ``async`` handler puts each request on an ``asyncio.Queue`` and waits;
 one background task takes the first waiting request, collects more for at most
 ``BATCH_MAX_WAIT_MS`` (or until ``MAX_BATCH`` images), runs them through the network as one
@@ -25,7 +25,7 @@ from typing import Annotated
 import numpy as np
 from fastapi import Depends, FastAPI, Header, Response
 
-from helpers.fastapi_app import (
+from helpers.lessons.fastapi_vs_triton import (
     MAX_BATCH,
     health,
     info,
@@ -33,7 +33,7 @@ from helpers.fastapi_app import (
     read_images,
     tensor_response,
 )
-from helpers.fastapi_app import STATE as SHARED_STATE
+from helpers.lessons.fastapi_vs_triton import STATE as SHARED_STATE
 from helpers.yolo import LoadedYolo, load_yolo, torch_forward
 
 #: How long the first request of a batch waits for company (Triton's max_queue_delay).

@@ -41,7 +41,7 @@ class FastAPIServer(ChildServer):
     environment variables for the server.
     """
 
-    app: str = "helpers.fastapi_app:app"
+    app: str = "helpers.lessons.fastapi_vs_triton:app"  # notebook 06's app cell
     host: str = "127.0.0.1"
     port: int | None = None
     startup_timeout: float = 180.0

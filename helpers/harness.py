@@ -8,7 +8,8 @@ only thing that changes is the URL and the envelope around the tensor:
 
 * the FastAPI baseline: the float32 tensor as the body, its shape in ``X-Shape``;
 * Triton: its HTTP/REST endpoint with the binary tensor extension (a small JSON header,
-  its length in ``Inference-Header-Content-Length``, then the same raw bytes).
+  its length in ``Inference-Header-Content-Length``, then the same raw bytes), built by
+  ``triton_request`` of notebook 06's cell (``helpers.lessons.fastapi_vs_triton``).
 
 Each row reports throughput, latency percentiles, errors, and the CPU the server process
 (with its children: Triton's Python backend stubs), the client and everything else on the
@@ -19,7 +20,6 @@ one says how quiet the machine was: other work competes with the server for the 
 from __future__ import annotations
 
 import http.client
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import psutil
 
+from helpers.lessons.fastapi_vs_triton import split_triton_reply, triton_request
 from helpers.loadgen import LATENCY_COLUMNS, closed_loop, latency_columns
 
 #: Sends one request and checks the answer; raises on any failure.
@@ -104,38 +105,6 @@ def fastapi_target(name: str, url: str, images: np.ndarray, pid: int | None) -> 
         pid,
         images.shape[0],
     )
-
-
-def triton_request(
-    images: np.ndarray, input_name: str = "images", output_name: str = "output0"
-) -> tuple[bytes, dict[str, str]]:
-    """Body and headers of a Triton HTTP/REST inference request with binary tensor data (notebook 06)."""
-    images = np.ascontiguousarray(images, dtype=np.float32)
-    data = images.tobytes()
-    header = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": input_name,
-                    "shape": list(images.shape),
-                    "datatype": "FP32",
-                    "parameters": {"binary_data_size": len(data)},
-                }
-            ],
-            "outputs": [{"name": output_name, "parameters": {"binary_data": True}}],
-        }
-    ).encode()
-    headers = {
-        "Content-Type": "application/octet-stream",
-        "Inference-Header-Content-Length": str(len(header)),
-    }
-    return header + data, headers
-
-
-def split_triton_reply(reply_headers: Any, data: bytes) -> tuple[dict[str, Any], bytes]:
-    """A binary Triton reply -> (its JSON header, the raw output bytes) (notebook 06)."""
-    length = int(reply_headers.get("Inference-Header-Content-Length", len(data)))
-    return json.loads(data[:length]), data[length:]
 
 
 def triton_http_target(

@@ -1,9 +1,9 @@
 """Bytes in, boxes out: the client of notebook 07 and the load targets that compare pipelines.
 
-``detect_http`` is the client a learner writes in notebook 07 (a test checks it is the same
-code as the notebook's cell); the ``*_target`` functions wrap each way of serving "image in,
-boxes out" as a ``helpers.harness.Target`` for notebook 07's measurement and
-``python -m tools.bench pipeline``.
+The ``*_target`` functions wrap each way of serving "image in, boxes out" as a
+``helpers.harness.Target`` for notebook 07's measurement and ``python -m tools.bench pipeline``;
+the Triton ones send with ``detect_http``, the client notebook 07's cell teaches
+(``helpers.lessons.pipeline_client``).
 """
 
 from __future__ import annotations
@@ -13,24 +13,8 @@ import numpy as np
 import tritonclient.http as httpclient
 
 from helpers.harness import Target, http_sender
+from helpers.lessons.pipeline_client import detect_http
 from helpers.yolo import coco_names, postprocess, preprocess
-
-
-def detect_http(
-    client: httpclient.InferenceServerClient,
-    data: bytes,
-    conf: float,
-    model: str = "yolo11n_pipeline",
-):
-    """Send an image file's bytes to a pipeline; return its boxes [K, 6] and labels (notebook 07)."""
-    image = httpclient.InferInput("IMAGE", [1, 1], "BYTES")
-    image.set_data_from_numpy(np.array([[data]], dtype=object))
-    threshold = httpclient.InferInput("CONF", [1, 1], "FP32")
-    threshold.set_data_from_numpy(np.array([[conf]], dtype=np.float32))
-    result = client.infer(model, [image, threshold])
-    boxes = result.as_numpy("DETECTIONS")[0]  # [K, 6]: x1, y1, x2, y2, score, class id
-    labels = [label.decode() for label in result.as_numpy("LABELS")[0]]
-    return boxes, labels
 
 
 def triton_target(
@@ -54,11 +38,11 @@ def client_side_target(name: str, url: str, data: bytes, conf: float, pid: int |
 
         def send() -> None:
             image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-            batch, letterboxes = preprocess(image)
+            batch, letterbox = preprocess(image)
             request = httpclient.InferInput("images", list(batch.shape), "FP32")
             request.set_data_from_numpy(batch)
             output = client.infer("yolo11n_onnx", [request]).as_numpy("output0")
-            postprocess(output, letterboxes, names, conf=conf)
+            postprocess(output[0], letterbox, names, conf=conf)
 
         return send
 

@@ -5,19 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import harness
 from helpers.paths import REPO_ROOT
 from helpers.server import TritonServer
-from tests.copyable import assert_same_function, run_copyable
+from tests.copyable import run_copyable
 from tests.reliability_models import add_model, success_count, yolo11n_files
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "06_fastapi_vs_triton.ipynb"
 MODEL = "yolo11n_onnx"
-
-
-def test_the_request_cells_are_the_harness_functions() -> None:
-    assert_same_function(NOTEBOOK, harness.triton_request)
-    assert_same_function(NOTEBOOK, harness.split_triton_reply)
 
 
 @pytest.fixture(scope="module")

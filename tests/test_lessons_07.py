@@ -6,15 +6,16 @@ names the notebook's plumbing defines (server URLs, the image file) are provided
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from helpers.paths import REPO_ROOT
+from helpers.paths import MODEL_REPOSITORY, REPO_ROOT
 from helpers.server import TritonServer
 from helpers.yolo import sample_image_path
-from tests.copyable import run_copyable
+from tests.copyable import fenced_blocks, run_copyable
 from tests.reliability_models import pipeline_repository
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "07_server_side_pipelines.ipynb"
@@ -56,8 +57,24 @@ def test_copyable_cells_send_bytes_and_get_boxes(server, tmp_path: Path):
     assert values["latency_ms"]["second (hit)"] < values["latency_ms"]["first (miss)"]
 
 
-def test_the_load_targets_use_the_client_the_notebook_teaches():
-    from helpers.pipelines import detect_http
-    from tests.copyable import assert_same_function
-
-    assert_same_function(NOTEBOOK, detect_http)
+def test_the_bls_code_shown_is_the_model_file():
+    """The ```python blocks of notebook 07 are model_repository/yolo11n_bls/1/model.py's functions."""
+    model = ast.parse((MODEL_REPOSITORY / "yolo11n_bls" / "1" / "model.py").read_text())
+    in_file = {
+        node.name: ast.dump(node)
+        for node in ast.walk(model)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+    }
+    shown = [
+        node
+        for block in fenced_blocks(NOTEBOOK, "python")
+        for node in ast.walk(ast.parse(block))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+    ]
+    assert {node.name for node in shown} >= {"call", "execute", "_respond", "_pipeline"}
+    for node in shown:
+        assert ast.dump(node) == in_file.get(node.name), (
+            f"notebook 07 shows {node.name}() unlike model_repository/yolo11n_bls/1/model.py"
+        )
+    source = "".join(fenced_blocks(NOTEBOOK, "python"))
+    assert "pb_utils.InferenceRequest(" in source and "async_exec()" in source

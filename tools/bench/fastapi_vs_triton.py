@@ -4,7 +4,7 @@
 on loopback, all driven by ``helpers.harness`` (the same raw-HTTP client, the same bytes of
 bus.jpg at 1x3x640x640, the same warm-up and window, levels interleaved):
 
-* ``fastapi``: ``helpers.fastapi_app``, YOLO11n in PyTorch, one forward pass per request in
+* ``fastapi``: notebook 06's app (``helpers.lessons.fastapi_vs_triton``), YOLO11n in PyTorch, one forward pass per request in
   FastAPI's thread pool, torch pinned to one thread per core;
 * ``fastapi+batching`` (unless ``--no-batching-baseline``): the same with a hand-written
   asyncio batching queue (``helpers.fastapi_batching_app``);

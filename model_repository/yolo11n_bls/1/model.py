@@ -37,15 +37,21 @@ class StepError(Exception):
         self.code = code
 
 
-async def call(model: str, inputs: list, outputs: list[str]) -> list[np.ndarray]:
-    """Run ``model`` in this server; return the named outputs or raise StepError naming it."""
+async def call(
+    model: str, inputs: list, outputs: list[str], code: int | None = None
+) -> list[np.ndarray]:
+    """Run ``model`` in this server; return the named outputs or raise StepError naming it.
+
+    python_backend 2.51 hands a BLS caller every error of the called model as INTERNAL (an
+    HTTP 500), whatever code that model answered with: ``code`` says what its errors mean.
+    """
     request = pb_utils.InferenceRequest(
         model_name=model, inputs=inputs, requested_output_names=outputs
     )
     response = await request.async_exec()
     if response.has_error():
         error = response.error()
-        raise StepError(f"{model}: {error.message()}", error.code())
+        raise StepError(f"{model}: {error.message()}", code or error.code())
     return [pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in outputs]
 
 
@@ -81,19 +87,19 @@ class TritonPythonModel:
         if detector not in DETECTORS:
             raise ValueError(f"unknown detector {detector!r}: choose one of {sorted(DETECTORS)}")
         image = pb_utils.get_input_tensor_by_name(request, "IMAGE")
-        tensor, letterbox = await call(
+        tensor, letterbox = await call(  # its errors are about the client's image: a 400
             "yolo11n_preprocess", [pb_utils.Tensor("IMAGE", image.as_numpy())],
-            ["images", "LETTERBOX"],
+            ["images", "LETTERBOX"], code=pb_utils.TritonError.INVALID_ARG,
         )  # fmt: skip
         batch = len(letterbox)
         if letterbox[:, :2].min() < self.min_side:  # original height and width
             return np.zeros((batch, 0, 6), np.float32), np.zeros((batch, 0), dtype=object)
         input_name, output_name = DETECTORS[detector]
         (raw,) = await call(detector, [pb_utils.Tensor(input_name, tensor)], [output_name])
-        thresholds = [
-            pb_utils.Tensor(name, tensor.as_numpy())
+        thresholds = [  # the optional inputs the client sent, passed on
+            pb_utils.Tensor(name, given.as_numpy())
             for name in ("CONF", "IOU")
-            if (tensor := pb_utils.get_input_tensor_by_name(request, name)) is not None
+            if (given := pb_utils.get_input_tensor_by_name(request, name)) is not None
         ]
         detections, labels = await call(
             "yolo11n_postprocess",

@@ -20,6 +20,7 @@ import os
 
 # OpenCV refuses images above this many pixels before allocating them (decompression bombs).
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(100_000_000))
+OPENCV_MAX_PIXELS = int(os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"])
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
@@ -41,8 +42,12 @@ def decode_image(data: bytes, max_bytes: int, max_pixels: int) -> np.ndarray:
     buffer = np.frombuffer(data, dtype=np.uint8)
     try:
         image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
-    except cv2.error as error:  # e.g. above OPENCV_IO_MAX_IMAGE_PIXELS
-        raise ImageError(f"IMAGE could not be decoded ({len(data)} bytes): {error}") from error
+    except cv2.error as error:
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(error):  # OpenCV read the size and refused to decode
+            raise ImageError(
+                f"IMAGE has more than {OPENCV_MAX_PIXELS} pixels, above the limit of {max_pixels}"
+            ) from None
+        raise ImageError(f"IMAGE could not be decoded ({len(data)} bytes)") from None
     if image is None:
         raise ImageError(
             f"IMAGE is not an image OpenCV can decode ({len(data)} bytes starting {data[:8]!r})"
