@@ -65,3 +65,29 @@ def test_copyable_clients_go_through_the_proxy_to_both_replicas(replicas, tmp_pa
 
 def test_the_envoy_command_shown_is_the_one_the_helper_runs():
     assert format_command(envoy_command("deploy/envoy/envoy.yaml")) in fenced_blocks(NOTEBOOK)
+
+
+def test_the_helm_and_kubectl_lines_shown_match_deploy():
+    import inspect
+    import shlex
+
+    from helpers.k8s import CHART, DEPLOY, PLAIN_MANIFESTS, render_chart
+
+    blocks = [b for b in fenced_blocks(NOTEBOOK) if "helm template" in b]
+    assert len(blocks) == 1, "one block with the chart's helm and kubectl lines"
+    lines = [shlex.split(line, comments=True) for line in blocks[0].splitlines() if line.strip()]
+    template, apply_chart = lines[0], lines[1]
+    # helm template <release> <chart> --namespace <ns> > <file>: what render_chart renders here
+    assert template[:2] == ["helm", "template"]
+    assert template[2] == inspect.signature(render_chart).parameters["release"].default
+    assert REPO_ROOT / template[3] == CHART and (CHART / "Chart.yaml").exists()
+    assert template[4:6] == ["--namespace", "default"]
+    assert template[6] == ">" and apply_chart == ["kubectl", "apply", "-f", template[7]]
+    for words in lines:
+        assert words[0] in {"helm", "kubectl"}, words
+        for word in words:
+            if word.startswith("deploy/"):
+                assert (REPO_ROOT / word).exists(), word
+    shown_files = {REPO_ROOT / w for words in lines for w in words if w.startswith("deploy/")}
+    assert set(PLAIN_MANIFESTS) <= shown_files  # every manifest the notebook validates is applied
+    assert DEPLOY / "prometheus-adapter" / "values.yaml" in shown_files
