@@ -30,6 +30,11 @@ test: $(STAMP)
 	$(BIN)/python -m pytest tests/
 	cd notebooks && ../$(BIN)/python -m pytest --nbmake --nbmake-timeout=300 -p no:cacheprovider .
 
+## test-busy: pytest tests/ while busy loops keep every core busy (tools/busy.py), as on a loaded laptop or CI runner
+.PHONY: test-busy
+test-busy: $(STAMP)
+	$(BIN)/python -m tools.busy -- $(BIN)/python -m pytest tests/
+
 ## lab: JupyterLab on loopback only (LAB_PORT=8888, LAB_ARGS=--no-browser to pass more flags)
 LAB_PORT ?= 8888
 LAB_ARGS ?=

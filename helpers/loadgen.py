@@ -6,7 +6,8 @@ After a warm-up it measures fixed windows until the throughput of the last three
 within 10% (perf_analyzer's stability rule) or ``max_windows`` is reached, then reports the
 same columns as ``helpers.perf_analyzer.parse_csv``: throughput, average and p50/p90/p95/p99
 latency, and the server-side split (queue, compute input/infer/output) from the
-statistics API, taken over exactly the measured windows.
+statistics API (``helpers.statistics.model_stats``: consistent snapshots), taken over
+exactly the measured windows.
 
 ``shared_memory="system"`` passes inputs and outputs through POSIX shared memory regions
 registered with the server, like ``perf_analyzer --shared-memory=system``: the requests
@@ -33,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from helpers.perf_analyzer import RESULT_COLUMNS
+from helpers.statistics import model_stats
 
 #: perf_analyzer's default stability rule: the last 3 windows within 10% of their mean.
 STABILITY_WINDOWS = 3
@@ -271,29 +273,6 @@ def _region(prepared: _Prepared, name: str, byte_size: int) -> tuple[str, Any]:
     return name, handle
 
 
-def _statistics(url: str, protocol: str, model: str) -> dict[str, float]:
-    """Cumulative server-side counters of ``model`` (counts and nanoseconds)."""
-    _, client = _client(protocol, url)
-    if protocol == "grpc":
-        stats = client.get_inference_statistics(model, as_json=True)
-    else:
-        stats = client.get_inference_statistics(model)
-    totals: dict[str, float] = {}
-    for entry in stats["model_stats"]:
-        inference = entry["inference_stats"]
-        for key in ("success", "queue", "compute_input", "compute_infer", "compute_output"):
-            part = inference.get(key, {})
-            totals[f"{key}_count"] = totals.get(f"{key}_count", 0) + int(part.get("count", 0))
-            totals[f"{key}_ns"] = totals.get(f"{key}_ns", 0) + int(part.get("ns", 0))
-        totals["inference_count"] = totals.get("inference_count", 0) + int(
-            entry.get("inference_count", 0)
-        )
-        totals["execution_count"] = totals.get("execution_count", 0) + int(
-            entry.get("execution_count", 0)
-        )
-    return totals
-
-
 def measure(
     url: str,
     model: str,
@@ -321,9 +300,7 @@ def measure(
         for p in payloads:
             prepared.append(_prepare(protocol, url, model, p, shared_memory))
         row = _measure_prepared(
-            url,
             model,
-            protocol,
             payloads[0].batch_size,
             prepared,
             warmup_s=warmup_s,
@@ -402,7 +379,7 @@ def closed_loop(
     (perf_analyzer's rule) or ``max_windows`` were measured; the measurement spans them all.
     A failed request stops the run when ``stop_on_error`` (``Window.first_error`` says why);
     otherwise it is counted and the thread goes on after a short pause. ``sample()`` (CPU
-    counters, server statistics) is taken when the window opens and when it closes.
+    counters, server statistics) is taken when the window opens and, last, when it closes.
     """
     finished: list[tuple[float, float, Any]] = []
     failed: list[tuple[float, BaseException]] = []  # (end, error)
@@ -459,6 +436,7 @@ def closed_loop(
                 if mean > 0 and all(abs(r - mean) <= STABILITY_TOLERANCE * mean for r in last):
                     break
         after = sample() if sample else None
+        boundaries[-1] = time.perf_counter()  # the window ends once the server was read
     finally:
         stop.set()
         for thread in threads:
@@ -478,7 +456,7 @@ def closed_loop(
 
 
 def _measure_prepared(
-    url: str, model: str, protocol: str, batch: int, prepared: list[_Prepared], **options: Any
+    model: str, batch: int, prepared: list[_Prepared], **options: Any
 ) -> dict[str, Any]:
     """Run ``closed_loop`` over the prepared requests; one row (see ``measure``)."""
 
@@ -490,7 +468,7 @@ def _measure_prepared(
 
     window = closed_loop(
         [sender(p.send) for p in prepared],
-        sample=lambda: _statistics(url, protocol, model),
+        sample=lambda: model_stats(prepared[0].client, model),
         **options,
     )
     if window.first_error is not None:
@@ -499,26 +477,25 @@ def _measure_prepared(
         raise LoadError(
             f"no request finished in {window.seconds:.1f} s at concurrency {len(prepared)}"
         )
-    begin_stats, end_stats = window.before, window.after
-    delta = {key: end_stats[key] - begin_stats.get(key, 0) for key in end_stats}
-    per_request = max(delta["success_count"], 1)
+    delta = window.after - window.before
+    per_request = max(delta.success_count, 1)
     row = {
         "concurrency": len(prepared),
         "throughput_infer_per_s": len(window.requests) * batch / window.seconds,
         **latency_columns(window.latencies_ms()),
         "client_send_ms": np.nan,
         "network_server_send_recv_ms": np.nan,
-        "server_queue_ms": delta["queue_ns"] / per_request / 1e6,
-        "server_compute_input_ms": delta["compute_input_ns"] / per_request / 1e6,
-        "server_compute_infer_ms": delta["compute_infer_ns"] / per_request / 1e6,
-        "server_compute_output_ms": delta["compute_output_ns"] / per_request / 1e6,
+        "server_queue_ms": delta.queue_ns / per_request / 1e6,
+        "server_compute_input_ms": delta.compute_input_ns / per_request / 1e6,
+        "server_compute_infer_ms": delta.compute_infer_ns / per_request / 1e6,
+        "server_compute_output_ms": delta.compute_output_ns / per_request / 1e6,
         "client_recv_ms": np.nan,
         "tool": "fallback generator",
     }
     row["requests"] = len(window.requests)
     row["window_s"] = window.seconds
-    row["server_success_delta"] = int(delta["success_count"])
-    row["server_executions_delta"] = int(delta["execution_count"])
+    row["server_success_delta"] = delta.success_count
+    row["server_executions_delta"] = delta.execution_count
     return row
 
 

@@ -25,10 +25,12 @@ import pandas as pd
 
 from helpers import loadgen
 from helpers import perf_analyzer as pa
+from helpers.clients import client_for
 from helpers.loadgen import Payload
 from helpers.model_config import read_config
 from helpers.paths import MODEL_REPOSITORY
 from helpers.repository import missing_model_file
+from helpers.statistics import model_stats
 
 FALLBACK = "fallback generator"
 PERF_ANALYZER = "perf_analyzer"
@@ -167,32 +169,34 @@ def _perf_analyzer_sweep(
     progress: bool,
     options: dict[str, Any],
 ) -> pd.DataFrame:
-    """perf_analyzer one level at a time, each bracketed by the server's statistics."""
+    """perf_analyzer one level at a time, each bracketed by consistent statistics snapshots."""
     sample = payload(0) if callable(payload) else payload
     options = dict(options)
     extra = [*options.pop("extra", ()), "--max-trials", str(max_windows)]
     rows = []
-    for level in concurrencies:
-        before = loadgen._statistics(url, protocol, model)
-        frame = pa.run(
-            model,
-            [level],
-            url=url,
-            protocol=protocol,
-            shape={name: array.shape[1:] for name, array in sample.arrays.items()},
-            batch_size=sample.batch_size,
-            measurement_interval_ms=int(window_s * 1000),
-            extra=extra,
-            location=choice.location,
-            progress=progress,
-            **options,
-        )
-        after = loadgen._statistics(url, protocol, model)
-        frame["server_success_delta"] = after["success_count"] - before.get("success_count", 0)
-        frame["server_executions_delta"] = after["execution_count"] - before.get(
-            "execution_count", 0
-        )
-        rows.append(frame)
+    client = client_for(url, protocol)
+    try:
+        for level in concurrencies:
+            before = model_stats(client, model)
+            frame = pa.run(
+                model,
+                [level],
+                url=url,
+                protocol=protocol,
+                shape={name: array.shape[1:] for name, array in sample.arrays.items()},
+                batch_size=sample.batch_size,
+                measurement_interval_ms=int(window_s * 1000),
+                extra=extra,
+                location=choice.location,
+                progress=progress,
+                **options,
+            )
+            delta = model_stats(client, model) - before
+            frame["server_success_delta"] = delta.success_count
+            frame["server_executions_delta"] = delta.execution_count
+            rows.append(frame)
+    finally:
+        client.close()
     return pd.concat(rows, ignore_index=True)
 
 

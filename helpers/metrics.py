@@ -13,12 +13,13 @@ burst of requests did is the difference between two scrapes:
 
 from __future__ import annotations
 
-import time
 import urllib.request
 from typing import TYPE_CHECKING
 
 import pandas as pd
 from prometheus_client.parser import text_string_to_metric_families
+
+from helpers.statistics import wait_for
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -35,6 +36,8 @@ KEY_METRICS: dict[str, str] = {
     "nv_inference_compute_infer_duration_us": "time running the model (us)",
     "nv_inference_compute_output_duration_us": "time copying outputs out (us)",
 }
+#: Requests the response cache answered (counted as successes, not as inferences).
+CACHE_HITS = "nv_cache_num_hits_per_model"
 
 
 def scrape(url: str, timeout: float = 5.0) -> str:
@@ -88,15 +91,24 @@ def wait_for_model_metrics(
 ) -> pd.Series:
     """Scrape until the model's success counter reaches ``success``, or ``timeout`` s (notebook 03).
 
-    Triton counts a request when it releases it, a moment after the client has its response,
-    so a scrape right after the last response can miss the last requests.
+    Triton counts a request a moment after the client has its response, so a scrape right
+    after the last response can miss the last requests; it also counts a request's success
+    and its inferences one after the other, so the scrape must also show at least one
+    inference per successful request that was not a cache hit. After ``timeout`` the last
+    scrape is returned with a ``StatisticsWarning``.
     """
-    deadline = time.monotonic() + timeout
-    counters = model_metrics(scrape(url), model)
-    while counters["nv_inference_request_success"] < success and time.monotonic() < deadline:
-        time.sleep(0.02)
-        counters = model_metrics(scrape(url), model)
-    return counters
+
+    def read() -> tuple[pd.Series, float]:
+        frame = parse_metrics(scrape(url))
+        return model_metrics(frame, model), model_metrics(frame, model, [CACHE_HITS])[CACHE_HITS]
+
+    def done(read_back: tuple[pd.Series, float]) -> bool:
+        counters, hits = read_back
+        counted = counters["nv_inference_request_success"]
+        return counted >= success and counters["nv_inference_count"] >= counted - hits
+
+    what = f"{model}'s metrics counting {success:g} successful requests"
+    return wait_for(read, done, what, timeout)[0]
 
 
 def metrics_delta(before: pd.Series, after: pd.Series) -> pd.DataFrame:

@@ -13,19 +13,19 @@ and the Horizontal Pod Autoscaler would.
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
+from tritonclient.utils import InferenceServerException
 
 from helpers.metrics import parse_metrics, scrape
 from helpers.paths import REPO_ROOT
+from helpers.statistics import model_stats, read_statistics, wait_for
 
 #: Hard limits of every load this module sends (loopback only, bounded in count and time).
 MAX_SECONDS = 120.0
@@ -117,10 +117,8 @@ class BackgroundLoad:
 
 def model_successes(server: Any, model: str) -> int:
     """Successful inference requests of ``model`` on one replica (its statistics API)."""
-    url = f"http://{server.http_url}/v2/models/{model}/stats"
-    with urllib.request.urlopen(url, timeout=5) as reply:
-        stats = json.loads(reply.read())["model_stats"]
-    return sum(int(entry["inference_stats"]["success"]["count"]) for entry in stats)
+    with server.http_client() as client:
+        return model_stats(client, model).success_count
 
 
 def successes_since(
@@ -128,16 +126,17 @@ def successes_since(
 ) -> list[int]:
     """Requests of ``model`` each replica ran since ``before``, once they add up to ``total``.
 
-    A replica may count a request in its statistics a moment after the answer has gone out, so
+    A replica counts a request in its statistics a moment after the answer has gone out, so
     counts read right after the last answer can be short (seen: 9 + 10 for 20 answers). After
-    ``timeout`` seconds the counts are returned as they are.
+    ``timeout`` seconds the counts are returned as they are, with a ``StatisticsWarning``.
     """
-    deadline = time.monotonic() + timeout
-    while True:
-        served = [model_successes(server, model) - b for server, b in zip(servers, before)]
-        if sum(served) >= total or time.monotonic() > deadline:
-            return served
-        time.sleep(0.05)
+
+    def served() -> list[int]:
+        return [model_successes(server, model) - b for server, b in zip(servers, before)]
+
+    return wait_for(
+        served, lambda counts: sum(counts) >= total, f"{total} {model} requests counted", timeout
+    )
 
 
 def wait_serving(server: Any, model: str, since: int, timeout: float = 60.0) -> float:
@@ -147,7 +146,7 @@ def wait_serving(server: Any, model: str, since: int, timeout: float = 60.0) -> 
         try:
             if model_successes(server, model) > since:
                 return time.monotonic() - start
-        except OSError:
+        except (OSError, InferenceServerException):  # not up yet, or the model not loaded yet
             pass
         time.sleep(0.02)
     raise TimeoutError(f"{server.http_url} served no {model} request within {timeout:.0f} s")
@@ -275,15 +274,10 @@ def queue_snapshot(server: Any) -> QueueSnapshot:
         rows = frame[frame["metric"] == metric]
         return rows.groupby("model")["value"].sum().to_dict()
 
-    with urllib.request.urlopen(f"http://{server.http_url}/v2/models/stats", timeout=5) as r:
-        stats = json.loads(r.read())["model_stats"]
-    queue_ns: dict[str, float] = {}
-    success: dict[str, float] = {}
-    for entry in stats:
-        name = entry["name"]
-        inference = entry["inference_stats"]
-        queue_ns[name] = queue_ns.get(name, 0) + int(inference["queue"]["ns"])
-        success[name] = success.get(name, 0) + int(inference["success"]["count"])
+    with server.http_client() as client:
+        stats = read_statistics(client)
+    queue_ns = {name: float(one.queue_ns) for name, one in stats.items()}
+    success = {name: float(one.success_count) for name, one in stats.items()}
     return QueueSnapshot(
         now,
         per_model("nv_inference_queue_duration_us"),

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import stat
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import loadgen, measure
+from helpers import measure
 from helpers import perf_analyzer as pa
 from helpers.loadgen import Payload
 from helpers.model_config import config_variant
 from helpers.server import TritonServer
+from helpers.statistics import ModelStats
 from tests.tiny_models import sample_batch
 
 PA_DATA = Path(__file__).parent / "data" / "perf_analyzer"
@@ -135,12 +137,12 @@ def test_measure_sweep_dispatches_to_perf_analyzer(tmp_path: Path, monkeypatch):
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
     counters = iter([(0, 0), (100, 25), (100, 25), (400, 50)])
 
-    def statistics(url: str, protocol: str, model: str) -> dict[str, float]:
-        assert (url, protocol, model) == ("127.0.0.1:18001", "grpc", "yolo")
+    def statistics(client: Any, model: str) -> ModelStats:
+        assert type(client).__module__.startswith("tritonclient.grpc") and model == "yolo"
         success, executions = next(counters)
-        return {"success_count": success, "execution_count": executions}
+        return ModelStats(success_count=success, execution_count=executions)
 
-    monkeypatch.setattr(loadgen, "_statistics", statistics)
+    monkeypatch.setattr(measure, "model_stats", statistics)
     location = pa.PerfAnalyzerLocation(True, (str(script),), "stand-in", "path")
     frame = measure.measure_sweep(
         _FakeServer(),

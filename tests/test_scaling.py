@@ -33,6 +33,7 @@ from helpers.scaling import (
     successes_since,
 )
 from helpers.server import TritonServer
+from helpers.statistics import StatisticsWarning, settled_stats
 from tests.scaling_models import (
     DELAY_MS,
     MODEL,
@@ -143,9 +144,14 @@ def test_queue_time_from_metrics_matches_the_statistics_api(repository: Path):
             return lambda: client.infer(SLOW_MODEL, [item]).as_numpy("OUTPUT").shape
 
         before = queue_snapshot(server)
-        with BackgroundLoad(make_send, concurrency=6, max_seconds=3):
+        with BackgroundLoad(make_send, concurrency=6, max_seconds=3) as load:
             time.sleep(2.0)
-        after = queue_snapshot(server)  # the load has stopped: both sources are complete
+        answered = int(load.frame()["ok"].sum())
+        # The load has stopped; once the statistics count every answer, so do the metrics
+        # (Triton updates both in the same call).
+        with server.http_client() as client:
+            settled_stats(client, SLOW_MODEL, int(before.stats_success[SLOW_MODEL]) + answered)
+        after = queue_snapshot(server)
     from_metrics = queue_ms_per_request(before, after)
     from_stats = stats_queue_ms_per_request(before, after)
     print(f"queue ms/request: metrics {from_metrics:.2f}, stats {from_stats:.2f}")
@@ -200,7 +206,8 @@ def test_successes_since_waits_for_a_count_that_lags(monkeypatch):
     monkeypatch.setattr(scaling, "model_successes", lambda server, model: next(reads[server]))
     assert scaling.successes_since(["a", "b"], "m", [0, 0], total=20) == [10, 10]
 
-    reads = {"a": iter(range(100)), "b": iter([0] * 100)}  # never reaches the total
+    reads = {"a": iter(range(1000)), "b": iter([0] * 1000)}  # never reaches the total
     start = time.monotonic()
-    served = scaling.successes_since(["a", "b"], "m", [0, 0], total=10**6, timeout=0.2)
+    with pytest.warns(StatisticsWarning, match="10000 m requests counted"):
+        served = scaling.successes_since(["a", "b"], "m", [0, 0], total=10**4, timeout=0.2)
     assert time.monotonic() - start < 2 and served[1] == 0 and served[0] > 0

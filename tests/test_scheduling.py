@@ -25,6 +25,7 @@ from tritonclient.utils import InferenceServerException
 from helpers.model_config import config_to_dict, read_config
 from helpers.paths import MODEL_REPOSITORY
 from helpers.server import ModelLoadError, TritonServer, rate_limit_arguments
+from helpers.statistics import settled_stats
 
 #: The rate limiter's one global resource: one execution at a time among those that ask for it.
 EXCLUSIVE = "exclusive"
@@ -207,18 +208,9 @@ def test_cache_hits_skip_the_model(server, repository):
     assert miss["ok"] and hit["ok"]
     assert hit["start"] == miss["start"]  # the same stored answer: the model did not run again
     assert miss["s"] > 0.25 and hit["s"] < 0.2
-    client = server.http_client()
-    deadline = time.monotonic() + 5  # Triton counts a request just after it answers it
-    while True:
-        stats = client.get_inference_statistics("timed_work")["model_stats"][0]
-        counts = (
-            int(stats["inference_stats"]["cache_hit"]["count"]),
-            int(stats["execution_count"]),
-        )
-        if counts == (1, 1) or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    assert counts == (1, 1)  # one cache hit, one execution of the model
+    # Triton counts a request just after it answers it: wait for both to be counted.
+    stats = settled_stats(server.http_client(), "timed_work", 2)
+    assert (stats.cache_hit_count, stats.execution_count) == (1, 1)  # the model ran once
 
 
 def test_the_cache_refuses_a_sequence_batched_model(server, repository):
