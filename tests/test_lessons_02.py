@@ -70,11 +70,19 @@ def test_trtexec_lines_shown_as_text_are_the_builders() -> None:
             ("max", p["MAX_BATCH"]),
         ):
             assert f"--{flag}Shapes=images:{batch}x3x640x640" in command
-    for batch in p["BATCH_SIZES"]:
-        timing = benchmark_command(
-            "trtexec", specs[p["SERVE_PRECISION"]].plan, batch, duration_s=p["TRTEXEC_DURATION_S"]
+    timings = [
+        format_command(
+            benchmark_command(
+                "trtexec", specs[p["SERVE_PRECISION"]].plan, b, duration_s=p["TRTEXEC_DURATION_S"]
+            )
         )
-        assert format_command(timing) in blocks
+        for b in p["BATCH_SIZES"]
+    ]
+    assert timings[0] in blocks  # one timing line shown; the text names the other batch sizes
+    shapes = [line.strip(" \\") for line in timings[0].splitlines() if "--shapes=" in line]
+    for batch, timing in zip(p["BATCH_SIZES"][1:], timings[1:]):
+        assert timing == timings[0].replace(shapes[0], f"--shapes=images:{batch}x3x640x640")
+        assert f"`--shapes=images:{batch}x3x640x640` for a batch of {batch}" in NOTEBOOK.read_text()
     inspect = inspect_command("trtexec", TYPED_PLAN)
     assert format_command(inspect) in blocks
     assert inspect[1] == f"--loadEngine={TYPED_PLAN}" and "--verbose" in inspect
