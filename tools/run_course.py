@@ -10,7 +10,7 @@ non-zero exit that names the notebook and the cell.
     python -m tools.run_course 03 04           # only those whose name starts so
     python -m tools.run_course -p MEASURE_SECONDS=2   # override a parameter everywhere
 
-``make run`` takes the same as make's command-line variables: ``make run NOTEBOOKS="03 07"``,
+``make run`` takes the same as make command-line variables: ``make run NOTEBOOKS="03 07"``,
 ``make run MEASURE_SECONDS=2``, ``make run TRITON_URL=127.0.0.1:8000``. The Makefile passes
 their names (``--from-make``); the values are read from the environment, where make puts
 command-line variables exactly as typed.
