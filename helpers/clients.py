@@ -1,18 +1,18 @@
-"""Talk to a Triton server with ``tritonclient``: HTTP and gRPC, sync and async (notebook 03).
+"""Talk to a Triton server with ``tritonclient``, HTTP and gRPC: the course's plumbing (notebook 03).
 
 Every request sends its tensors as binary data (raw bytes after a small JSON header on HTTP,
-protobuf ``raw_input_contents`` on gRPC), never as JSON lists of numbers.
+protobuf ``raw_input_contents`` on gRPC), never as JSON lists of numbers. The YOLO client a
+learner writes (``preprocess``, ``postprocess``, ``detect``) is notebook 03's, generated into
+``helpers.lessons.yolo_client``.
 
-    from helpers.clients import detect, infer_grpc
+    from helpers.clients import infer_grpc
     outputs = infer_grpc(server, "yolo11n_onnx", {"images": batch})   # {"output0": array}
-    detections = detect(server.http_client(), image)                    # boxes on the image
 
 ``target`` arguments take a running ``TritonServer``, a ``host:port`` URL or a client.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import subprocess
 import threading
@@ -24,7 +24,6 @@ import numpy as np
 from tritonclient.utils import np_to_triton_dtype
 
 from helpers.model_config import ModelConfig, config_from_dict
-from helpers.yolo import CONF_THRESHOLD, IOU_THRESHOLD, Detection, postprocess, preprocess
 
 if TYPE_CHECKING:
     from helpers.server import TritonServer
@@ -175,48 +174,6 @@ def _infer_over(
             client.close()
 
 
-def async_client(target: TritonServer | str, protocol: Protocol) -> Any:
-    """An asyncio client (``tritonclient.http.aio`` / ``.grpc.aio``); close it with ``await client.close()``."""
-    if protocol == "http":
-        import tritonclient.http.aio as module
-    else:
-        import tritonclient.grpc.aio as module
-    return module.InferenceServerClient(url_of(target, protocol))
-
-
-async def infer_async(
-    client: Any,
-    model: str,
-    arrays: Arrays,
-    *,
-    outputs: Sequence[str] = (),
-    version: str = "",
-) -> dict[str, np.ndarray]:
-    """One request with an asyncio client; ``await`` it, or gather many (notebook 03)."""
-    protocol = protocol_of(client)
-    result = await client.infer(
-        model,
-        make_inputs(protocol, arrays),
-        model_version=version,
-        outputs=make_outputs(protocol, outputs),
-    )
-    return result_arrays(result, protocol)
-
-
-async def infer_many_async(
-    target: TritonServer | str,
-    model: str,
-    requests: Sequence[Arrays],
-    protocol: Protocol = "grpc",
-) -> list[dict[str, np.ndarray]]:
-    """Send every request at once from one event loop, one asyncio client (notebook 03)."""
-    client = async_client(target, protocol)
-    try:
-        return list(await asyncio.gather(*(infer_async(client, model, r) for r in requests)))
-    finally:
-        await client.close()
-
-
 def infer_concurrently(
     target: TritonServer | str,
     model: str,
@@ -273,43 +230,19 @@ def loaded_config(client: Any, model: str) -> ModelConfig:
     return config_from_dict(values)
 
 
-# --------------------------------------------------------------------------- YOLO through Triton
+# --------------------------------------------------------------------------- comparing detections
 
 
-def detect(
-    client: Any,
-    image: np.ndarray,
-    model: str = "yolo11n_onnx",
-    names: dict[int, str] | None = None,
-    *,
-    conf: float = CONF_THRESHOLD,
-    iou: float = IOU_THRESHOLD,
-) -> list[Detection]:
-    """Detect objects in one BGR image with a YOLO model served by Triton (notebook 03).
+def detections_equal(first: Sequence[dict], second: Sequence[dict], atol: float = 1e-2) -> bool:
+    """Same objects, same classes, boxes and scores within ``atol`` pixels/score (notebook 03).
 
-    The same ``helpers.yolo`` pre- and post-processing as in-process; tensor names come from
-    the model's metadata, so it works for ``images``/``output0`` (ONNX) and
-    ``INPUT__0``/``OUTPUT__0`` (TorchScript) alike.
+    Detections are the dicts ``helpers.lessons.yolo_client.postprocess`` returns.
     """
-    if names is None:
-        from helpers.yolo import coco_names
-
-        names = coco_names()
-    batch, letterboxes = preprocess(image)
-    (input_name,), (output_name, *_) = model_io(client, model)
-    output = infer(client, model, {input_name: batch}, outputs=[output_name])[output_name]
-    return postprocess(output, letterboxes, names, conf=conf, iou=iou)[0]
-
-
-def detections_equal(
-    first: Sequence[Detection], second: Sequence[Detection], atol: float = 1e-2
-) -> bool:
-    """Same objects, same classes, boxes and scores within ``atol`` pixels/score (notebook 03)."""
     if len(first) != len(second):
         return False
     return all(
-        a.class_id == b.class_id
-        and abs(a.score - b.score) <= atol
-        and np.allclose(a.box, b.box, atol=atol)
-        for a, b in zip(first, second)
+        a["class_id"] == b["class_id"]
+        and abs(a["score"] - b["score"]) <= atol
+        and np.allclose(a["box"], b["box"], atol=atol)
+        for a, b in zip(first, second, strict=True)
     )

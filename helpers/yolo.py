@@ -1,16 +1,15 @@
-"""YOLO11: get a model, pre-process images, decode and draw detections (introduced in notebook 01).
+"""YOLO11 around the lesson code: get a model, sample images, compare and draw detections (notebook 01).
 
-Everything a Triton client needs around the raw network lives here, so notebook 01 (PyTorch,
-ONNX, TorchScript in-process) and the later notebooks (the same model served by Triton) run
-the very same pre- and post-processing:
+The pre- and post-processing a client writes live in the notebooks' cells and are generated
+into ``helpers.lessons``: ``preprocess`` / ``postprocess`` / ``detect`` (notebook 03,
+``helpers.lessons.yolo_client``) and ``decode`` (notebook 01, ``helpers.lessons.yolo_decode``).
+A detection is the dict ``postprocess`` returns: ``{"label", "class_id", "score", "box"}`` with
+``box`` = ``[x1, y1, x2, y2]`` in original-image pixels. Here:
 
 - ``load_yolo``: pretrained weights when they can be had, otherwise the architecture from
   ``yolo11<size>.yaml`` with random weights (timings real, detections not).
-- ``letterbox`` / ``preprocess``: BGR uint8 image(s) -> float32 NCHW RGB in [0, 1], plus the
-  scale and padding needed to map boxes back onto the original image.
-- ``decode`` / ``postprocess``: the raw ``[N, 4 + classes, anchors]`` output -> boxes, class
-  ids and scores after OpenCV's class-aware NMS, in original image pixels.
-- ``draw_detections``: boxes with labels drawn on a copy of the image.
+- ``ultralytics_detections`` / ``match_detections``: Ultralytics' own answer, and ours against it.
+- ``draw_detections`` / ``detections_frame``: boxes drawn on a copy of the image, or as a table.
 """
 
 from __future__ import annotations
@@ -27,6 +26,10 @@ import cv2
 import numpy as np
 import pandas as pd
 
+# preprocess is used here; it, postprocess and decode are also re-exported for the importers that
+# other work owns (notebooks 04, 06, 07, helpers/ort_optimize.py): import from helpers.lessons.
+from helpers.lessons.yolo_client import postprocess, preprocess  # noqa: F401
+from helpers.lessons.yolo_decode import decode  # noqa: F401
 from helpers.paths import REPO_ROOT
 
 if TYPE_CHECKING:  # ultralytics and torch are slow to import; only the loaders need them.
@@ -37,12 +40,9 @@ if TYPE_CHECKING:  # ultralytics and torch are slow to import; only the loaders 
 YOLO_SIZES: tuple[str, ...] = ("n", "s", "m", "l", "x")
 #: Square network input side the course exports and serves (pixels).
 INPUT_SIZE: int = 640
-#: Grey Ultralytics pads letterboxed images with.
-PAD_VALUE: int = 114
-#: Defaults of Ultralytics ``predict`` (confidence threshold, NMS IoU threshold, max detections).
+#: Defaults of Ultralytics ``predict`` (confidence threshold, NMS IoU threshold).
 CONF_THRESHOLD: float = 0.25
 IOU_THRESHOLD: float = 0.7
-MAX_DETECTIONS: int = 300
 
 
 class RandomWeightsWarning(UserWarning):
@@ -174,7 +174,8 @@ def calibrate_batchnorm(network: torch.nn.Module, size: int = INPUT_SIZE) -> Non
     import torch
 
     images = [load_image(sample_image_path(n)) for n in ("bus.jpg", "zidane.jpg")]
-    batch, _ = preprocess(images + [image[:, ::-1] for image in images], size)
+    pictures = images + [image[:, ::-1] for image in images]
+    batch = np.concatenate([preprocess(picture, size)[0] for picture in pictures])
     norms = [m for m in network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     momenta = [m.momentum for m in norms]
     for norm in norms:
@@ -271,169 +272,17 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     return image
 
 
-@dataclass(frozen=True)
-class Letterbox:
-    """How an image was resized and padded, to map boxes back (introduced in notebook 01)."""
-
-    original_shape: tuple[int, int]  # (height, width) of the original image
-    input_shape: tuple[int, int]  # (height, width) fed to the network
-    gain: tuple[float, float]  # (x, y): resized size / original size
-    pad: tuple[int, int]  # (left, top) grey pixels added before the image
-
-    def to_original(self, boxes_xyxy: np.ndarray) -> np.ndarray:
-        """Map ``[K, 4]`` xyxy boxes from network-input pixels to original-image pixels."""
-        boxes = np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4).copy()
-        boxes[:, [0, 2]] = (boxes[:, [0, 2]] - self.pad[0]) / self.gain[0]
-        boxes[:, [1, 3]] = (boxes[:, [1, 3]] - self.pad[1]) / self.gain[1]
-        height, width = self.original_shape
-        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
-        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
-        return boxes
-
-
-def letterbox(image: np.ndarray, size: int = INPUT_SIZE) -> tuple[np.ndarray, Letterbox]:
-    """Resize keeping the aspect ratio and pad to ``size x size`` with grey (notebook 01).
-
-    Same arithmetic as Ultralytics' ``LetterBox(auto=False)``: the image is centred, and the
-    padding is split between both sides.
-    """
-    height, width = image.shape[:2]
-    ratio = min(size / height, size / width)
-    new_w, new_h = max(round(width * ratio), 1), max(round(height * ratio), 1)
-    if (new_w, new_h) != (width, height):
-        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    dw, dh = (size - new_w) / 2, (size - new_h) / 2
-    top, bottom = round(dh - 0.1), round(dh + 0.1)
-    left, right = round(dw - 0.1), round(dw + 0.1)
-    padded = cv2.copyMakeBorder(
-        image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3
-    )
-    info = Letterbox(
-        original_shape=(height, width),
-        input_shape=(size, size),
-        gain=(new_w / width, new_h / height),
-        pad=(left, top),
-    )
-    return padded, info
-
-
-def normalize(image_bgr: np.ndarray) -> np.ndarray:
-    """BGR uint8 ``[H, W, 3]`` -> RGB float32 ``[3, H, W]`` in [0, 1] (introduced in notebook 01)."""
-    rgb = image_bgr[:, :, ::-1].transpose(2, 0, 1)
-    return np.ascontiguousarray(rgb, dtype=np.float32) / np.float32(255.0)
-
-
-def preprocess(
-    images: np.ndarray | Sequence[np.ndarray], size: int = INPUT_SIZE
-) -> tuple[np.ndarray, list[Letterbox]]:
-    """One BGR image or a list of them -> float32 ``[N, 3, size, size]`` and letterbox infos (notebook 01)."""
-    if isinstance(images, np.ndarray) and images.ndim == 3:
-        images = [images]
-    tensors, infos = [], []
-    for image in images:
-        padded, info = letterbox(image, size)
-        tensors.append(normalize(padded))
-        infos.append(info)
-    return np.stack(tensors), infos
-
-
 # --------------------------------------------------------------------------- detections out
 
 
-@dataclass(frozen=True)
-class Detection:
-    """One detected object, in original-image pixels (introduced in notebook 01)."""
-
-    x1: float
-    y1: float
-    x2: float
-    y2: float
-    score: float
-    class_id: int
-    label: str
-
-    @property
-    def box(self) -> tuple[float, float, float, float]:
-        """``(x1, y1, x2, y2)``."""
-        return (self.x1, self.y1, self.x2, self.y2)
-
-
-def decode(
-    output: np.ndarray,
-    conf: float = CONF_THRESHOLD,
-    iou: float = IOU_THRESHOLD,
-    max_det: int = MAX_DETECTIONS,
-    agnostic: bool = False,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Decode one image's ``[4 + classes, anchors]`` output with OpenCV NMS (notebook 01).
-
-    Rows 0-3 are box centre x, centre y, width, height in network-input pixels; the other rows
-    are per-class scores (already sigmoid). Keeps each anchor's best class when its score is
-    above ``conf``, then runs ``cv2.dnn.NMSBoxesBatched`` (per class, like Ultralytics;
-    ``agnostic=True`` uses ``cv2.dnn.NMSBoxes`` across classes). Returns xyxy boxes
-    ``[K, 4]``, scores ``[K]`` and class ids ``[K]``, best score first.
-    """
-    output = np.asarray(output, dtype=np.float32)
-    if output.ndim == 3:
-        if output.shape[0] != 1:
-            raise ValueError(f"decode takes one image's output, got batch of {output.shape[0]}")
-        output = output[0]
-    if output.ndim != 2 or output.shape[0] < 5:
-        raise ValueError(f"expected [4 + classes, anchors], got {output.shape}")
-    class_scores = output[4:]
-    class_ids = class_scores.argmax(axis=0)
-    scores = class_scores[class_ids, np.arange(output.shape[1])]
-    keep = scores > conf
-    cx, cy, w, h = output[:4, keep]
-    scores, class_ids = scores[keep], class_ids[keep]
-    empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
-    if scores.size == 0:
-        return empty
-    xywh = np.stack([cx - w / 2, cy - h / 2, w, h], axis=1)  # OpenCV wants (left, top, w, h)
-    if agnostic:
-        indices = cv2.dnn.NMSBoxes(xywh.tolist(), scores.tolist(), conf, iou)
-    else:
-        indices = cv2.dnn.NMSBoxesBatched(
-            xywh.tolist(), scores.tolist(), class_ids.tolist(), conf, iou
-        )  # no top_k: OpenCV applies it to the candidates *before* suppression
-    indices = np.asarray(indices, dtype=np.int64).reshape(-1)
-    if indices.size == 0:
-        return empty
-    indices = indices[np.argsort(-scores[indices], kind="stable")][:max_det]
-    boxes = xywh[indices].copy()
-    boxes[:, 2:] += boxes[:, :2]
-    return boxes, scores[indices], class_ids[indices].astype(np.int64)
-
-
-def postprocess(
-    output: np.ndarray,
-    letterboxes: Sequence[Letterbox],
-    names: dict[int, str],
-    conf: float = CONF_THRESHOLD,
-    iou: float = IOU_THRESHOLD,
-    max_det: int = MAX_DETECTIONS,
-) -> list[list[Detection]]:
-    """Batch output ``[N, 4 + classes, anchors]`` -> detections per image, original pixels (notebook 01)."""
-    output = np.asarray(output)
-    if output.ndim != 3 or output.shape[0] != len(letterboxes):
-        raise ValueError(f"output {output.shape} does not match {len(letterboxes)} letterbox infos")
-    results = []
-    for single, info in zip(output, letterboxes, strict=True):
-        boxes, scores, class_ids = decode(single, conf=conf, iou=iou, max_det=max_det)
-        boxes = info.to_original(boxes)
-        results.append(
-            [
-                Detection(*map(float, box), float(score), int(cid), names.get(int(cid), str(cid)))
-                for box, score, cid in zip(boxes, scores, class_ids, strict=True)
-            ]
-        )
-    return results
-
-
-def detections_frame(detections: Sequence[Detection]) -> pd.DataFrame:
+def detections_frame(detections: Sequence[dict]) -> pd.DataFrame:
     """Detections as a DataFrame (label, score, class_id, x1, y1, x2, y2) (notebook 01)."""
     columns = ["label", "score", "class_id", "x1", "y1", "x2", "y2"]
-    rows = [{c: getattr(d, c) for c in columns} for d in detections]
+    rows = [
+        {"label": d["label"], "score": d["score"], "class_id": d["class_id"]}
+        | dict(zip(("x1", "y1", "x2", "y2"), d["box"], strict=True))
+        for d in detections
+    ]
     return pd.DataFrame(rows, columns=columns).round(
         {"score": 3, "x1": 1, "y1": 1, "x2": 1, "y2": 1}
     )
@@ -441,13 +290,18 @@ def detections_frame(detections: Sequence[Detection]) -> pd.DataFrame:
 
 def ultralytics_detections(
     loaded: LoadedYolo, image: np.ndarray, **predict_args: float
-) -> list[Detection]:
-    """Ultralytics' own predictions for a BGR image, as ``Detection`` objects (notebook 01)."""
+) -> list[dict]:
+    """Ultralytics' own predictions for a BGR image, as detection dicts (notebook 01)."""
     args = {"conf": CONF_THRESHOLD, "iou": IOU_THRESHOLD, "imgsz": INPUT_SIZE, **predict_args}
     result = loaded.model.predict(image, verbose=False, **args)[0]
     boxes = result.boxes
     return [
-        Detection(*map(float, xyxy), float(score), int(cid), loaded.names[int(cid)])
+        {
+            "label": loaded.names[int(cid)],
+            "class_id": int(cid),
+            "score": float(score),
+            "box": [float(v) for v in xyxy],
+        }
         for xyxy, score, cid in zip(
             boxes.xyxy.cpu().numpy(), boxes.conf.cpu().numpy(), boxes.cls.cpu().numpy(), strict=True
         )
@@ -463,18 +317,18 @@ def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def match_detections(ours: Sequence[Detection], reference: Sequence[Detection]) -> pd.DataFrame:
+def match_detections(ours: Sequence[dict], reference: Sequence[dict]) -> pd.DataFrame:
     """Pair each reference detection with our best same-class box by IoU (notebook 01)."""
     rows = []
     for ref in reference:
-        same = [d for d in ours if d.class_id == ref.class_id]
-        best = max(same, key=lambda d: box_iou(d.box, ref.box), default=None)
+        same = [d for d in ours if d["class_id"] == ref["class_id"]]
+        best = max(same, key=lambda d: box_iou(d["box"], ref["box"]), default=None)
         rows.append(
             {
-                "label": ref.label,
-                "reference_score": round(ref.score, 3),
-                "our_score": round(best.score, 3) if best else float("nan"),
-                "iou": round(box_iou(best.box, ref.box), 3) if best else 0.0,
+                "label": ref["label"],
+                "reference_score": round(ref["score"], 3),
+                "our_score": round(best["score"], 3) if best else float("nan"),
+                "iou": round(box_iou(best["box"], ref["box"]), 3) if best else 0.0,
             }
         )
     return pd.DataFrame(rows, columns=["label", "reference_score", "our_score", "iou"])
@@ -516,18 +370,18 @@ def _color(class_id: int) -> tuple[int, int, int]:
 
 
 def draw_detections(
-    image: np.ndarray, detections: Sequence[Detection], banner: str | None = None
+    image: np.ndarray, detections: Sequence[dict], banner: str | None = None
 ) -> np.ndarray:
     """Draw labelled boxes (and an optional red banner) on a copy of a BGR image (notebook 01)."""
     canvas = image.copy()
     thickness = max(2, round(sum(canvas.shape[:2]) / 600))
     font_scale = thickness / 3
     for det in detections:
-        color = _color(det.class_id)
-        p1 = (round(det.x1), round(det.y1))
-        p2 = (round(det.x2), round(det.y2))
+        color = _color(det["class_id"])
+        x1, y1, x2, y2 = det["box"]
+        p1, p2 = (round(x1), round(y1)), (round(x2), round(y2))
         cv2.rectangle(canvas, p1, p2, color, thickness, cv2.LINE_AA)
-        text = f"{det.label} {det.score:.2f}"
+        text = f"{det['label']} {det['score']:.2f}"
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
         top = p1[1] - th - base if p1[1] - th - base >= 0 else p1[1]
         cv2.rectangle(canvas, (p1[0], top), (p1[0] + tw, top + th + base), color, -1)

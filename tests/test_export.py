@@ -21,6 +21,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from helpers import export, onnx_report, yolo
+from helpers.lessons.yolo_client import preprocess
 from helpers.netron_view import NetronServer
 from helpers.paths import MODEL_REPOSITORY
 
@@ -50,7 +51,7 @@ def torchscript_export(loaded: yolo.LoadedYolo, repository: Path) -> export.Expo
 @pytest.fixture(scope="module")
 def batch() -> np.ndarray:
     images = [yolo.load_image(yolo.sample_image_path(n)) for n in ("bus.jpg", "zidane.jpg")]
-    return yolo.preprocess(images)[0]
+    return np.concatenate([preprocess(image)[0] for image in images])
 
 
 # --------------------------------------------------------------------------- what was exported

@@ -1,13 +1,15 @@
 """Notebook 01's lesson cells, run as a learner's project would run them (tests/copyable.py).
 
-The copyable cells export YOLO11n with Ultralytics' public API and run the file with ONNX
-Runtime on a letterboxed photo, in a temporary folder where ``helpers`` cannot be imported.
+The copyable cells export YOLO11n with Ultralytics' public API, run the file with ONNX Runtime
+on a letterboxed photo, and ask a Triton server serving that file for the same photo's output,
+in a temporary folder where ``helpers`` cannot be imported.
 The commands the notebook shows as text (``yolo export``, ``netron``) are the builders' output.
 """
 
 from __future__ import annotations
 
 import ast
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,9 +21,12 @@ import onnxruntime as ort
 from helpers import yolo
 from helpers.commands import format_command
 from helpers.export import yolo_export_command
+from helpers.lessons.yolo_client import preprocess
+from helpers.lessons.yolo_decode import decode
 from helpers.netron_view import netron_command
-from helpers.paths import REPO_ROOT
-from tests.copyable import assert_same_function, fenced_blocks, run_copyable, tagged_cells
+from helpers.paths import MODEL_REPOSITORY, REPO_ROOT
+from helpers.server import TritonServer
+from tests.copyable import fenced_blocks, run_copyable, tagged_cells
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "01_onnx_export_and_inspection.ipynb"
 
@@ -34,23 +39,37 @@ def notebook_parameters() -> dict[str, object]:
     return values
 
 
-def test_copyable_cells_export_yolo11_and_run_it_with_onnxruntime(tmp_path: Path) -> None:
+def test_copyable_cells_export_yolo11_serve_it_and_decode_triton_s_answer(
+    tmp_path: Path, no_leftover_server_processes
+) -> None:
     image_path = yolo.sample_image_path("bus.jpg")
     export_dir = tmp_path / "export"
-    result = run_copyable(
-        NOTEBOOK,
-        tmp_path,
-        provided={
-            "MODEL_FILE": "yolo11n.yaml",  # no checkpoint offline: the architecture, random weights
-            "EXPORT_DIR": str(export_dir),
-            "IMAGE_PATH": str(image_path),
-        },
-        names=["padded", "output"],
-    )
-    # parameters, provided names, then the copyable cells: export, letterbox, session, decode
-    exported, letterboxed, output_shape, kept_boxes = result["shown"][2:6]
-
     onnx_file = export_dir / "yolo11n.onnx"
+    # The server the last cell asks: the committed config next to the file the export cell
+    # writes (a link, resolved when the cell loads the model: explicit mode loads nothing before).
+    repository = tmp_path / "repository"
+    (repository / "yolo11n_onnx" / "1").mkdir(parents=True)
+    shutil.copyfile(
+        MODEL_REPOSITORY / "yolo11n_onnx" / "config.pbtxt",
+        repository / "yolo11n_onnx" / "config.pbtxt",
+    )
+    (repository / "yolo11n_onnx" / "1" / "model.onnx").symlink_to(onnx_file)
+    with TritonServer(repository) as server:
+        result = run_copyable(
+            NOTEBOOK,
+            tmp_path,
+            provided={
+                "MODEL_FILE": "yolo11n.yaml",  # no checkpoint offline: the architecture only
+                "EXPORT_DIR": str(export_dir),
+                "IMAGE_PATH": str(image_path),
+                "TRITON_HTTP_URL": server.http_url,
+            },
+            names=["blob", "output", "served"],
+        )
+    # parameters, provided names, then the copyable cells: export, letterbox, session, decode, Triton
+    exported, letterboxed, output_shape, _, answer = result["shown"][2:7]
+    values = result["values"]
+
     assert onnx_file.is_file() and str(onnx_file) in exported
     assert not (tmp_path / "yolo11n.onnx").exists()  # moved out of the working folder
     model = onnx.load(str(onnx_file))
@@ -62,26 +81,32 @@ def test_copyable_cells_export_yolo11_and_run_it_with_onnxruntime(tmp_path: Path
         notebook_parameters()["OPSET"]
     }
 
-    # the cell's letterbox is the course's, pixel for pixel
-    expected_padded, _ = yolo.letterbox(yolo.load_image(image_path))
-    np.testing.assert_array_equal(np.asarray(result["values"]["padded"]), expected_padded)
+    # the cell's letterbox is notebook 03's preprocess, to the last bit
+    batch, _ = preprocess(yolo.load_image(image_path))
     assert letterboxed == [1, 3, 640, 640]
+    np.testing.assert_array_equal(np.asarray(values["blob"], np.float32), batch)
 
-    # the cell's session output is what ONNX Runtime gives for the course's preprocessing
+    # the session's output is what ONNX Runtime gives for that input
     assert output_shape == [1, 84, 8400]
-    batch, _ = yolo.preprocess(yolo.load_image(image_path))
     reference = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"]).run(
         None, {"images": batch}
     )[0]
-    np.testing.assert_allclose(np.asarray(result["values"]["output"]), reference, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(values["output"]), reference, atol=1e-5)
 
-    # the decode cell ran on that output (random weights: its score threshold keeps nothing)
-    assert kept_boxes[1] == 4
-    assert kept_boxes[0] == len(yolo.decode(reference[0])[0])
-
-
-def test_decode_cell_is_the_function_later_notebooks_import() -> None:
-    assert_same_function(NOTEBOOK, yolo.decode)
+    # Triton's answer: the same output, so the same boxes (random weights keep none at 0.25:
+    # compare at half the best score too, where there are boxes)
+    served = np.asarray(values["served"], np.float32)
+    assert answer["output0"] == [1, 84, 8400] and answer["max |Triton - in-process|"] < 1e-4
+    np.testing.assert_allclose(served, reference, atol=1e-4)
+    params = notebook_parameters()
+    assert answer["boxes"] == len(
+        decode(reference, params["CONF_THRESHOLD"], params["IOU_THRESHOLD"])[0]
+    )
+    low = float(reference[0, 4:].max()) / 2
+    served_boxes, _, served_classes = decode(served, conf=low)
+    boxes, _, classes = decode(reference, conf=low)
+    assert len(boxes) > 0 and served_classes.tolist() == classes.tolist()
+    np.testing.assert_allclose(served_boxes, boxes, atol=1e-2)
 
 
 def test_commands_shown_as_text_are_the_builders() -> None:

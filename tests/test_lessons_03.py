@@ -2,9 +2,11 @@
 
 The cells tagged ``copyable`` run in a fresh Python process where ``helpers`` cannot be
 imported, against an embedded Triton serving YOLO11n (ONNX and TorchScript) from a temporary
-repository; the test then checks what they computed against the course's own code: the same
-input tensor and detections as ``helpers.yolo``, the same outputs as ONNX Runtime in-process,
-and the status codes and messages Triton gives for bad requests.
+repository; the test then checks what they computed: the same input tensor as notebook 01's
+letterbox cell, the same outputs and detections as ONNX Runtime in-process, the boxes of
+notebook 01's ``decode``, and the status codes and messages Triton gives for bad requests.
+The cells' ``preprocess`` / ``postprocess`` / ``detect`` are the generated
+``helpers.lessons.yolo_client`` (tests/test_export_cells.py keeps them equal).
 """
 
 from __future__ import annotations
@@ -21,12 +23,15 @@ import tritonclient.grpc.aio as grpcaio
 
 from helpers import yolo
 from helpers.clients import detections_equal
+from helpers.lessons.yolo_client import postprocess, preprocess
+from helpers.lessons.yolo_decode import decode
 from helpers.paths import REPO_ROOT
 from helpers.server import TritonServer
 from tests.copyable import cell_function, run_copyable, tagged_cells
 from tests.reliability_models import add_model, yolo11n_files
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "03_triton_serving.ipynb"
+NOTEBOOK_01 = REPO_ROOT / "notebooks" / "01_onnx_export_and_inspection.ipynb"
 ONNX_MODEL, TORCHSCRIPT_MODEL = "yolo11n_onnx", "yolo11n_torchscript"
 #: The parameters the cells take from the notebook's parameters cell.
 PARAMETERS = {"IMAGE_SIZE": 640, "CONF_THRESHOLD": 0.25, "IOU_THRESHOLD": 0.7}
@@ -67,8 +72,8 @@ def lesson(server, model_files, tmp_path_factory: pytest.TempPathFactory) -> dic
 @pytest.fixture(scope="module")
 def bus():
     image = yolo.load_image(yolo.bus_image_path())
-    batch, letterboxes = yolo.preprocess(image)
-    return image, batch, letterboxes
+    batch, letterbox = preprocess(image)
+    return image, batch, letterbox
 
 
 @pytest.fixture(scope="module")
@@ -83,10 +88,6 @@ def cell_functions(*names: str, **extra) -> dict:
     for name in names:
         exec(cell_function(NOTEBOOK, name), namespace)  # noqa: S102 - the notebook's own cell
     return namespace
-
-
-def as_detections(found: list[dict]) -> list[yolo.Detection]:
-    return [yolo.Detection(*d["box"], d["score"], d["class_id"], d["label"]) for d in found]
 
 
 def test_the_parameters_cell_holds_what_the_cells_read():
@@ -113,19 +114,18 @@ def test_health_load_metadata_and_config(lesson):
     ]
 
 
-def test_preprocess_is_notebook_01s_letterbox_bit_for_bit(bus):
-    preprocess = cell_functions("preprocess")["preprocess"]
-    image, expected, letterboxes = bus
-    batch, letterbox = preprocess(image)
-    assert batch.dtype == np.float32 and np.array_equal(batch, expected)
-    assert letterbox == {
-        "gain": letterboxes[0].gain,
-        "pad": letterboxes[0].pad,
-        "shape": letterboxes[0].original_shape,
-    }
+def test_preprocess_is_notebook_01s_letterbox_cell_bit_for_bit(bus, tmp_path):
+    (cell,) = [c for c in tagged_cells(NOTEBOOK_01) if "copyMakeBorder" in c]
+    image, expected, letterbox = bus
     wide = cv2.resize(image, (1000, 333))  # padding split unevenly, on the other axis
-    batch, _ = preprocess(wide)
-    assert np.array_equal(batch, yolo.preprocess(wide)[0])
+    cv2.imwrite(str(tmp_path / "wide.png"), wide)
+    for picture, path in ((image, yolo.bus_image_path()), (wide, tmp_path / "wide.png")):
+        namespace = {"IMAGE_PATH": str(path)}
+        exec(cell, namespace)  # noqa: S102 - notebook 01's own cell
+        batch, _ = preprocess(picture)
+        assert batch.dtype == np.float32 and np.array_equal(batch, namespace["blob"])
+    assert letterbox == {"gain": (480 / 810, 640 / 1080), "pad": (80, 0), "shape": (1080, 810)}
+    assert np.array_equal(expected, preprocess(image)[0])
 
 
 def test_served_outputs_equal_in_process_and_json_costs_more(lesson):
@@ -137,29 +137,30 @@ def test_served_outputs_equal_in_process_and_json_costs_more(lesson):
 
 
 def test_detections_equal_the_course_postprocess_of_the_in_process_output(lesson, bus, in_process):
-    _, _, letterboxes = bus
-    expected = yolo.postprocess(in_process, letterboxes, yolo.coco_names())[0]
+    _, _, letterbox = bus
+    expected = postprocess(in_process[0], letterbox, yolo.coco_names())
     values = lesson["values"]
-    assert detections_equal(as_detections(values["reference"]), expected)
+    assert detections_equal(values["reference"], expected)
     found = values["detections"]
     assert set(found) == {"ONNX over HTTP", "ONNX over gRPC", "TorchScript over gRPC"}
-    assert detections_equal(as_detections(found["ONNX over HTTP"]), expected)
-    assert detections_equal(as_detections(found["ONNX over gRPC"]), expected)
-    assert detections_equal(as_detections(found["TorchScript over gRPC"]), expected, atol=1.0)
+    assert detections_equal(found["ONNX over HTTP"], expected)
+    assert detections_equal(found["ONNX over gRPC"], expected)
+    assert detections_equal(found["TorchScript over gRPC"], expected, atol=1.0)
 
 
-def test_postprocess_keeps_exactly_the_planted_boxes_like_notebook_01(bus):
+def test_postprocess_keeps_exactly_the_planted_boxes_like_notebook_01s_decode(bus):
     """With random weights bus.jpg may give no box at all: planted boxes make the check real."""
-    postprocess = cell_functions("postprocess")["postprocess"]
-    _, _, letterboxes = bus
+    _, _, letterbox = bus
     boxes = [[100, 120, 300, 500], [320, 200, 420, 330], [110, 130, 290, 480]]
     output = yolo.plant_boxes(boxes, class_ids=[0, 5, 2], scores=[0.9, 0.6, 0.8], seed=3)
-    names = yolo.coco_names()
-    found = postprocess(output[0], {"gain": letterboxes[0].gain, "pad": letterboxes[0].pad,
-                                    "shape": letterboxes[0].original_shape}, names)  # fmt: skip
-    expected = yolo.postprocess(output, letterboxes, names)[0]
-    assert len(found) == 3 and [d["label"] for d in found] == ["person", "car", "bus"]
-    assert detections_equal(as_detections(found), expected, atol=1e-4)
+    found = postprocess(output[0], letterbox, yolo.coco_names())
+    assert [d["label"] for d in found] == ["person", "car", "bus"]
+    decoded, scores, class_ids = decode(output)  # notebook 01: network-input pixels
+    assert [d["class_id"] for d in found] == class_ids.tolist()
+    np.testing.assert_allclose([d["score"] for d in found], scores, atol=1e-6)
+    (gain_x, gain_y), (pad_x, pad_y) = letterbox["gain"], letterbox["pad"]
+    mapped = (decoded - [pad_x, pad_y, pad_x, pad_y]) / [gain_x, gain_y, gain_x, gain_y]
+    np.testing.assert_allclose([d["box"] for d in found], mapped, atol=1e-3)
 
 
 def test_async_client_answers_every_request_like_in_process(lesson, server, bus, in_process):
@@ -167,7 +168,7 @@ def test_async_client_answers_every_request_like_in_process(lesson, server, bus,
         "infer_all", asyncio=asyncio, grpcaio=grpcaio, TRITON_GRPC_URL=server.grpc_url
     )
     image, batch, _ = bus
-    mirrored, _ = yolo.preprocess(image[:, ::-1])
+    mirrored, _ = preprocess(image[:, ::-1])
     answers = asyncio.run(functions["infer_all"](ONNX_MODEL, [batch, mirrored, batch]))
     assert len(answers) == 3
     np.testing.assert_allclose(answers[0], in_process, atol=1e-4)

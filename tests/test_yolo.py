@@ -1,4 +1,5 @@
-"""Tests for helpers.yolo: model loading, pre-processing, decoding with NMS, drawing."""
+"""helpers.yolo (model loading, drawing) and the lesson code it builds on: notebook 03's
+``preprocess`` / ``postprocess`` and notebook 01's ``decode`` (helpers.lessons), against Ultralytics."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import pytest
 import torch
 
 from helpers import yolo
+from helpers.lessons.yolo_client import postprocess, preprocess
+from helpers.lessons.yolo_decode import decode
 
 BUS_SHAPE = (1080, 810)  # height, width of ultralytics/assets/bus.jpg
 
@@ -27,66 +30,33 @@ def bus() -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- pre-processing
+# preprocess / postprocess are notebook 03's cells, decode notebook 01's (helpers.lessons).
 
 
-def test_letterbox_matches_ultralytics_arithmetic(bus: np.ndarray) -> None:
-    padded, info = yolo.letterbox(bus)
-    assert bus.shape[:2] == BUS_SHAPE
-    assert padded.shape == (640, 640, 3)
-    assert info.original_shape == BUS_SHAPE
-    assert info.pad == (80, 0)  # 810 * 640/1080 = 480 wide: 160 grey columns, 80 per side
-    assert info.gain == pytest.approx((480 / 810, 640 / 1080))
-    assert (padded[:, :80] == yolo.PAD_VALUE).all() and (padded[:, -80:] == yolo.PAD_VALUE).all()
-    assert not (padded[:, 80:-80] == yolo.PAD_VALUE).all()
-
-
-def test_letterbox_matches_ultralytics_letterbox(bus: np.ndarray) -> None:
+def test_preprocess_matches_ultralytics_letterbox(bus: np.ndarray) -> None:
     from ultralytics.data.augment import LetterBox
 
-    expected = LetterBox(new_shape=(640, 640), auto=False)(image=bus)
-    padded, _ = yolo.letterbox(bus)
-    np.testing.assert_array_equal(padded, expected)
-
-
-def test_letterbox_of_a_wide_image_pads_top_and_bottom() -> None:
-    image = np.zeros((100, 400, 3), np.uint8)
-    padded, info = yolo.letterbox(image, size=640)
-    assert padded.shape == (640, 640, 3)
-    assert info.pad == (0, 240) and info.gain == (1.6, 1.6)
-
-
-def test_to_original_inverts_the_letterbox() -> None:
-    info = yolo.Letterbox(
-        original_shape=(1080, 810),
-        input_shape=(640, 640),
-        gain=(480 / 810, 640 / 1080),
-        pad=(80, 0),
+    batch, letterbox = preprocess(bus)
+    assert bus.shape[:2] == BUS_SHAPE
+    assert batch.shape == (1, 3, 640, 640) and batch.dtype == np.float32
+    assert letterbox["shape"] == BUS_SHAPE
+    assert letterbox["pad"] == (80, 0)  # 810 * 640/1080 = 480 wide: 160 grey columns, 80 a side
+    assert letterbox["gain"] == pytest.approx((480 / 810, 640 / 1080))
+    expected = LetterBox(new_shape=(640, 640), auto=False)(image=bus)  # BGR uint8
+    rgb = np.ascontiguousarray(expected[:, :, ::-1].transpose(2, 0, 1), np.float32) / np.float32(
+        255
     )
-    original = np.array([[100.0, 200.0, 400.0, 900.0]])
-    in_input = original * [info.gain[0], info.gain[1], info.gain[0], info.gain[1]]
-    in_input[:, [0, 2]] += 80
-    np.testing.assert_allclose(info.to_original(in_input), original, atol=1e-3)
-    clipped = info.to_original(np.array([[0.0, -10.0, 640.0, 700.0]]))
-    np.testing.assert_allclose(clipped, [[0.0, 0.0, 810.0, 1080.0]])
+    np.testing.assert_array_equal(batch[0], rgb)
 
 
-def test_normalize_is_rgb_chw_float32_in_unit_range() -> None:
-    image = np.zeros((2, 3, 3), np.uint8)
+def test_preprocess_of_a_wide_image_pads_top_and_bottom() -> None:
+    image = np.zeros((100, 400, 3), np.uint8)
     image[..., 2] = 255  # pure red in OpenCV's BGR order
-    tensor = yolo.normalize(image)
-    assert tensor.shape == (3, 2, 3) and tensor.dtype == np.float32
-    np.testing.assert_array_equal(tensor[0], 1.0)  # R first
-    np.testing.assert_array_equal(tensor[1:], 0.0)
-
-
-def test_preprocess_batches_images_of_different_sizes(bus: np.ndarray) -> None:
-    small = np.full((50, 100, 3), 7, np.uint8)
-    batch, infos = yolo.preprocess([bus, small])
-    assert batch.shape == (2, 3, 640, 640) and batch.dtype == np.float32
-    assert 0.0 <= batch.min() and batch.max() <= 1.0
-    assert [i.original_shape for i in infos] == [BUS_SHAPE, (50, 100)]
-    single, _ = yolo.preprocess(bus)
-    np.testing.assert_array_equal(single[0], batch[0])
+    batch, letterbox = preprocess(image, size=640)
+    assert letterbox == {"gain": (1.6, 1.6), "pad": (0, 240), "shape": (100, 400)}
+    np.testing.assert_array_equal(batch[0, 0, 240:400], 1.0)  # red first (RGB), in [0, 1]
+    np.testing.assert_array_equal(batch[0, 1:, 240:400], 0.0)
+    np.testing.assert_array_equal(batch[0, :, :240], np.float32(114) / np.float32(255))
 
 
 def test_load_image_raises_for_a_missing_file(tmp_path: Path) -> None:
@@ -105,7 +75,7 @@ def test_planted_boxes_come_back_exactly_after_nms() -> None:
     output = yolo.plant_boxes(PLANTED, PLANTED_CLASSES, PLANTED_SCORES, duplicates=4)
     assert output.shape == (1, 84, 8400)
     assert (output[0, 4:].max(axis=0) > 0).sum() == 15  # 3 boxes + 4 near-duplicates each
-    boxes, scores, class_ids = yolo.decode(output)
+    boxes, scores, class_ids = decode(output)
     np.testing.assert_allclose(boxes, PLANTED, atol=1e-4)
     np.testing.assert_allclose(scores, PLANTED_SCORES, atol=1e-6)
     assert class_ids.tolist() == PLANTED_CLASSES
@@ -114,46 +84,49 @@ def test_planted_boxes_come_back_exactly_after_nms() -> None:
 def test_class_agnostic_nms_merges_overlapping_boxes_of_other_classes() -> None:
     output = yolo.plant_boxes(PLANTED, PLANTED_CLASSES, PLANTED_SCORES)
     iou = yolo.box_iou(PLANTED[1], PLANTED[2])
-    _, _, class_ids = yolo.decode(output, iou=iou - 0.05, agnostic=True)
+    _, _, class_ids = decode(output, iou=iou - 0.05, agnostic=True)
     assert class_ids.tolist() == [0, 5]
 
 
 def test_decode_drops_scores_below_the_threshold_and_caps_the_count() -> None:
     output = yolo.plant_boxes(PLANTED, PLANTED_CLASSES, PLANTED_SCORES)
-    _, scores, _ = yolo.decode(output, conf=0.6)
+    _, scores, _ = decode(output, conf=0.6)
     assert scores.tolist() == pytest.approx([0.91, 0.8])
-    _, scores, _ = yolo.decode(output, max_det=1)
+    _, scores, _ = decode(output, max_det=1)
     assert scores.tolist() == pytest.approx([0.91])
 
 
 def test_decode_of_an_empty_output_returns_empty_arrays() -> None:
-    boxes, scores, class_ids = yolo.decode(np.zeros((84, 8400), np.float32))
+    boxes, scores, class_ids = decode(np.zeros((84, 8400), np.float32))
     assert boxes.shape == (0, 4) and scores.shape == (0,) and class_ids.shape == (0,)
 
 
 def test_decode_rejects_a_batch() -> None:
     with pytest.raises(ValueError, match="one image"):
-        yolo.decode(np.zeros((2, 84, 8400), np.float32))
+        decode(np.zeros((2, 84, 8400), np.float32))
 
 
 def test_postprocess_maps_planted_boxes_onto_the_original_image(bus: np.ndarray) -> None:
-    _, info = yolo.letterbox(bus)
+    _, letterbox = preprocess(bus)
     output = yolo.plant_boxes(PLANTED, PLANTED_CLASSES, PLANTED_SCORES)
-    names = yolo.coco_names()
-    (detections,) = yolo.postprocess(output, [info], names)
-    expected = info.to_original(np.array(PLANTED))
-    np.testing.assert_allclose([d.box for d in detections], expected, atol=1e-3)
-    assert [d.label for d in detections] == ["person", "bus", "car"]
-    assert expected[0].tolist() == pytest.approx([0.0, 101.25, 286.875, 675.0], abs=1e-3)
+    detections = postprocess(output[0], letterbox, yolo.coco_names())
+    gain_x, gain_y = letterbox[
+        "gain"
+    ]  # pad (80, 0): x moves, then both scale; clipped to the image
+    expected = [
+        [max(x1 - 80, 0) / gain_x, y1 / gain_y, (x2 - 80) / gain_x, y2 / gain_y]
+        for x1, y1, x2, y2 in PLANTED
+    ]
+    np.testing.assert_allclose([d["box"] for d in detections], expected, atol=1e-3)
+    assert expected[0] == pytest.approx([0.0, 101.25, 286.875, 675.0], abs=1e-3)
+    assert [d["label"] for d in detections] == ["person", "bus", "car"]
+    # the same boxes as notebook 01's decode, whose NMS it repeats
+    boxes, scores, class_ids = decode(output)
+    assert [d["class_id"] for d in detections] == class_ids.tolist()
+    np.testing.assert_allclose([d["score"] for d in detections], scores, atol=1e-6)
     frame = yolo.detections_frame(detections)
     assert list(frame.columns) == ["label", "score", "class_id", "x1", "y1", "x2", "y2"]
     assert len(frame) == 3
-
-
-def test_postprocess_checks_the_batch_against_the_letterboxes(bus: np.ndarray) -> None:
-    _, info = yolo.letterbox(bus)
-    with pytest.raises(ValueError, match="does not match"):
-        yolo.postprocess(np.zeros((2, 84, 8400), np.float32), [info], {})
 
 
 def test_coco_names_come_from_the_ultralytics_dataset_yaml() -> None:
@@ -178,7 +151,7 @@ def test_random_weights_are_announced_loudly() -> None:
 def test_random_weights_are_reproducible_and_depend_on_the_input(
     random_yolo: yolo.LoadedYolo, bus: np.ndarray
 ) -> None:
-    batch, _ = yolo.preprocess(bus)
+    batch, _ = preprocess(bus)
     output = yolo.torch_forward(random_yolo, batch)
     assert output.shape == (1, 84, 8400) and output.dtype == np.float32
     blank = yolo.torch_forward(random_yolo, np.zeros_like(batch))
@@ -219,9 +192,12 @@ def test_decoding_matches_ultralytics_nms_on_the_same_input(bus: np.ndarray) -> 
     with torch.no_grad():
         for branch in lively.model.model.model[-1].cv3:
             branch[-1].bias.fill_(-3.5)  # about 500 boxes above 0.25
-    padded, _ = yolo.letterbox(bus)  # already 640x640: both pipelines see the same tensor
-    batch, infos = yolo.preprocess(padded)
-    ours = yolo.postprocess(yolo.torch_forward(lively, batch), infos, lively.names, max_det=1000)[0]
+    batch, _ = preprocess(bus)  # already 640x640 below: both pipelines see the same tensor
+    padded = np.ascontiguousarray(
+        (batch[0] * 255).round().astype(np.uint8).transpose(1, 2, 0)[:, :, ::-1]
+    )
+    batch, letterbox = preprocess(padded)
+    ours = postprocess(yolo.torch_forward(lively, batch)[0], letterbox, lively.names)
     reference = yolo.ultralytics_detections(lively, padded, max_det=1000)
     assert 30 < len(reference) < 1000
     assert len(ours) == len(reference)
@@ -236,10 +212,10 @@ def test_pretrained_boxes_match_ultralytics_predictions(bus: np.ndarray) -> None
     if path is None:
         pytest.skip("no yolo11n.pt on this machine (offline): nothing pretrained to compare")
     loaded = yolo.load_yolo("n", weights=path)
-    batch, infos = yolo.preprocess(bus)
-    ours = yolo.postprocess(yolo.torch_forward(loaded, batch), infos, loaded.names)[0]
+    batch, letterbox = preprocess(bus)
+    ours = postprocess(yolo.torch_forward(loaded, batch)[0], letterbox, loaded.names)
     reference = yolo.ultralytics_detections(loaded, bus)
-    confident = [d for d in reference if d.score >= 0.5]
+    confident = [d for d in reference if d["score"] >= 0.5]
     assert len(confident) >= 3  # bus.jpg: a bus and several people
     matches = yolo.match_detections(ours, confident)
     assert matches["iou"].min() >= 0.9, matches
@@ -251,7 +227,7 @@ def test_pretrained_boxes_match_ultralytics_predictions(bus: np.ndarray) -> None
 
 
 def test_draw_detections_draws_on_a_copy(bus: np.ndarray) -> None:
-    detection = yolo.Detection(100.0, 200.0, 400.0, 600.0, 0.9, 5, "bus")
+    detection = {"label": "bus", "class_id": 5, "score": 0.9, "box": [100.0, 200.0, 400.0, 600.0]}
     before = bus.copy()
     drawn = yolo.draw_detections(bus, [detection], banner="RANDOM WEIGHTS")
     np.testing.assert_array_equal(bus, before)
