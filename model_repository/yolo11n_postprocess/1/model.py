@@ -1,7 +1,9 @@
 """Decode YOLO11n's output on the server: boxes in original-image pixels out (notebook 07).
 
 Self-contained: copy this folder into any model repository whose Python environment has
-numpy and opencv-python. Nothing here imports the course's ``helpers``.
+numpy and opencv-python. Nothing here imports the course's ``helpers``. Its decode and NMS have
+twins in the notebooks: 01's ``decode`` and 03's ``postprocess`` cells (generated into
+``helpers/lessons/``); tests/test_pipeline.py checks this model and 03's give the same boxes.
 
 Inputs (per request): ``output0`` float32 [84, 8400] (4 box values in network-input pixels,
 then 80 class scores), LETTERBOX float32 [6] from ``yolo11n_preprocess``, and optional CONF

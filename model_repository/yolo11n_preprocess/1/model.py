@@ -1,7 +1,9 @@
 """Decode and letterbox images on the server: bytes in, YOLO11n's input out (notebook 07).
 
 Self-contained: copy this folder into any model repository whose Python environment has
-numpy and opencv-python. Nothing here imports the course's ``helpers``.
+numpy and opencv-python. Nothing here imports the course's ``helpers``. Its letterbox has a twin
+on the client side: notebook 03's ``preprocess`` cell (generated into
+``helpers/lessons/yolo_client.py``); tests/test_pipeline.py checks both give the same boxes.
 
 Input (per request): IMAGE, the bytes of an image file (JPEG, PNG, WebP, BMP), decoded in
 memory with OpenCV. Outputs: ``images`` float32 [3, S, S] (RGB in [0, 1], letterboxed to
