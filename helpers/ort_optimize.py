@@ -123,8 +123,7 @@ def sample_batch(batch_size: int, images: Sequence[np.ndarray] | None = None) ->
 
     if images is None:
         images = [load_image(sample_image_path(name)) for name in ("bus.jpg", "zidane.jpg")]
-    tensors, _ = preprocess([images[i % len(images)] for i in range(batch_size)])
-    return tensors
+    return np.concatenate([preprocess(images[i % len(images)])[0] for i in range(batch_size)])
 
 
 def time_sessions(
