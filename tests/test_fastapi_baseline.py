@@ -21,13 +21,12 @@ import pytest
 
 from helpers.fastapi_server import FastAPIServer
 from helpers.harness import fastapi_target, measure
+from helpers.lessons.yolo_client import postprocess, preprocess
 from helpers.yolo import (
     RandomWeightsWarning,
     coco_names,
     load_image,
     load_yolo,
-    postprocess,
-    preprocess,
     sample_image_path,
     torch_forward,
 )

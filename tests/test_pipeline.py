@@ -19,9 +19,10 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from helpers.lessons.yolo_client import postprocess, preprocess
 from helpers.server import TritonServer
 from helpers.statistics import model_stats, settled_stats
-from helpers.yolo import coco_names, postprocess, preprocess, sample_image_path
+from helpers.yolo import coco_names, sample_image_path
 from tests.reliability_models import pipeline_repository
 
 CONF = 0.001

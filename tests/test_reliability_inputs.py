@@ -28,13 +28,14 @@ from helpers.clients import infer_grpc, infer_http
 from helpers.export import run_torchscript
 from helpers.fastapi_server import FastAPIServer
 from helpers.lessons.whisper import transcribe
+from helpers.lessons.yolo_client import preprocess
 from helpers.netron_view import NetronServer
 from helpers.paths import MODEL_REPOSITORY
 from helpers.repository import missing_model_file
 from helpers.server import ModelLoadError, TritonServer
 from helpers.speech import load_samples, read_wav
 from helpers.statistics import model_stats, settled_stats
-from helpers.yolo import bus_image_path, load_image, preprocess
+from helpers.yolo import bus_image_path, load_image
 from tests.reliability_models import add_model, yolo11n_files
 
 ONNX, TORCHSCRIPT, WHISPER = "yolo11n_onnx", "yolo11n_torchscript", wc.MODEL_NAME

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 
+from helpers.lessons.yolo_client import preprocess
 from helpers.measure import (
     choose_tool,
     default_threads,
@@ -25,7 +26,7 @@ from helpers.model_config import config_variant
 from helpers.perf_analyzer import PerfAnalyzerError
 from helpers.results import save_results
 from helpers.server import ServerError, TritonServer
-from helpers.yolo import bus_image_path, load_image, preprocess
+from helpers.yolo import bus_image_path, load_image
 from tools.bench import CannotRun
 
 MODEL = "yolo11n_onnx"

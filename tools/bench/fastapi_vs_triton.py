@@ -26,10 +26,11 @@ import pandas as pd
 
 from helpers.fastapi_server import FastAPIServer
 from helpers.harness import fastapi_target, ratios, sweep, triton_http_target
+from helpers.lessons.yolo_client import preprocess
 from helpers.measure import default_threads, missing_reason
 from helpers.model_config import config_variant
 from helpers.server import ServerError, TritonServer
-from helpers.yolo import bus_image_path, load_image, preprocess
+from helpers.yolo import bus_image_path, load_image
 from tools.bench import CannotRun, load_average
 
 MODEL = "yolo11n_onnx"

@@ -27,11 +27,12 @@ import time
 import numpy as np
 import onnxruntime as ort
 
+from helpers.lessons.yolo_client import preprocess
 from helpers.loadgen import Payload, closed_loop, measure
 from helpers.model_config import config_variant
 from helpers.paths import MODEL_REPOSITORY
 from helpers.server import ServerError, TritonServer
-from helpers.yolo import bus_image_path, load_image, preprocess
+from helpers.yolo import bus_image_path, load_image
 from tools.bench import CannotRun
 
 MODEL = "yolo11n_onnx"
