@@ -84,13 +84,12 @@ class FastAPIServer(ChildServer):
         self.log_path = build_dir("logs") / f"fastapi-{self.port}.log"
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                self.command(),
+                die_with_parent(self.command()),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 cwd=REPO_ROOT,
                 env=self.environment(),
-                preexec_fn=die_with_parent(),
             )
         self._stop_with(terminate, self.process)
 

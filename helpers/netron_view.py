@@ -65,11 +65,10 @@ class NetronServer(ChildServer):
         command = [sys.executable, "-c", _NETRON_MAIN, *netron[1:], "--verbosity", "quiet"]
         with open(self.log_path, "wb") as log:  # the child keeps its own copy of the handle
             self.process = subprocess.Popen(  # noqa: S603 - argument list, no shell
-                command,
+                die_with_parent(command, signal.SIGTERM),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=die_with_parent(signal.SIGTERM),
             )
         self._stop_with(terminate, self.process)
 

@@ -12,7 +12,6 @@ outlives the kernel or test that started it and that each listens on loopback on
 
 from __future__ import annotations
 
-import ctypes
 import ipaddress
 import os
 import signal
@@ -21,7 +20,7 @@ import subprocess
 import sys
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -133,16 +132,25 @@ def non_loopback_addresses() -> list[str]:
     return addresses
 
 
-def die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
-    """A ``preexec_fn`` asking Linux to send ``sig`` to the child when its parent dies (else None)."""
+#: Runs as the child's first program: asks Linux for a signal when the parent (argv[2]) dies, and
+#: exits if it already has, then becomes the command. No Python code may run between fork and
+#: exec (a ``preexec_fn``): where the parent has gRPC threads (a Jupyter kernel with a
+#: tritonclient.grpc client), the child then aborted or crashed (SIGABRT/SIGSEGV) in 40 of 300
+#: starts on this machine, in gRPC's fork handlers; without one, Python starts the child with vfork.
+_PARENT_DEATH_LAUNCHER = (
+    "import ctypes, os, sys; "
+    f"ctypes.CDLL(None).prctl({_PR_SET_PDEATHSIG}, int(sys.argv[1]), 0, 0, 0); "
+    "os.getppid() == int(sys.argv[2]) or os._exit(1); "
+    "os.execvp(sys.argv[3], sys.argv[3:])"
+)
+
+
+def die_with_parent(command: Sequence[str], sig: int = signal.SIGKILL) -> list[str]:
+    """``command`` started so that Linux sends it ``sig`` when this process dies (Linux only)."""
     if not sys.platform.startswith("linux"):
-        return None
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def set_pdeathsig() -> None:  # runs in the child between fork and exec
-        libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
-
-    return set_pdeathsig
+        return list(command)
+    launcher = [sys.executable, "-I", "-S", "-c", _PARENT_DEATH_LAUNCHER]
+    return [*launcher, str(int(sig)), str(os.getpid()), *map(str, command)]
 
 
 def terminate(process: subprocess.Popen, grace_period: float = 5.0) -> int | None:

@@ -179,12 +179,11 @@ class EnvoyProxy(ChildServer):
         command = [str(find_envoy()), *envoy_command(config_path)[1:], "--log-level", "warn"]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(  # noqa: S603 - argument list, no shell
-                command,
+                die_with_parent(command),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 cwd=self._workdir,
-                preexec_fn=die_with_parent(),
             )
         self._stop_with(_stop, self.process, self._workdir)
 

@@ -428,13 +428,12 @@ class TritonServer(ChildServer):
                 extra_args,
             )
             self.process = subprocess.Popen(
-                command,
+                die_with_parent(command),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=embedded_environment(embedded),
                 cwd=self._workdir,
-                preexec_fn=die_with_parent(),
             )
         else:
             if self.cache_size:  # the NGC image has its caches where tritonserver looks
@@ -452,10 +451,9 @@ class TritonServer(ChildServer):
             )
             subprocess.run(command, check=True, capture_output=True)
             self.process = subprocess.Popen(
-                ["docker", "logs", "--follow", self._container],
+                die_with_parent(["docker", "logs", "--follow", self._container]),
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=die_with_parent(),
             )
         log.close()
         # Reap the process as soon as it exits: its Python stub processes watch it and exit

@@ -11,6 +11,7 @@ import gc
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -91,3 +92,53 @@ def test_a_collected_server_is_stopped():
     del server
     gc.collect()
     assert wait_until_gone([pid]) == []
+
+
+def test_children_start_while_this_process_talks_grpc():
+    """A Jupyter kernel holds tritonclient.grpc clients when it starts the next server. A child
+    that ran Python code between fork and exec there aborted or crashed in gRPC's fork handlers
+    (40 of 300 starts); die_with_parent's children run none, so every one starts."""
+    from concurrent import futures
+
+    import grpc
+
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    done = threading.Event()
+
+    def talk() -> None:  # keep gRPC's threads busy, as clients under load do
+        while not done.is_set():
+            try:
+                channel.unary_unary("/lab.Test/Call")(b"", timeout=0.05)
+            except grpc.RpcError:
+                pass
+
+    talker = threading.Thread(target=talk, daemon=True)
+    talker.start()
+    try:
+        codes = [
+            subprocess.run(processes.die_with_parent(["true"]), check=False).returncode
+            for _ in range(100)
+        ]
+    finally:
+        done.set()
+        talker.join(5)
+        channel.close()
+        server.stop(None)
+    assert codes == [0] * 100
+
+
+def test_a_child_dies_with_its_parent(tmp_path):
+    """The parent-death signal reaches the command the launcher became (SIGKILL by default)."""
+    script = (
+        "import subprocess, sys, time; from helpers.processes import die_with_parent; "
+        "child = subprocess.Popen(die_with_parent(['sleep', '60'])); print(child.pid, flush=True); "
+        "time.sleep(60)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait()
+    assert wait_until_gone([child], 10) == []

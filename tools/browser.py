@@ -149,13 +149,12 @@ class JupyterLabServer(ChildServer):
         self.log_path = build_dir("jupyterlab") / f"jupyterlab-{self.port}.log"
         with open(self.log_path, "wb") as log:  # the child keeps its own copy of the handle
             self.process = subprocess.Popen(  # noqa: S603 - argument list, no shell
-                self.command(),
+                die_with_parent(self.command(), signal.SIGTERM),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.root_dir,
                 env=self.environment(),
-                preexec_fn=die_with_parent(signal.SIGTERM),
             )
         self._stop_with(_stop_tree, self.process, self.home)
 
