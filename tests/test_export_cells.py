@@ -81,6 +81,21 @@ def test_an_exported_cell_that_depends_on_the_notebook_is_refused(tmp_path, cell
     assert words in str(raised.value)
 
 
+def test_names_bound_inside_exported_functions_are_theirs(tmp_path: Path):
+    cell = (
+        "#| export demo\n"
+        "def outer(items):\n"
+        "    def inner(x):\n"
+        "        return x + 1\n"
+        "\n"
+        "    class Box:\n"
+        "        pass\n"
+        "\n"
+        "    return [inner(i) for i in items], Box, [j for j in range(2)]"
+    )
+    assert "def inner(x):" in export_cells.modules([notebook(tmp_path, cell)])["demo"]
+
+
 def test_one_module_comes_from_one_notebook(tmp_path: Path):
     first = notebook(tmp_path, "#| export demo\nx = 1", name="01_a.ipynb")
     second = notebook(tmp_path, "#| export demo\ny = 2", name="02_b.ipynb")

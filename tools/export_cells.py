@@ -109,6 +109,8 @@ def _free_names(code: str) -> set[str]:
     local: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            if not isinstance(node, ast.Lambda):
+                local.add(node.name)  # a def inside a def binds its name too
             arguments = node.args
             for arg in [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]:
                 local.add(arg.arg)
@@ -121,7 +123,7 @@ def _free_names(code: str) -> set[str]:
             local.add(node.name)
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             local.update((a.asname or a.name).split(".")[0] for a in node.names)
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        elif isinstance(node, ast.ClassDef):
             local.add(node.name)
     read = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
     return read - local - set(dir(builtins))
