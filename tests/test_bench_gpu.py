@@ -308,3 +308,28 @@ def test_committed_h200_console_output_is_the_first_run_of_each_point(name: str)
         p99_us = float(re.search(r"p99 latency: (\d+) usec", text).group(1))
         assert throughput == pytest.approx(row.throughput_infer_per_s, rel=1e-4)
         assert p99_us / 1000 == pytest.approx(row.latency_p99_ms, abs=0.001)
+
+
+#: The H100 runs of 2026-12-06 (boxes out, 4 instances, concurrency 64, one call): every
+#: transport, then CUDA shared memory twice more; ``ceiling_ratio_cuda_shm`` of each report.
+H100_RUNS = {
+    "gpu-lent_h100-2026-12-06-transports.csv": 0.584,
+    "gpu-lent_h100-2026-12-06-cuda-shm-2.csv": 0.582,
+    "gpu-lent_h100-2026-12-06-cuda-shm-3.csv": 0.571,
+}
+
+
+@pytest.mark.parametrize("name", H100_RUNS)
+def test_committed_h100_transport_report_is_what_its_csv_says(name: str):
+    """Table and last line of each H100 report recomputed from its CSV; answers checked."""
+    csv = RESULTS / name
+    results = pd.read_csv(csv)
+    assert (results.device == "NVIDIA H100 80GB HBM3").all()
+    table = gpu.summary(results)
+    figures = gpu.headline_figures(table, 32, float(results.ceiling_ips.iloc[0]))
+    report = csv.with_suffix(".md").read_text()
+    assert gpu.markdown_table(table.round(2)) in report
+    assert headline("gpu", figures) in report
+    assert f"`{csv.stem}.console.txt`" in report
+    assert figures["ceiling_ratio_cuda_shm"] == pytest.approx(H100_RUNS[name], abs=5e-4)
+    assert "CUDA shm: 8 of 8 answers nearest their own image" in report

@@ -551,7 +551,9 @@ def served_through_cuda_shm(url: str, model: str, images: list) -> list[list[np.
                     return [np.empty(0) for _ in outputs]
                 return [
                     cudashm.get_contents_as_numpy(
-                        regions[f"check_out_{index}_{k}"], out["datatype"], shape
+                        regions[f"check_out_{index}_{k}"],
+                        triton_to_np_dtype(out["datatype"]),
+                        shape,
                     ).astype(np.float64)
                     for k, (out, (_, shape)) in enumerate(zip(outputs, wanted))
                 ]
