@@ -1,7 +1,7 @@
 """A Triton the learner started (the NGC container on their GPU box), used in place of the
 server a notebook would start: ``TRITON_URL`` in notebooks 03-08.
 
-    server = triton_server(TRITON_URL, models=["yolo11n_onnx"]).start()
+    server = use_triton(TRITON_URL, models=["yolo11n_onnx"]).start()
 
 With ``TRITON_URL = None`` that is ``TritonServer(models=[...])``, as before. With an address
 (``"127.0.0.1:8000"``, its HTTP port; gRPC and metrics on the next two ports, as Triton's
@@ -9,11 +9,13 @@ defaults and the course's ``docker run`` have them) the notebook loads what it n
 the repository API, and at the end unloads what it loaded and reloads from disk what it
 changed: the learner's server keeps running as it was. That server must see the course's
 ``model_repository/`` (the ``docker run`` command mounts it at ``/models``) and run with
-``--model-control-mode=explicit``.
+``--model-control-mode=explicit``; notebooks 07 and 08 also need its response cache
+(``--cache-config=local,size=67108864``) and 08 its rate limiter (``--rate-limit=execution_count``).
 """
 
 from __future__ import annotations
 
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +42,11 @@ class OwnTriton(TritonServer):
             raise ServerUnavailable(
                 f"no Triton answers at http://{self.url}/v2/health/live: start yours (README, "
                 "'The NGC container today') or set TRITON_URL = None to let the notebook start one"
+            )
+        if self.cache_size and not self._has_cache():
+            raise ServerUnavailable(
+                f"this notebook uses Triton's response cache, and the Triton at {self.url} has "
+                f"none: start it with --cache-config=local,size={self.cache_size} (README)"
             )
         self.mode = "yours"
         self._connected = True
@@ -78,6 +85,14 @@ class OwnTriton(TritonServer):
         """Empty: the log is where the learner started the server (``docker logs``)."""
         return ""
 
+    def _has_cache(self) -> bool:
+        """Whether the server reports response-cache metrics (it has a cache configured)."""
+        try:
+            with urllib.request.urlopen(self.metrics_url, timeout=5) as reply:
+                return b"nv_cache_num_" in reply.read()
+        except OSError:
+            return False
+
     def _ready_models(self) -> set[str]:
         return {m["name"] for m in self.repository_index() if m.get("state") == "READY"}
 
@@ -86,6 +101,6 @@ class OwnTriton(TritonServer):
             raise ServerError(f"the Triton at {self.url} does not answer")
 
 
-def triton_server(url: str | None = None, **options: Any) -> TritonServer:
+def use_triton(url: str | None = None, **options: Any) -> TritonServer:
     """The server a notebook starts (``url`` None) or the learner's own at ``url`` (notebooks 03-08)."""
     return TritonServer(**options) if url is None else OwnTriton(url=url, **options)

@@ -607,6 +607,22 @@ class TritonServer(ChildServer):
         path = f"/v2/models/{name}" + (f"/versions/{version}" if version else "") + "/ready"
         return self._get(path) == 200
 
+    def served_by(self, model: str) -> str:
+        """Which backend serves ``model``, from its served config (notebooks 03, 04, 06).
+
+        A Python-based backend (the course's stand-ins in the embedded server) reports a
+        ``runtime`` of ``model.py``; Triton's native C++ backends do not.
+        """
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/models/{model}/config", timeout=10) as reply:
+                config = json.loads(reply.read())
+        except OSError as error:
+            raise ServerError(f"no config for model '{model}' at {self.http_url}: {error}") from error
+        backend = config.get("backend") or config.get("platform", "")
+        if config.get("runtime", "").endswith(".py"):
+            return f"the course's Python stand-in for {backend} (inside Triton's Python backend)"
+        return f"Triton's native {backend} backend"
+
     def repository_index(self) -> list[dict[str, Any]]:
         """The repository index: every model folder with its state (READY, UNAVAILABLE, ...)."""
         self._check_alive()
