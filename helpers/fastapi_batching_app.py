@@ -87,7 +87,7 @@ def load_fused_yolo() -> LoadedYolo:
 
 
 @asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+async def load_model_and_queue(app: FastAPI) -> AsyncIterator[None]:
     """Load YOLO11n once, in the inference thread, and start the batching task (notebook 06)."""
     STATE["yolo"] = await asyncio.get_running_loop().run_in_executor(INFERENCE, load_fused_yolo)
     STATE["queue"] = asyncio.Queue()
@@ -97,13 +97,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     STATE.clear()
 
 
-app = FastAPI(title="YOLO11n, PyTorch + FastAPI with a batching queue", lifespan=lifespan)
+app = FastAPI(title="YOLO11n, PyTorch + FastAPI with a batching queue", lifespan=load_model_and_queue)
 app.get("/health")(health)
 app.get("/info")(info)
 
 
 @app.post("/predict")
-async def predict(
+async def predict_batched(
     body: Annotated[bytes, Depends(raw_body)],
     content_type: Annotated[str | None, Header()] = None,
     x_shape: Annotated[str | None, Header()] = None,

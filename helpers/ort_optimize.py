@@ -119,7 +119,8 @@ def model_summary(models: Mapping[str, str | os.PathLike[str]]) -> pd.DataFrame:
 
 def sample_batch(batch_size: int, images: Sequence[np.ndarray] | None = None) -> np.ndarray:
     """A float32 NCHW batch of real photos (bus.jpg, zidane.jpg, repeated), letterboxed (notebook 02)."""
-    from helpers.yolo import load_image, preprocess, sample_image_path
+    from helpers.lessons.yolo_client import preprocess
+    from helpers.yolo import load_image, sample_image_path
 
     if images is None:
         images = [load_image(sample_image_path(name)) for name in ("bus.jpg", "zidane.jpg")]
@@ -212,13 +213,13 @@ def compare_outputs(
     - ``max_abs_box_px`` / ``mean_abs_box_px`` / ``max_abs_score``: differences of the box
       rows (network-input pixels) and the class-score rows.
     - ``detections_ref`` / ``detections_other`` / ``detection_agreement``: detections after
-      NMS at ``conf`` (``helpers.yolo.decode``), and matched pairs (same class, IoU >= ``iou``)
+      NMS at ``conf`` (notebook 01's ``decode``), and matched pairs (same class, IoU >= ``iou``)
       over the larger count; NaN when neither model detects anything.
     - ``top_k_anchor_agreement``: share of the reference's ``top_k`` highest-scoring anchors
       that are also in the other's top ``top_k`` with the same class. It says something even
       when random weights leave every score below ``conf``.
     """
-    from helpers.yolo import decode
+    from helpers.lessons.yolo_decode import decode
 
     reference = np.asarray(reference, dtype=np.float32)
     other = np.asarray(other, dtype=np.float32)

@@ -14,7 +14,8 @@ import tritonclient.http as httpclient
 
 from helpers.harness import Target, http_sender
 from helpers.lessons.pipeline_client import detect_http
-from helpers.yolo import coco_names, postprocess, preprocess
+from helpers.lessons.yolo_client import postprocess, preprocess
+from helpers.yolo import coco_names
 
 
 def triton_target(

@@ -78,14 +78,14 @@ def synthesise(
     )
     if result.returncode != 0 or not result.stdout:
         raise RuntimeError(f"espeak-ng failed ({result.returncode}): {result.stderr.decode()}")
-    samples = decode(result.stdout, sample_rate)
+    samples = decode_audio_bytes(result.stdout, sample_rate)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(wav_bytes(samples, sample_rate))
     return path
 
 
-def decode(data: bytes, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+def decode_audio_bytes(data: bytes, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Decode any audio file held in memory to mono float32 samples (notebook 05)."""
     from faster_whisper.audio import decode_audio
 
@@ -108,7 +108,7 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     """Read a mono 16-bit PCM WAV as float32 samples and its sample rate (notebook 05)."""
     with wave.open(str(path), "rb") as wav:
         if wav.getnchannels() != 1 or wav.getsampwidth() != 2:
-            raise ValueError(f"{path}: expected mono 16-bit PCM; use decode() for other files")
+            raise ValueError(f"{path}: expected mono 16-bit PCM; use decode_audio_bytes() for other files")
         frames = wav.readframes(wav.getnframes())
         rate = wav.getframerate()
     return np.frombuffer(frames, dtype="<i2").astype(np.float32) / 32768.0, rate

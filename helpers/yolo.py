@@ -26,11 +26,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-# preprocess is used here; it, postprocess and decode are also re-exported for importers owned by
-# other work (notebooks 04, 06, 07, helpers/pipelines.py, helpers/ort_optimize.py, tools/screenshots.py):
-# new code imports them from helpers.lessons.
-from helpers.lessons.yolo_client import postprocess, preprocess  # noqa: F401
-from helpers.lessons.yolo_decode import decode  # noqa: F401
+from helpers.lessons.yolo_client import preprocess
 from helpers.paths import REPO_ROOT
 
 if TYPE_CHECKING:  # ultralytics and torch are slow to import; only the loaders need them.

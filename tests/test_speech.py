@@ -35,7 +35,7 @@ def test_wav_bytes_round_trip_and_decode() -> None:
     tone = 0.5 * np.sin(2 * np.pi * 440 * np.arange(16000) / 16000).astype(np.float32)
     data = speech.wav_bytes(tone)
     assert data[:4] == b"RIFF" and len(data) == 44 + 2 * 16000
-    decoded = speech.decode(data)  # PyAV, as the served model decodes
+    decoded = speech.decode_audio_bytes(data)  # PyAV, as the served model decodes
     assert decoded.shape == (16000,)
     np.testing.assert_allclose(decoded, tone, atol=1e-3)
 
@@ -114,5 +114,5 @@ def test_synthesise_speaks_mandarin_into_real_audio(tmp_path) -> None:
     assert rate == 16000
     assert 2.0 < len(samples) / rate < 10.0  # ten syllables at 120 words per minute
     assert np.abs(samples).max() > 0.05
-    decoded = speech.decode(path.read_bytes())  # PyAV, as the served model decodes it
+    decoded = speech.decode_audio_bytes(path.read_bytes())  # PyAV, as the served model decodes it
     assert len(decoded) == pytest.approx(len(samples), abs=160)

@@ -131,11 +131,12 @@ def latency_throughput(
 ) -> pd.DataFrame:
     """Measure notebook 04's concurrency sweep of YOLO11n ONNX on Triton now and save its figure."""
     from helpers.harness import busy_cpu_seconds, cpu_seconds
+    from helpers.lessons.yolo_client import preprocess
     from helpers.measure import choose_tool, measure_sweep, missing_reason, payload_for
     from helpers.plots import latency_throughput as plot_latency_throughput
     from helpers.results import machine_info
     from helpers.server import TritonServer
-    from helpers.yolo import bus_image_path, load_image, preprocess
+    from helpers.yolo import bus_image_path, load_image
 
     if missing_reason(ONNX_MODEL):
         _export_onnx()

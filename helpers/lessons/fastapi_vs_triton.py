@@ -13,13 +13,12 @@ import numpy as np
 import torch
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
 
+from helpers.lessons.yolo_client import postprocess, preprocess
 from helpers.yolo import (
     CONF_THRESHOLD,
     INPUT_SIZE,
     coco_names,
     load_yolo,
-    postprocess,
-    preprocess,
     torch_forward,
 )
 
