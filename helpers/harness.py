@@ -1,7 +1,7 @@
 """One load harness for every service, so comparisons are fair (introduced in notebook 06).
 
 A closed loop like ``perf_analyzer --concurrency-range``, run by the course's one engine
-(``helpers.loadgen.closed_loop``): ``concurrency`` client threads, each with its own
+(``helpers.loadgen.closed_loop_window``): ``concurrency`` client threads, each with its own
 keep-alive connection, send their next request as soon as the previous one returns. Every service gets the same client (raw HTTP
 with ``http.client``), the same bytes, the same warm-up and the same measured window; the
 only thing that changes is the URL and the envelope around the tensor:
@@ -29,7 +29,7 @@ import pandas as pd
 import psutil
 
 from helpers.lessons.fastapi_vs_triton import split_triton_reply, triton_request
-from helpers.loadgen import LATENCY_COLUMNS, closed_loop, latency_columns
+from helpers.loadgen import LATENCY_COLUMNS, closed_loop_window, latency_columns
 
 #: Sends one request and checks the answer; raises on any failure.
 Sender = Callable[[], None]
@@ -174,7 +174,7 @@ def measure(
     def cpu() -> tuple[float, float, float]:
         return cpu_seconds(target.pid), cpu_seconds(client, False), busy_cpu_seconds()
 
-    window = closed_loop(
+    window = closed_loop_window(
         [target.new_sender() for _ in range(concurrency)],
         warmup_s=warmup_s,
         window_s=window_s,

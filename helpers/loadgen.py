@@ -14,7 +14,7 @@ registered with the server, like ``perf_analyzer --shared-memory=system``: the r
 then carry only region names, so the client's serialisation and the copies through the
 socket drop out of the measurement (client and server must share the machine).
 
-The closed loop itself (``closed_loop``) and the latency percentiles (``percentiles``) are the
+The closed loop itself (``closed_loop_window``) and the latency percentiles (``percentiles``) are the
 course's one measurement engine: the FastAPI-vs-Triton harness (``helpers.harness``, notebook
 06), the Whisper client (``helpers.whisper_client``, notebook 05) and the benchmarks in
 ``tools/bench`` run their load through them too, so a p99 means the same thing everywhere.
@@ -336,7 +336,7 @@ Send = Callable[[], Any]
 
 @dataclass
 class Window:
-    """What ``closed_loop`` measured: the requests that ended inside ``[begin, end)``."""
+    """What ``closed_loop_window`` measured: the requests that ended inside ``[begin, end)``."""
 
     begin: float
     end: float
@@ -361,7 +361,7 @@ class Window:
         return float(sum(value or 0 for _, _, value in self.requests))
 
 
-def closed_loop(
+def closed_loop_window(
     senders: Sequence[Send],
     *,
     warmup_s: float = 2.0,
@@ -458,7 +458,7 @@ def closed_loop(
 def _measure_prepared(
     model: str, batch: int, prepared: list[_Prepared], **options: Any
 ) -> dict[str, Any]:
-    """Run ``closed_loop`` over the prepared requests; one row (see ``measure``)."""
+    """Run ``closed_loop_window`` over the prepared requests; one row (see ``measure``)."""
 
     def sender(send: Send) -> Send:
         def run() -> None:  # keeps no response: each can be megabytes
@@ -466,7 +466,7 @@ def _measure_prepared(
 
         return run
 
-    window = closed_loop(
+    window = closed_loop_window(
         [sender(p.send) for p in prepared],
         sample=lambda: model_stats(prepared[0].client, model),
         **options,

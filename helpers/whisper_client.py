@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from helpers.lessons.whisper import transcribe
-from helpers.loadgen import closed_loop, percentiles
+from helpers.loadgen import closed_loop_window, percentiles
 
 #: The model folders of notebook 05.
 MODEL_NAME = "faster_whisper_python"
@@ -117,7 +117,7 @@ def measure_throughput(
 
     Returns throughput in audio seconds per wall second and requests per second, with
     latency percentiles, over the requests that ended inside the window. Each client sends
-    one unmeasured warm-up request first; the course's engine (``helpers.loadgen.closed_loop``)
+    one unmeasured warm-up request first; the course's engine (``helpers.loadgen.closed_loop_window``)
     runs the loop, as it does for every load generator of the course.
     """
     clients: list[Any] = []
@@ -125,7 +125,7 @@ def measure_throughput(
         _audio_sender(url, audios, k, model_name, options, clients) for k in range(concurrency)
     ]
     try:
-        window = closed_loop(
+        window = closed_loop_window(
             senders, warmup_s=0, warmup_requests=1, window_s=seconds, stop_on_error=False
         )
     finally:

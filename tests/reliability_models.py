@@ -73,11 +73,13 @@ def add_model(
     return folder
 
 
-def success_count(server, model: str) -> int:
-    """Requests ``server`` has answered successfully for ``model``, from its statistics API."""
+def success_count(server, model: str, at_least: int = 0) -> int:
+    """Requests ``server`` has answered successfully for ``model``, once at least ``at_least``
+    are counted (Triton counts a request a moment after its answer has gone out)."""
+    from helpers.statistics import settled_stats
+
     with server.http_client() as client:
-        stats = client.get_inference_statistics(model)["model_stats"][0]
-    return int(stats["inference_stats"]["success"]["count"])
+        return settled_stats(client, model, at_least).success_count
 
 
 #: The committed folders of notebook 07's pipelines (Python and ensemble: no model file to add).

@@ -24,7 +24,7 @@ from helpers.loadgen import (
     LoadError,
     Payload,
     _prepare,
-    closed_loop,
+    closed_loop_window,
     latency_columns,
     measure,
     output_byte_sizes,
@@ -272,7 +272,7 @@ def test_closed_loop_keeps_every_sender_busy_and_counts_what_they_return():
 
         return send
 
-    window = closed_loop(
+    window = closed_loop_window(
         [sender(0), sender(1)], warmup_s=0.05, warmup_requests=2, window_s=0.5, max_windows=1
     )
     assert window.first_error is None and window.errors == []
@@ -290,8 +290,8 @@ def test_closed_loop_stops_at_the_first_error_or_counts_errors_and_goes_on():
         time.sleep(0.01)
         raise ValueError("no such model")
 
-    stopped = closed_loop([failing], warmup_s=0, window_s=5)
+    stopped = closed_loop_window([failing], warmup_s=0, window_s=5)
     assert str(stopped.first_error) == "no such model" and stopped.seconds < 1
-    counted = closed_loop([failing], warmup_s=0.1, window_s=0.5, stop_on_error=False)
+    counted = closed_loop_window([failing], warmup_s=0.1, window_s=0.5, stop_on_error=False)
     assert counted.requests == [] and len(counted.errors) >= 3  # one every 60 ms at most
     assert counted.failures > len(counted.errors)  # the warm-up's failures too

@@ -40,6 +40,7 @@ from helpers.server import (
     release_arguments,
     remove_orphaned_workdirs,
 )
+from helpers.statistics import model_stats, settled_stats
 from tests.tiny_models import sample_batch, tiny_net
 
 #: Served vs in-process outputs: same runtime, same inputs; only float summation order may differ.
@@ -123,7 +124,7 @@ def test_server_log_says_it_is_the_python_stand_in(server):
 # ----------------------------------------------------------------------------- batching
 def test_dynamic_batching_groups_concurrent_requests(server):
     client = server.http_client()
-    before = client.get_inference_statistics("tiny_onnx")["model_stats"][0]
+    before = model_stats(client, "tiny_onnx")
     inputs = [sample_batch(1, seed=i) for i in range(16)]
     with ThreadPoolExecutor(16) as pool:
         results = list(pool.map(lambda a: http_infer(server, "tiny_onnx", a), inputs))
@@ -131,13 +132,10 @@ def test_dynamic_batching_groups_concurrent_requests(server):
         str(Path(server.model_repository) / "tiny_onnx/1/model.onnx")
     ).run(None, {"images": np.concatenate(inputs)})[0]
     np.testing.assert_allclose(np.concatenate(results), expected, atol=ATOL)  # no mix-ups
-    after = client.get_inference_statistics("tiny_onnx")["model_stats"][0]
-    inferences = int(after["inference_count"]) - int(before["inference_count"])
-    executions = int(after["execution_count"]) - int(before["execution_count"])
-    assert inferences == 16
-    assert executions < inferences
-    sizes = {int(b["batch_size"]) for b in after["batch_stats"]}
-    assert max(sizes) > 1
+    ran = settled_stats(client, "tiny_onnx", before.success_count + 16) - before
+    assert ran.inference_count == 16
+    assert ran.execution_count < ran.inference_count
+    assert max(size for size, count in ran.batches.items() if count) > 1
 
 
 # ----------------------------------------------------------------------------- bad inputs

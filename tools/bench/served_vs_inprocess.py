@@ -28,7 +28,7 @@ import numpy as np
 import onnxruntime as ort
 
 from helpers.lessons.yolo_client import preprocess
-from helpers.loadgen import Payload, closed_loop, measure
+from helpers.loadgen import Payload, closed_loop_window, measure
 from helpers.model_config import config_variant
 from helpers.paths import MODEL_REPOSITORY
 from helpers.server import ServerError, TritonServer
@@ -50,7 +50,7 @@ def inprocess_throughput(
 ) -> float:
     """Images per second of ``sessions``, one Python thread each, running ``batch`` back to back.
 
-    The same closed loop as the served side (``helpers.loadgen.closed_loop``): one warm-up
+    The same closed loop as the served side (``helpers.loadgen.closed_loop_window``): one warm-up
     run per session, then a window of ``seconds``.
     """
 
@@ -60,7 +60,7 @@ def inprocess_throughput(
 
         return run
 
-    window = closed_loop(
+    window = closed_loop_window(
         [sender(one) for one in sessions], warmup_s=0, warmup_requests=1, window_s=seconds
     )
     if window.first_error is not None:
