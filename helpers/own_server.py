@@ -38,7 +38,7 @@ class OwnTriton(TritonServer):
             raise ValueError(f"TRITON_URL is host:port of Triton's HTTP endpoint, not {self.url!r}")
         self.host, http = host, int(port)
         self.ports = Ports(http, http + 1, http + 2)
-        if self._get("/v2/health/live") != 200:
+        if not self.is_running():
             raise ServerUnavailable(
                 f"no Triton answers at http://{self.url}/v2/health/live: start yours (README, "
                 "'The NGC container today') or set TRITON_URL = None to let the notebook start one"
