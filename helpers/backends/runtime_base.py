@@ -25,7 +25,6 @@ import json
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,90 +38,16 @@ DEFAULT_MAX_BATCH_SIZE = 4
 #: ``parameters`` the Python backend itself acts on (before the stand-in): never warned about.
 BACKEND_PARAMETERS = frozenset({"FORCE_CPU_ONLY_INPUT_TENSORS"})
 
-#: Config fields handled by Triton's core for every backend: never warned about.
-_CORE_FIELDS = {
-    "name",
-    "platform",
-    "backend",
-    "runtime",
-    "version_policy",
-    "max_batch_size",
-    "input",
-    "output",
-    "batch_input",
-    "batch_output",
-    "dynamic_batching",
-    "sequence_batching",
-    "ensemble_scheduling",
-    "instance_group",
-    "default_model_filename",
-    "cc_model_filenames",
-    "metric_tags",
-    "parameters",
-    "model_warmup",
-    "model_operations",
-    "model_transaction_policy",
-    "model_repository_agents",
-    "response_cache",
-    "optimization",
-}
 
-
-@dataclass
-class TensorSpec:
-    """One input or output as the model file describes it (dims exclude the batch dim)."""
-
-    name: str
-    data_type: str  # Triton type string, e.g. "TYPE_FP32"
-    dims: list[int]
-
-    def as_config(self) -> dict[str, Any]:
-        return {"name": self.name, "data_type": self.data_type, "dims": self.dims}
-
-
-@dataclass
-class ModelSignature:
-    """What a model file says about itself."""
-
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
-    supports_batching: bool
+def tensor_spec(name: str, dtype: Any, dims: Sequence[int]) -> dict[str, Any]:
+    """One input or output as a model file describes it, in config form (batch dim included)."""
+    # The Triton type string: the Python backend's own table (Triton type -> numpy), inverted.
+    types = {np.dtype(t): triton for triton, t in pb_utils.TRITON_STRING_TO_NUMPY.items()}
+    return {"name": name, "data_type": types[np.dtype(dtype)], "dims": list(dims)}
 
 
 class BadRequest(ValueError):
     """A request this model cannot run; the message names the input and what was expected."""
-
-
-def model_file_from_stub_arguments() -> str:
-    """Return the model file path that Triton passed to this stub process (argv[1])."""
-    try:
-        return pb_utils.get_model_dir()  # newer stubs
-    except AttributeError:
-        pass
-    with open("/proc/self/cmdline", "rb") as handle:
-        argv = handle.read().split(b"\0")
-    return argv[1].decode()
-
-
-#: numpy dtype -> Triton config type string.
-NUMPY_TO_TRITON: dict[np.dtype, str] = {
-    np.dtype(name): "TYPE_" + triton
-    for name, triton in [
-        ("bool", "BOOL"),
-        ("uint8", "UINT8"),
-        ("uint16", "UINT16"),
-        ("uint32", "UINT32"),
-        ("uint64", "UINT64"),
-        ("int8", "INT8"),
-        ("int16", "INT16"),
-        ("int32", "INT32"),
-        ("int64", "INT64"),
-        ("float16", "FP16"),
-        ("float32", "FP32"),
-        ("float64", "FP64"),
-        ("object", "STRING"),
-    ]
-}
 
 
 class StandInModel:
@@ -137,8 +62,8 @@ class StandInModel:
 
     # ----- to be provided by each runtime ---------------------------------------------
     @classmethod
-    def read_signature(cls, model_path: str) -> ModelSignature:
-        """Describe the model file without loading it for inference."""
+    def read_signature(cls, model_path: str) -> tuple[list[dict], list[dict]]:
+        """The model file's inputs and outputs (``tensor_spec``), without loading it to run."""
         raise NotImplementedError
 
     def load(self, model_path: str, kind: str, device_id: int) -> str:
@@ -181,7 +106,7 @@ class StandInModel:
         config = auto_complete_model_config.as_dict()
         if config["input"] and config["output"]:
             return auto_complete_model_config  # nothing to fill in
-        folder = model_file_from_stub_arguments()
+        folder = pb_utils.get_model_dir()
         if not os.path.isdir(folder):
             folder = os.path.dirname(folder)
         filename = config.get("default_model_filename") or cls.model_filename
@@ -191,26 +116,27 @@ class StandInModel:
                 f"{cls.backend_name} stand-in: model file not found: {path}"
             )
         try:
-            signature = cls.read_signature(path)
+            inputs, outputs = cls.read_signature(path)
         except pb_utils.TritonModelException:
             raise
         except Exception as error:  # noqa: BLE001 - report any reader failure as a load error
             raise pb_utils.TritonModelException(
                 f"{cls.backend_name} stand-in: cannot read {path}: {error}"
             ) from error
+        # A model batches when every tensor's first dimension is dynamic.
+        supports_batching = all(spec["dims"][:1] == [-1] for spec in inputs + outputs)
         if not config["input"] and not config["output"]:
-            if config["max_batch_size"] == 0 and signature.supports_batching:
+            if config["max_batch_size"] == 0 and supports_batching:
                 auto_complete_model_config.set_max_batch_size(DEFAULT_MAX_BATCH_SIZE)
                 auto_complete_model_config.set_dynamic_batching()
-        batched = config["max_batch_size"] > 0 or (
-            not config["input"] and signature.supports_batching
-        )
-        if not config["input"]:
-            for spec in signature.inputs:
-                auto_complete_model_config.add_input(_strip_batch(spec, batched).as_config())
-        if not config["output"]:
-            for spec in signature.outputs:
-                auto_complete_model_config.add_output(_strip_batch(spec, batched).as_config())
+        batched = config["max_batch_size"] > 0 or (not config["input"] and supports_batching)
+        for key, specs, add in [
+            ("input", inputs, auto_complete_model_config.add_input),
+            ("output", outputs, auto_complete_model_config.add_output),
+        ]:
+            if not config[key]:
+                for spec in specs:
+                    add({**spec, "dims": spec["dims"][1:] if batched else spec["dims"]})
         return auto_complete_model_config
 
     def initialize(self, args: dict[str, str]) -> None:
@@ -219,6 +145,8 @@ class StandInModel:
         self.max_batch_size = int(self.model_config.get("max_batch_size", 0))
         self.inputs = self.model_config["input"]
         self.outputs = self.model_config["output"]
+        self.input_names = [spec["name"] for spec in self.inputs]
+        self.output_names = [spec["name"] for spec in self.outputs]
         self.output_dtypes = {
             out["name"]: pb_utils.triton_string_to_numpy(out["data_type"]) for out in self.outputs
         }
@@ -260,8 +188,6 @@ class StandInModel:
         for key in self.model_config.get("parameters", {}):
             if key not in self.known_parameters | BACKEND_PARAMETERS:
                 warnings.append(f"parameters['{key}'] is not used by the Python stand-in")
-        unknown = set(self.model_config) - _CORE_FIELDS
-        warnings += [f"config field '{key}' is ignored by the Python stand-in" for key in unknown]
         return warnings
 
     def parameter(self, key: str, default: str | None = None) -> str | None:
@@ -358,11 +284,6 @@ def _numpy_dtype(array: Any) -> np.dtype | Any:
         return np.dtype(str(array.dtype).removeprefix("torch."))
     except TypeError:  # no numpy equivalent (bfloat16): never equal to a config type
         return array.dtype
-
-
-def _strip_batch(spec: TensorSpec, batched: bool) -> TensorSpec:
-    dims = spec.dims[1:] if batched and spec.dims else spec.dims
-    return TensorSpec(spec.name, spec.data_type, dims)
 
 
 def _error_response(message: str) -> Any:

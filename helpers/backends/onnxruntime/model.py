@@ -11,14 +11,14 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnxruntime as ort
-from runtime_base import NUMPY_TO_TRITON, ModelSignature, StandInModel, TensorSpec
+from runtime_base import StandInModel, tensor_spec
 
 
-def _spec(value_info) -> TensorSpec:
+def _spec(value_info) -> dict:
     tensor_type = value_info.type.tensor_type
     dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
     dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor_type.shape.dim]
-    return TensorSpec(value_info.name, NUMPY_TO_TRITON[np.dtype(dtype)], dims)
+    return tensor_spec(value_info.name, dtype, dims)
 
 
 class TritonPythonModel(StandInModel):
@@ -27,13 +27,11 @@ class TritonPythonModel(StandInModel):
     known_parameters = frozenset({"intra_op_thread_count", "inter_op_thread_count"})
 
     @classmethod
-    def read_signature(cls, model_path: str) -> ModelSignature:
+    def read_signature(cls, model_path: str) -> tuple[list[dict], list[dict]]:
         graph = onnx.load(model_path, load_external_data=False).graph
         initializers = {init.name for init in graph.initializer}
         inputs = [_spec(v) for v in graph.input if v.name not in initializers]
-        outputs = [_spec(v) for v in graph.output]
-        batching = all(spec.dims and spec.dims[0] == -1 for spec in inputs + outputs)
-        return ModelSignature(inputs, outputs, batching)
+        return inputs, [_spec(v) for v in graph.output]
 
     def load(self, model_path: str, kind: str, device_id: int) -> str:
         options = ort.SessionOptions()
@@ -52,7 +50,6 @@ class TritonPythonModel(StandInModel):
             else:
                 device = "CPU (KIND_GPU asked, but this onnxruntime has no CUDA provider)"
         self.session = ort.InferenceSession(model_path, options, providers=providers)
-        self.output_names = [o.name for o in self.session.get_outputs()]
         return device
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

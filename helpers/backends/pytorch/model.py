@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
-from runtime_base import ModelSignature, StandInModel
+from runtime_base import StandInModel
 from torch.utils.dlpack import from_dlpack
 from torch_runner import GraphCaptureError, GraphedModule, as_list, graph_batch_sizes
 
@@ -59,7 +59,7 @@ class TritonPythonModel(StandInModel):
     )
 
     @classmethod
-    def read_signature(cls, model_path: str) -> ModelSignature:
+    def read_signature(cls, model_path: str) -> tuple[list[dict], list[dict]]:
         raise pb_utils.TritonModelException(
             "pytorch_libtorch models need their inputs and outputs in config.pbtxt: a "
             "TorchScript file does not record tensor shapes (the native backend needs them too)"
@@ -78,8 +78,6 @@ class TritonPythonModel(StandInModel):
             self.device = torch.device("cpu")
             described = "CPU" if kind != "GPU" else "CPU (KIND_GPU asked, but torch sees no GPU)"
         self.module = torch.jit.load(model_path, map_location=self.device).eval()
-        self.input_names = [spec["name"] for spec in self.inputs]
-        self.output_names = [spec["name"] for spec in self.outputs]
         self.graphed: GraphedModule | None = None
         if (self.parameter("CUDA_GRAPHS", "false") or "").strip().lower() in _TRUE:
             described += ", " + self.capture_graphs()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from runtime_base import NUMPY_TO_TRITON, ModelSignature, StandInModel, TensorSpec
+from runtime_base import StandInModel, tensor_spec
 
 
 def _require_tensorrt():
@@ -55,18 +55,17 @@ class TritonPythonModel(StandInModel):
     model_filename = "model.plan"
 
     @classmethod
-    def read_signature(cls, model_path: str) -> ModelSignature:
+    def read_signature(cls, model_path: str) -> tuple[list[dict], list[dict]]:
         trt, _ = _require_tensorrt()
         engine = _deserialize(trt, model_path)
         inputs, outputs = [], []
         for index in range(engine.num_io_tensors):
             name = engine.get_tensor_name(index)
-            dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
-            spec = TensorSpec(name, NUMPY_TO_TRITON[dtype], list(engine.get_tensor_shape(name)))
+            dtype = trt.nptype(engine.get_tensor_dtype(name))
+            spec = tensor_spec(name, dtype, engine.get_tensor_shape(name))
             is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
             (inputs if is_input else outputs).append(spec)
-        batching = all(s.dims and s.dims[0] == -1 for s in inputs + outputs)
-        return ModelSignature(inputs, outputs, batching)
+        return inputs, outputs
 
     def load(self, model_path: str, kind: str, device_id: int) -> str:
         trt, torch = _require_tensorrt()
@@ -76,7 +75,6 @@ class TritonPythonModel(StandInModel):
         self.engine = _deserialize(trt, model_path)
         self.context = self.engine.create_execution_context()
         self.stream = torch.cuda.Stream(self.device)
-        self.output_names = [spec["name"] for spec in self.outputs]
         return (
             f"GPU {device_id} ({torch.cuda.get_device_name(device_id)}), TensorRT {trt.__version__}"
         )
