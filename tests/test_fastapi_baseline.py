@@ -154,7 +154,7 @@ def test_harness_records_errors_instead_of_stopping(server):
 
 
 def test_batching_app_answers_concurrent_requests_and_stops(images, reference):
-    running = FastAPIServer(app="helpers.fastapi_batching_app:app", torch_threads=1).start()
+    running = FastAPIServer(app="helpers.lessons.fastapi_vs_triton:batching_app", torch_threads=1).start()
     pid = running.pid
     try:
         with ThreadPoolExecutor(4) as pool:

@@ -163,3 +163,95 @@ def split_triton_reply(reply_headers: Any, data: bytes) -> tuple[dict[str, Any],
     """A binary Triton reply -> (its JSON header, the raw output bytes) (notebook 06)."""
     length = int(reply_headers.get("Inference-Header-Content-Length", len(data)))
     return json.loads(data[:length]), data[length:]
+
+
+# ---- cell batching-app
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+import numpy as np
+from fastapi import Depends, FastAPI, Header, Response
+from fastapi.routing import APIRoute
+
+from helpers.yolo import LoadedYolo, load_yolo, torch_forward
+
+MAX_WAIT_S = float(os.environ.get("BATCH_MAX_WAIT_MS", "2")) / 1000  # the first request's wait for company
+INFERENCE = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")  # loads the model, runs every batch
+
+
+async def batcher(queue: asyncio.Queue) -> None:
+    """Take requests off ``queue`` in batches of at most MAX_BATCH images and answer each one."""
+    loop = asyncio.get_running_loop()
+    waiting: tuple[np.ndarray, asyncio.Future] | None = None
+    while True:
+        first = waiting or await queue.get()
+        waiting, batch = None, [first]
+        size, deadline = first[0].shape[0], loop.time() + MAX_WAIT_S
+        while size < MAX_BATCH:
+            if queue.empty():  # wait for company, but only until the first one's deadline
+                if loop.time() >= deadline:
+                    break
+                try:
+                    item = await asyncio.wait_for(queue.get(), deadline - loop.time())
+                except asyncio.TimeoutError:
+                    break
+            else:
+                item = queue.get_nowait()
+            if size + item[0].shape[0] > MAX_BATCH:
+                waiting = item  # starts the next batch
+                break
+            batch.append(item)
+            size += item[0].shape[0]
+        images = np.concatenate([images for images, _ in batch])
+        try:
+            output = await loop.run_in_executor(INFERENCE, torch_forward, STATE["yolo"], images)
+        except Exception as error:  # every request of the batch gets the error
+            for _, future in batch:
+                future.set_exception(error)
+            continue
+        start = 0
+        for part, future in batch:
+            future.set_result(output[start : start + part.shape[0]])
+            start += part.shape[0]
+
+
+def load_fused_yolo() -> LoadedYolo:
+    """YOLO11n with BatchNorm folded into the convolutions, as the plain app loads it."""
+    loaded = load_yolo()
+    loaded.model.model.fuse(verbose=False)
+    return loaded
+
+
+@asynccontextmanager
+async def load_model_and_queue(app: FastAPI) -> AsyncIterator[None]:
+    """Load YOLO11n once, in the inference thread (one OpenMP team), and start the batching task."""
+    STATE["yolo"] = await asyncio.get_running_loop().run_in_executor(INFERENCE, load_fused_yolo)
+    STATE["queue"] = asyncio.Queue()
+    task = asyncio.create_task(batcher(STATE["queue"]))
+    yield
+    task.cancel()
+    STATE.clear()
+
+
+batching_app = FastAPI(
+    title="YOLO11n, PyTorch + FastAPI with a batching queue",
+    lifespan=load_model_and_queue,
+    routes=[APIRoute("/health", health, methods=["GET"]), APIRoute("/info", info, methods=["GET"])],
+)
+
+
+@batching_app.post("/predict")
+async def predict_batched(
+    body: Annotated[bytes, Depends(raw_body)],
+    content_type: Annotated[str | None, Header()] = None,
+    x_shape: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Queue one request's tensor and wait for its part of a batch."""
+    images = read_images(body, content_type, x_shape)
+    future = asyncio.get_running_loop().create_future()
+    await STATE["queue"].put((images, future))
+    return tensor_response(await future)

@@ -7,7 +7,7 @@ bus.jpg at 1x3x640x640, the same warm-up and window, levels interleaved):
 * ``fastapi``: notebook 06's app (``helpers.lessons.fastapi_vs_triton``), YOLO11n in PyTorch, one forward pass per request in
   FastAPI's thread pool, torch pinned to one thread per core;
 * ``fastapi+batching`` (unless ``--no-batching-baseline``): the same with a hand-written
-  asyncio batching queue (``helpers.fastapi_batching_app``);
+  asyncio batching queue (notebook 06, ``helpers.lessons.fastapi_vs_triton.batching_app``);
 * ``triton``: the embedded Triton serving ``model_repository/yolo11n_onnx`` with dynamic
   batching (``preferred_batch_size`` ``--preferred-batch``, 4) and ``--instances`` instances,
   the cores split between them.
@@ -86,7 +86,7 @@ def run(argv: list[str]) -> dict[str, float]:
         with (
             FastAPIServer(torch_threads=cores) as plain,
             FastAPIServer(  # the hand-written queue waits as long as Triton's batcher
-                app="helpers.fastapi_batching_app:app",
+                app="helpers.lessons.fastapi_vs_triton:batching_app",
                 torch_threads=cores,
                 env={"BATCH_MAX_WAIT_MS": str(delay / 1000)},
             ) as batched,
