@@ -5,8 +5,8 @@ protobuf ``raw_input_contents`` on gRPC), never as JSON lists of numbers. The YO
 learner writes (``preprocess``, ``postprocess``, ``detect``) is notebook 03's, generated into
 ``helpers.lessons.yolo_client``.
 
-    from helpers.clients import infer_grpc
-    outputs = infer_grpc(server, "yolo11n_onnx", {"images": batch})   # {"output0": array}
+    from helpers.clients import infer
+    outputs = infer(server, "yolo11n_onnx", {"images": batch})   # {"output0": array}
 
 ``target`` arguments take a running ``TritonServer``, a ``host:port`` URL or a client.
 """
@@ -82,39 +82,27 @@ def make_inputs(protocol: Protocol, arrays: Arrays) -> list[Any]:
     return inputs
 
 
-def make_outputs(protocol: Protocol, names: Sequence[str]) -> list[Any] | None:
-    """``InferRequestedOutput`` objects asking for binary data; None means every output."""
-    if not names:
-        return None
-    module = client_module(protocol)
-    if protocol == "http":
-        return [module.InferRequestedOutput(name, binary_data=True) for name in names]
-    return [module.InferRequestedOutput(name) for name in names]
+def infer(
+    target: Any, model: str, arrays: Arrays, *, protocol: Protocol = "grpc", version: str = ""
+) -> dict[str, np.ndarray]:
+    """One request; returns the outputs by name (introduced in notebook 03).
 
-
-def result_arrays(result: Any, protocol: Protocol) -> dict[str, np.ndarray]:
-    """Every output of an ``InferResult`` as numpy arrays, by name (notebook 03)."""
+    ``target`` is a running ``TritonServer``, a ``host:port`` URL (both spoken to over
+    ``protocol``) or a sync HTTP or gRPC client (its own protocol). A request to a
+    ``TritonServer`` whose process died raises its ``ServerError``, which says so.
+    """
+    client = client_for(target, protocol)
+    protocol = protocol_of(client)
+    try:
+        result = client.infer(model, make_inputs(protocol, arrays), model_version=version)
+    except Exception as error:
+        raise_if_server_died(target, error)
+        raise
+    finally:
+        if client is not target:  # made for this call: an open connection delays server exit
+            client.close()
     response = result.get_response(as_json=True) if protocol == "grpc" else result.get_response()
     return {out["name"]: result.as_numpy(out["name"]) for out in response["outputs"]}
-
-
-def infer(
-    client: Any,
-    model: str,
-    arrays: Arrays,
-    *,
-    outputs: Sequence[str] = (),
-    version: str = "",
-) -> dict[str, np.ndarray]:
-    """One request with a sync HTTP or gRPC client; returns the outputs by name (notebook 03)."""
-    protocol = protocol_of(client)
-    result = client.infer(
-        model,
-        make_inputs(protocol, arrays),
-        model_version=version,
-        outputs=make_outputs(protocol, outputs),
-    )
-    return result_arrays(result, protocol)
 
 
 #: How long a request that lost its connection waits for the server process to finish exiting.
@@ -150,30 +138,6 @@ def raise_if_server_died(target: Any, error: BaseException) -> None:
             raise died from error
 
 
-def infer_http(target: Any, model: str, arrays: Arrays, **options: Any) -> dict[str, np.ndarray]:
-    """``infer`` over HTTP/REST, for a server, a URL or an HTTP client (notebook 03)."""
-    return _infer_over("http", target, model, arrays, options)
-
-
-def infer_grpc(target: Any, model: str, arrays: Arrays, **options: Any) -> dict[str, np.ndarray]:
-    """``infer`` over gRPC, for a server, a URL or a gRPC client (notebook 03)."""
-    return _infer_over("grpc", target, model, arrays, options)
-
-
-def _infer_over(
-    protocol: Protocol, target: Any, model: str, arrays: Arrays, options: dict[str, Any]
-) -> dict[str, np.ndarray]:
-    client = client_for(target, protocol)
-    try:
-        return infer(client, model, arrays, **options)
-    except Exception as error:
-        raise_if_server_died(target, error)
-        raise
-    finally:
-        if client is not target:  # made for this call: an open connection delays server exit
-            client.close()
-
-
 def infer_concurrently(
     target: TritonServer | str,
     model: str,
@@ -205,19 +169,12 @@ def infer_concurrently(
 # --------------------------------------------------------------------------- what the server says
 
 
-def model_metadata(client: Any, model: str, version: str = "") -> dict[str, Any]:
-    """Model metadata (name, versions, platform, inputs, outputs) as a dict (notebook 03)."""
-    if protocol_of(client) == "grpc":
-        metadata = client.get_model_metadata(model, version, as_json=True)
-        for tensor in metadata.get("inputs", []) + metadata.get("outputs", []):
-            tensor["shape"] = [int(d) for d in tensor["shape"]]  # JSON int64 are strings
-        return metadata
-    return client.get_model_metadata(model, version)
-
-
 def model_io(client: Any, model: str) -> tuple[list[str], list[str]]:
     """The names of a model's inputs and outputs, from its metadata (notebook 03)."""
-    metadata = model_metadata(client, model)
+    if protocol_of(client) == "grpc":
+        metadata = client.get_model_metadata(model, as_json=True)
+    else:
+        metadata = client.get_model_metadata(model)
     return [t["name"] for t in metadata["inputs"]], [t["name"] for t in metadata["outputs"]]
 
 

@@ -1,27 +1,40 @@
-"""The course's fallback load generator: perf_analyzer's table where perf_analyzer cannot run.
+"""The course's one load engine: a closed loop, measured like perf_analyzer (notebooks 04 and 06).
 
-Introduced in notebook 04. A closed loop: ``concurrency`` client threads, each sending its
-next request as soon as the previous one returns, like ``perf_analyzer --concurrency-range``.
-After a warm-up it measures fixed windows until the throughput of the last three agrees
-within 10% (perf_analyzer's stability rule) or ``max_windows`` is reached, then reports the
-same columns as ``helpers.perf_analyzer.parse_csv``: throughput, average and p50/p90/p95/p99
-latency, and the server-side split (queue, compute input/infer/output) from the
-statistics API (``helpers.statistics.model_stats``: consistent snapshots), taken over
-exactly the measured windows.
+``concurrency`` client threads each send their next request as soon as the previous one
+returns, like ``perf_analyzer --concurrency-range`` (``closed_loop_window``). After a warm-up
+it measures fixed windows until the throughput of the last three agrees within 10%
+(perf_analyzer's stability rule) or ``max_windows`` is reached. What is loaded is a
+``Target``: a name and a factory of per-thread senders. ``measure`` runs one target at one
+concurrency and returns one row: throughput, average and p50/p90/p95/p99 latency
+(``percentiles``), errors, and the CPU the server process (with its children: Triton's Python
+backend stubs), the client and everything else on the machine used over the window, in cores
+(1.0 = one core busy for the whole window). A target that names a Triton model adds the
+server-side split (queue, compute input/infer/output) from the statistics API
+(``helpers.statistics.model_stats``: consistent snapshots) over exactly the measured window.
+``sweep`` runs every target at every concurrency, interleaved. The same engine drives
+notebook 04's fallback generator (``helpers.measure``), notebook 06's FastAPI-vs-Triton
+comparison, the Whisper client (``helpers.whisper_client``) and ``tools/bench``, so a p99
+means the same thing everywhere.
 
-``shared_memory="system"`` passes inputs and outputs through POSIX shared memory regions
-registered with the server, like ``perf_analyzer --shared-memory=system``: the requests
-then carry only region names, so the client's serialisation and the copies through the
-socket drop out of the measurement (client and server must share the machine).
+Targets:
 
-The closed loop itself (``closed_loop_window``) and the latency percentiles (``percentiles``) are the
-course's one measurement engine: the FastAPI-vs-Triton harness (``helpers.harness``, notebook
-06), the Whisper client (``helpers.whisper_client``, notebook 05) and the benchmarks in
-``tools/bench`` run their load through them too, so a p99 means the same thing everywhere.
+* ``triton_target``: requests built once with ``tritonclient`` (gRPC or HTTP), as perf_analyzer
+  builds its own. ``shared_memory="system"`` passes inputs and outputs through POSIX shared
+  memory regions registered with the server, like ``perf_analyzer --shared-memory=system``:
+  the requests then carry only region names, so the client's serialisation and the copies
+  through the socket drop out of the measurement (client and server must share the machine).
+* ``fastapi_target`` and ``triton_http_target`` (notebook 06): every service gets the same
+  client (raw HTTP with ``http.client``, one keep-alive connection per thread) and the same
+  bytes; only the URL and the envelope around the tensor change: the FastAPI baseline takes
+  the float32 tensor as the body, its shape in ``X-Shape``; Triton's HTTP/REST endpoint the
+  binary tensor extension (a small JSON header, its length in
+  ``Inference-Header-Content-Length``, then the same raw bytes), built by ``triton_request``
+  of notebook 06's cell (``helpers.lessons.fastapi_vs_triton``).
 """
 
 from __future__ import annotations
 
+import http.client
 import os
 import threading
 import time
@@ -32,9 +45,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import psutil
 
-from helpers.perf_analyzer import RESULT_COLUMNS
-from helpers.statistics import model_stats
+from helpers.clients import client_module
+from helpers.lessons.fastapi_vs_triton import split_triton_reply, triton_request
+from helpers.statistics import ModelStats, model_stats
 
 #: perf_analyzer's default stability rule: the last 3 windows within 10% of their mean.
 STABILITY_WINDOWS = 3
@@ -53,6 +68,31 @@ class LoadError(RuntimeError):
     """Requests failed during a measurement; the message holds the first error."""
 
 
+class RequestFailed(RuntimeError):
+    """A request got a non-200 answer or an answer of the wrong size."""
+
+
+#: Sends one request and waits for its answer; returns None, or what the request was worth
+#: (audio seconds, images...) for ``Window.total``. Raises when the request failed. A sender
+#: with a ``close`` attribute is closed after the measurement.
+Send = Callable[[], Any]
+
+
+@dataclass
+class Target:
+    """A service to load: a name, a factory of per-thread senders, the server's pid (notebook 06).
+
+    ``stats``, when given, reads the served model's statistics (a ``ModelStats``) at both
+    ends of the measured window.
+    """
+
+    name: str
+    new_sender: Callable[[], Send]
+    pid: int | None = None
+    batch_size: int = 1
+    stats: Callable[[], ModelStats] | None = None
+
+
 @dataclass
 class Payload:
     """One request's inputs as numpy arrays (name -> array, batch dimension included)."""
@@ -65,34 +105,25 @@ class Payload:
         return int(next(iter(self.arrays.values())).shape[0])
 
 
-def _client(protocol: str, url: str) -> tuple[Any, Any]:
-    """The tritonclient module for ``protocol`` and a new client of it."""
-    if protocol == "grpc":
-        import tritonclient.grpc as module
-    elif protocol == "http":
-        import tritonclient.http as module
-    else:
-        raise ValueError(f"protocol must be 'grpc' or 'http', not {protocol!r}")
-    return module, module.InferenceServerClient(url)
-
-
 @dataclass
 class _Prepared:
-    """One thread's request, ready to send again and again, and what it holds open.
+    """One thread's sender: its request, ready to send again and again, and what it holds open.
 
-    ``send()`` runs one inference. Over gRPC it sends a ``ModelInferRequest`` built once,
-    through the generated stub, as perf_analyzer reuses its requests: the per-request
-    Python work is then one call, so the client's own overhead (and the Python GIL) shapes
-    the arrival of requests at the dynamic batcher as little as it can. Over HTTP it uses
-    ``tritonclient.http``'s ``infer``.
+    Over gRPC it sends a ``ModelInferRequest`` built once, through the generated stub, as
+    perf_analyzer reuses its requests: the per-request Python work is then one call, so the
+    client's own overhead (and the Python GIL) shapes the arrival of requests at the dynamic
+    batcher as little as it can. Over HTTP it uses ``tritonclient.http``'s ``infer``.
     """
 
-    client: Any  # tritonclient client: shared memory registration, statistics
-    send: Callable[[], Any] = lambda: None
+    client: Any  # tritonclient client: shared memory registration
+    send: Callable[[], Any] = lambda: None  # one inference; returns the response
     regions: list[tuple[str, Any]] = field(default_factory=list)  # (name, handle)
     connections: list[Any] = field(default_factory=list)  # what ``send`` opened, to close
 
-    def release(self) -> None:
+    def __call__(self) -> None:
+        self.send()  # keeps no response: each can be megabytes
+
+    def close(self) -> None:
         """Unregister and destroy this thread's shared memory regions; close its connections."""
         if self.regions:
             import tritonclient.utils.shared_memory as shm
@@ -142,8 +173,8 @@ def _prepare(
     """A client of its own for one thread, and its request, ready to send."""
     import tritonclient.utils.shared_memory as shm
 
-    module, client = _client(protocol, url)
-    prepared = _Prepared(client)
+    module = client_module(protocol)
+    prepared = _Prepared(module.InferenceServerClient(url))
     tag = f"loadgen_{os.getpid()}_{uuid.uuid4().hex[:12]}"
     inputs: dict[str, tuple[np.ndarray, bytes, str | None]] = {}
     outputs: dict[str, tuple[str | None, int]] = {}
@@ -156,7 +187,7 @@ def _prepare(
                 shm.set_shared_memory_region(handle, [np.frombuffer(data, dtype=np.uint8)])
             inputs[name] = (array, data, region)
         if shared_memory == "system":
-            sizes = output_byte_sizes(client, protocol, model, payload.batch_size)
+            sizes = output_byte_sizes(prepared.client, protocol, model, payload.batch_size)
             for position, name in enumerate(payload.outputs or sizes):
                 region, _ = _region(prepared, f"{tag}_out{position}", sizes[name])
                 outputs[name] = (region, sizes[name])
@@ -167,7 +198,7 @@ def _prepare(
         else:
             _http_sender(prepared, module, url, model, inputs, outputs)
     except BaseException:
-        prepared.release()
+        prepared.close()
         raise
     return prepared
 
@@ -273,46 +304,6 @@ def _region(prepared: _Prepared, name: str, byte_size: int) -> tuple[str, Any]:
     return name, handle
 
 
-def measure(
-    url: str,
-    model: str,
-    payload: Payload | Callable[[int], Payload],
-    concurrency: int,
-    *,
-    protocol: str = "grpc",
-    warmup_s: float = 2.0,
-    window_s: float = 3.0,
-    max_windows: int = 5,
-    shared_memory: str = "none",
-) -> dict[str, Any]:
-    """Measure one concurrency level; return one row with ``RESULT_COLUMNS``.
-
-    ``payload`` is the request every thread sends, or a function of the thread index
-    returning that thread's own payload (to send distinct inputs). ``shared_memory`` is
-    ``"none"`` (tensors in the request) or ``"system"`` (POSIX shared memory regions).
-    """
-    if shared_memory not in ("none", "system"):
-        raise ValueError(f"shared_memory must be 'none' or 'system', not {shared_memory!r}")
-    make = payload if callable(payload) else (lambda _index: payload)
-    payloads = [make(i) for i in range(concurrency)]
-    prepared: list[_Prepared] = []
-    try:
-        for p in payloads:
-            prepared.append(_prepare(protocol, url, model, p, shared_memory))
-        row = _measure_prepared(
-            model,
-            payloads[0].batch_size,
-            prepared,
-            warmup_s=warmup_s,
-            window_s=window_s,
-            max_windows=max_windows,
-        )
-        return row | {"shared_memory": shared_memory}
-    finally:
-        for one in prepared:
-            one.release()
-
-
 def percentiles(values: Sequence[float], points: Sequence[float] = PERCENTILES) -> dict:
     """``{p: the p-th percentile of values}`` by ``PERCENTILE_METHOD``; NaN when there are none."""
     values = np.asarray(values, dtype=float)
@@ -327,11 +318,6 @@ def latency_columns(latencies_ms: Sequence[float]) -> dict[str, float]:
     mean = float(np.mean(latencies_ms)) if len(latencies_ms) else float("nan")
     found = percentiles(latencies_ms)
     return {"latency_avg_ms": mean} | {f"latency_p{p}_ms": v for p, v in found.items()}
-
-
-#: Sends one request and waits for its answer; returns None, or what the request was worth
-#: (audio seconds, images...) for ``Window.total``. Raises when the request failed.
-Send = Callable[[], Any]
 
 
 @dataclass
@@ -455,67 +441,226 @@ def closed_loop_window(
         )
 
 
-def _measure_prepared(
-    model: str, batch: int, prepared: list[_Prepared], **options: Any
-) -> dict[str, Any]:
-    """Run ``closed_loop_window`` over the prepared requests; one row (see ``measure``)."""
+def triton_target(
+    url: str,
+    model: str,
+    payload: Payload,
+    *,
+    protocol: str = "grpc",
+    shared_memory: str = "none",
+    pid: int | None = None,
+) -> Target:
+    """``payload`` sent to ``model`` with ``tritonclient``, its statistics read (notebook 04).
 
-    def sender(send: Send) -> Send:
-        def run() -> None:  # keeps no response: each can be megabytes
-            send()
+    ``shared_memory`` is ``"none"`` (tensors in the request) or ``"system"`` (POSIX shared
+    memory regions). Each sender is a client of its own with its request built once.
+    """
+    if shared_memory not in ("none", "system"):
+        raise ValueError(f"shared_memory must be 'none' or 'system', not {shared_memory!r}")
 
-        return run
+    def stats() -> ModelStats:
+        with client_module(protocol).InferenceServerClient(url) as client:
+            return model_stats(client, model)
 
-    window = closed_loop_window(
-        [sender(p.send) for p in prepared],
-        sample=lambda: model_stats(prepared[0].client, model),
-        **options,
-    )
-    if window.first_error is not None:
-        raise LoadError(f"{window.failures} request(s) failed; first: {window.first_error}")
-    if not window.requests:
-        raise LoadError(
-            f"no request finished in {window.seconds:.1f} s at concurrency {len(prepared)}"
-        )
-    delta = window.after - window.before
-    per_request = max(delta.success_count, 1)
-    row = {
-        "concurrency": len(prepared),
-        "throughput_infer_per_s": len(window.requests) * batch / window.seconds,
-        **latency_columns(window.latencies_ms()),
-        "client_send_ms": np.nan,
-        "network_server_send_recv_ms": np.nan,
-        "server_queue_ms": delta.queue_ns / per_request / 1e6,
-        "server_compute_input_ms": delta.compute_input_ns / per_request / 1e6,
-        "server_compute_infer_ms": delta.compute_infer_ns / per_request / 1e6,
-        "server_compute_output_ms": delta.compute_output_ns / per_request / 1e6,
-        "client_recv_ms": np.nan,
-        "tool": "fallback generator",
+    def new_sender() -> _Prepared:
+        return _prepare(protocol, url, model, payload, shared_memory)
+
+    return Target(model, new_sender, pid, payload.batch_size, stats)
+
+
+def http_sender(
+    url: str, path: str, body: bytes, headers: dict[str, str], check: Callable[[Any, bytes], None]
+) -> Send:
+    """A sender with its own keep-alive HTTP connection; ``check(reply, data)`` validates (notebook 06)."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=120)
+
+    def send() -> None:
+        try:
+            connection.request("POST", path, body=body, headers=headers)
+            reply = connection.getresponse()
+            data = reply.read()
+        except Exception:
+            connection.close()  # reconnect on the next request
+            raise
+        check(reply, data)
+
+    send.close = connection.close  # type: ignore[attr-defined]
+    return send
+
+
+def _expect_bytes(
+    expected: int, body: Callable[[Any, bytes], bytes]
+) -> Callable[[Any, bytes], None]:
+    """A ``check`` for ``http_sender``: HTTP 200 and ``expected`` bytes in ``body(reply, data)``."""
+
+    def check(reply: Any, data: bytes) -> None:
+        if reply.status != 200:
+            raise RequestFailed(f"HTTP {reply.status}: {data[:300].decode(errors='replace')}")
+        size = len(body(reply, data))
+        if size != expected:
+            raise RequestFailed(f"answer has {size} bytes, expected {expected}")
+
+    return check
+
+
+def fastapi_target(name: str, url: str, images: np.ndarray, pid: int | None) -> Target:
+    """POST the tensor to the FastAPI baseline's /predict (introduced in notebook 06)."""
+    images = np.ascontiguousarray(images, dtype=np.float32)
+    body = images.tobytes()
+    headers = {
+        "Content-Type": "application/octet-stream",
+        "X-Shape": ",".join(map(str, images.shape)),
     }
-    row["requests"] = len(window.requests)
-    row["window_s"] = window.seconds
-    row["server_success_delta"] = delta.success_count
-    row["server_executions_delta"] = delta.execution_count
+    check = _expect_bytes(images.shape[0] * 84 * 8400 * 4, lambda _reply, data: data)
+    return Target(
+        name, lambda: http_sender(url, "/predict", body, headers, check), pid, images.shape[0]
+    )
+
+
+def triton_http_target(
+    name: str,
+    url: str,
+    model: str,
+    images: np.ndarray,
+    pid: int | None,
+    input_name: str = "images",
+    output_name: str = "output0",
+) -> Target:
+    """POST the same tensor to Triton's HTTP/REST endpoint, binary data (introduced in notebook 06)."""
+    body, headers = triton_request(images, input_name, output_name)
+    check = _expect_bytes(
+        images.shape[0] * 84 * 8400 * 4,
+        lambda reply, data: split_triton_reply(reply.headers, data)[1],
+    )
+    path = f"/v2/models/{model}/infer"
+    base = url if url.startswith("http://") else f"http://{url}"
+    return Target(name, lambda: http_sender(base, path, body, headers, check), pid, images.shape[0])
+
+
+def cpu_seconds(pid: int | None, children: bool = True) -> float:
+    """User + system CPU seconds of a process and its live descendants (notebook 06)."""
+    if pid is None:
+        return float("nan")
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)] if children else [root]
+    except psutil.NoSuchProcess:
+        return float("nan")
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def busy_cpu_seconds() -> float:
+    """CPU seconds the whole machine spent busy (all processes, all cores) (notebook 06)."""
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+
+def measure(
+    target: Target,
+    concurrency: int,
+    *,
+    warmup_s: float = 2.0,
+    window_s: float = 5.0,
+    max_windows: int = 1,
+    stop_on_error: bool = False,
+) -> dict[str, Any]:
+    """Load ``target`` at one concurrency: warm up, then the measured windows; one row (notebook 06).
+
+    A failed request is counted (``errors``) and its thread goes on; ``first_error`` says why.
+    With ``stop_on_error`` the first failure (or a window without a finished request) raises
+    ``LoadError`` instead.
+    """
+    client = psutil.Process().pid
+
+    def sample() -> tuple[tuple[float, float, float], ModelStats | None]:
+        cpu = cpu_seconds(target.pid), cpu_seconds(client, False), busy_cpu_seconds()
+        return cpu, target.stats() if target.stats else None
+
+    senders: list[Send] = []
+    try:
+        for _ in range(concurrency):
+            senders.append(target.new_sender())
+        window = closed_loop_window(
+            senders,
+            warmup_s=warmup_s,
+            window_s=window_s,
+            max_windows=max_windows,
+            stop_on_error=stop_on_error,
+            sample=sample,
+        )
+    finally:
+        for sender in senders:
+            getattr(sender, "close", lambda: None)()
+    if stop_on_error and window.first_error is not None:
+        raise LoadError(f"{window.failures} request(s) failed; first: {window.first_error}")
+    if stop_on_error and not window.requests:
+        raise LoadError(
+            f"no request finished in {window.seconds:.1f} s at concurrency {concurrency}"
+        )
+    elapsed = window.seconds
+    (cpu_before, stats_before), (cpu_after, stats_after) = window.before, window.after
+    server, client_cores, machine = ((a - b) / elapsed for a, b in zip(cpu_after, cpu_before))
+    row = {
+        "service": target.name,
+        "concurrency": concurrency,
+        "throughput_infer_per_s": len(window.requests) * target.batch_size / elapsed,
+        **latency_columns(window.latencies_ms()),
+        "errors": len(window.errors),
+        "requests": len(window.requests),
+        "window_s": elapsed,
+        "server_cpu_cores": server,
+        "client_cpu_cores": client_cores,
+        "other_cpu_cores": max(machine - server - client_cores, 0.0),
+        "first_error": str(window.first_error) if window.first_error else "",
+    }
+    if stats_after is not None:
+        delta = stats_after - stats_before
+        row |= {f"server_{phase}_ms": ms for phase, ms in delta.phase_ms().items()}
+        row["server_success_delta"] = delta.success_count
+        row["server_executions_delta"] = delta.execution_count
     return row
 
 
 def sweep(
-    url: str,
-    model: str,
-    payload: Payload | Callable[[int], Payload],
+    targets: Sequence[Target],
     concurrencies: Sequence[int],
     *,
     progress: bool = True,
     **options: Any,
 ) -> pd.DataFrame:
-    """Measure each concurrency level in turn (with a progress bar); one row per level."""
+    """Every target at every concurrency, interleaved level by level; one row each (notebook 06).
+
+    Interleaving (A@1, B@1, A@8, B@8, ...) spreads any background load on the machine over
+    all targets instead of penalising whichever ran last. ``options`` go to ``measure``.
+    """
     from tqdm.auto import tqdm
 
+    runs = [(c, t) for c in concurrencies for t in targets]
     rows = []
-    levels = tqdm(concurrencies, desc=f"{model}", unit="level", disable=not progress)
-    for concurrency in levels:
-        levels.set_postfix(concurrency=concurrency)
-        rows.append(measure(url, model, payload, concurrency, **options))
-    frame = pd.DataFrame(rows)
-    extra = [c for c in frame.columns if c not in RESULT_COLUMNS]
-    return frame[[*RESULT_COLUMNS, *extra]]
+    bar = tqdm(runs, desc="load", unit="run", disable=not progress)
+    for concurrency, target in bar:
+        bar.set_postfix(service=target.name, concurrency=concurrency)
+        rows.append(measure(target, concurrency, **options))
+    return pd.DataFrame(rows)
+
+
+def ratios(frame: pd.DataFrame, numerator: str, denominator: str) -> pd.DataFrame:
+    """Per concurrency: throughput and p99 of ``numerator`` / ``denominator`` (notebook 06)."""
+    table = frame.pivot(
+        index="concurrency", columns="service", values=["throughput_infer_per_s", "latency_p99_ms"]
+    )
+    return pd.DataFrame(
+        {
+            "throughput_ratio": table["throughput_infer_per_s"][numerator]
+            / table["throughput_infer_per_s"][denominator],
+            "p99_ratio": table["latency_p99_ms"][numerator] / table["latency_p99_ms"][denominator],
+        }
+    )

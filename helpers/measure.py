@@ -2,7 +2,7 @@
 
 ``measure_sweep`` dispatches to ``helpers.perf_analyzer.run`` when perf_analyzer runs on this
 machine (or when asked for it), otherwise to the course's fallback generator
-(``helpers.loadgen.sweep``). Both return ``RESULT_COLUMNS``; this module adds the model, the
+(``helpers.loadgen``, the course's one load engine). Both return ``RESULT_COLUMNS``; this module adds the model, the
 configuration label, the launcher and how many requests the server ran per execution (the
 batch it formed), so tables from either tool look the same and say which tool made them.
 
@@ -15,7 +15,7 @@ batch it formed), so tables from either tool look the same and say which tool ma
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,7 +96,7 @@ def payload_for(model: str, images: np.ndarray, repository: str | Path | None = 
 def measure_sweep(
     server: Any,
     model: str,
-    payload: Payload | Callable[[int], Payload],
+    payload: Payload,
     concurrencies: Sequence[int],
     *,
     tool: str | ToolChoice = "auto",
@@ -135,18 +135,19 @@ def measure_sweep(
             perf_options,
         )
     else:
+        memory = perf_options.get("shared_memory", "none")
+        target = loadgen.triton_target(url, model, payload, protocol=protocol, shared_memory=memory)
         frame = loadgen.sweep(
-            url,
-            model,
-            payload,
+            [target],
             concurrencies,
             progress=progress,
-            protocol=protocol,
             warmup_s=warmup_s,
             window_s=window_s,
             max_windows=max_windows,
-            shared_memory=perf_options.get("shared_memory", "none"),
+            stop_on_error=True,
         )
+        frame = frame.drop(columns=["service", "errors", "first_error"])  # one model, no error
+        frame = frame.assign(tool=FALLBACK, shared_memory=memory)
     frame["model"] = model
     frame["config"] = config
     frame["launcher"] = getattr(server, "mode", "")
@@ -154,13 +155,15 @@ def measure_sweep(
         "server_executions_delta"
     ].where(frame["server_executions_delta"] > 0)
     extra = [c for c in frame.columns if c not in pa.RESULT_COLUMNS and c not in LABEL_COLUMNS]
-    return frame[[*pa.RESULT_COLUMNS, *LABEL_COLUMNS, *extra]]
+    return frame.reindex(
+        columns=[*pa.RESULT_COLUMNS, *LABEL_COLUMNS, *extra]
+    )  # the client split: NaN
 
 
 def _perf_analyzer_sweep(
     url: str,
     model: str,
-    payload: Payload | Callable[[int], Payload],
+    payload: Payload,
     concurrencies: Sequence[int],
     choice: ToolChoice,
     protocol: str,
@@ -170,7 +173,6 @@ def _perf_analyzer_sweep(
     options: dict[str, Any],
 ) -> pd.DataFrame:
     """perf_analyzer one level at a time, each bracketed by consistent statistics snapshots."""
-    sample = payload(0) if callable(payload) else payload
     options = dict(options)
     extra = [*options.pop("extra", ()), "--max-trials", str(max_windows)]
     rows = []
@@ -183,8 +185,8 @@ def _perf_analyzer_sweep(
                 [level],
                 url=url,
                 protocol=protocol,
-                shape={name: array.shape[1:] for name, array in sample.arrays.items()},
-                batch_size=sample.batch_size,
+                shape={name: array.shape[1:] for name, array in payload.arrays.items()},
+                batch_size=payload.batch_size,
                 measurement_interval_ms=int(window_s * 1000),
                 extra=extra,
                 location=choice.location,
@@ -252,7 +254,7 @@ def measure_configs(
     server: Any,
     model: str,
     configs: Mapping[str, Mapping[str, Any]],
-    payload: Payload | Callable[[int], Payload],
+    payload: Payload,
     concurrencies: Sequence[int],
     **options: Any,
 ) -> pd.DataFrame:

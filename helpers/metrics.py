@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers.statistics import wait_for
+from helpers.statistics import PHASES, wait_for
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -122,14 +122,12 @@ def metrics_delta(before: pd.Series, after: pd.Series) -> pd.DataFrame:
 def per_request_us(delta: pd.DataFrame) -> pd.Series:
     """Average microseconds per request in each phase, from a ``metrics_delta`` (notebook 03)."""
     requests = max(delta.loc["nv_inference_request_success", "increase"], 1.0)
-    phases = {
-        "queue": "nv_inference_queue_duration_us",
-        "compute input": "nv_inference_compute_input_duration_us",
-        "compute infer": "nv_inference_compute_infer_duration_us",
-        "compute output": "nv_inference_compute_output_duration_us",
-    }
     return pd.Series(
-        {label: delta.loc[name, "increase"] / requests for label, name in phases.items()},
+        {
+            phase.replace("_", " "): delta.loc[f"nv_inference_{phase}_duration_us", "increase"]
+            / requests
+            for phase in PHASES
+        },
         name="us per request",
     )
 

@@ -1,7 +1,7 @@
 """Bytes in, boxes out: the client of notebook 07 and the load targets that compare pipelines.
 
 The ``*_target`` functions wrap each way of serving "image in, boxes out" as a
-``helpers.harness.Target`` for notebook 07's measurement and ``python -m tools.bench pipeline``;
+``helpers.loadgen.Target`` for notebook 07's measurement and ``python -m tools.bench pipeline``;
 the Triton ones send with ``detect_http``, the client notebook 07's cell teaches
 (``helpers.lessons.pipeline_client``).
 """
@@ -12,9 +12,9 @@ import cv2
 import numpy as np
 import tritonclient.http as httpclient
 
-from helpers.harness import Target, http_sender
 from helpers.lessons.pipeline_client import detect_http
 from helpers.lessons.yolo_client import postprocess, preprocess
+from helpers.loadgen import Target, http_sender
 from helpers.yolo import coco_names
 
 

@@ -47,7 +47,7 @@ class ModelStats:
     """Cumulative statistics of one model, summed over its versions (notebook 03).
 
     ``*_ns`` are summed over requests; ``batches`` maps a batch size to how many executions
-    ran with it.
+    ran with it, ``batch_infer_ns`` to the compute-infer time those executions took.
     """
 
     inference_count: int = 0
@@ -61,6 +61,7 @@ class ModelStats:
     batches: dict[int, int] = field(default_factory=dict)
     cache_hit_count: int = 0
     cache_miss_count: int = 0
+    batch_infer_ns: dict[int, int] = field(default_factory=dict)
 
     def __sub__(self, other: ModelStats) -> ModelStats:
         return self._combine(other, -1)
@@ -69,14 +70,15 @@ class ModelStats:
         return self._combine(other, 1)
 
     def _combine(self, other: ModelStats, sign: int) -> ModelStats:
-        sizes = set(self.batches) | set(other.batches)
-        batches = {s: self.batches.get(s, 0) + sign * other.batches.get(s, 0) for s in sizes}
-        scalars = {
-            name: getattr(self, name) + sign * getattr(other, name)
-            for name in self.__dataclass_fields__
-            if name != "batches"
-        }
-        return ModelStats(**scalars, batches={s: n for s, n in sorted(batches.items()) if n})
+        values: dict[str, Any] = {}
+        for name in self.__dataclass_fields__:
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if isinstance(mine, dict):  # per batch size; sizes that sum to 0 are left out
+                sums = {s: mine.get(s, 0) + sign * theirs.get(s, 0) for s in {*mine, *theirs}}
+                values[name] = {s: n for s, n in sorted(sums.items()) if n}
+            else:
+                values[name] = mine + sign * theirs
+        return ModelStats(**values)
 
     @property
     def executed_inferences(self) -> int:
@@ -135,9 +137,12 @@ def parse_statistics(raw: Mapping[str, Any]) -> dict[str, ModelStats]:
     for entry in raw.get("model_stats", []):
         stats = entry.get("inference_stats", {})
         batches: dict[int, int] = {}
+        batch_infer_ns: dict[int, int] = {}
         for batch in entry.get("batch_stats", []):
             size = int(batch["batch_size"])
-            batches[size] = batches.get(size, 0) + _count(batch.get("compute_infer"))[0]
+            count, ns = _count(batch.get("compute_infer"))
+            batches[size] = batches.get(size, 0) + count
+            batch_infer_ns[size] = batch_infer_ns.get(size, 0) + ns
         one = ModelStats(
             inference_count=int(entry.get("inference_count", 0)),
             execution_count=int(entry.get("execution_count", 0)),
@@ -147,6 +152,7 @@ def parse_statistics(raw: Mapping[str, Any]) -> dict[str, ModelStats]:
             batches=batches,
             cache_hit_count=_count(stats.get("cache_hit"))[0],
             cache_miss_count=_count(stats.get("cache_miss"))[0],
+            batch_infer_ns=batch_infer_ns,
         )
         name = entry["name"]
         found[name] = found[name] + one if name in found else one

@@ -20,8 +20,8 @@ import psutil
 import pytest
 
 from helpers.fastapi_server import FastAPIServer
-from helpers.harness import fastapi_target, measure
 from helpers.lessons.yolo_client import postprocess, preprocess
+from helpers.loadgen import fastapi_target, measure
 from helpers.yolo import (
     RandomWeightsWarning,
     coco_names,

@@ -33,6 +33,7 @@ from helpers.backends.pytorch.torch_runner import (
 )
 from helpers.model_config import config_from_dict
 from helpers.server import TritonServer
+from helpers.statistics import model_stats
 from tests.tiny_models import sample_batch, tiny_net
 from tools.bench import gpu, headline
 
@@ -165,9 +166,9 @@ def test_served_batches_never_mix_up_responses_and_graphs_fall_back_on_the_cpu(t
                 expected = [tiny_net()(torch.from_numpy(a)).numpy() for a in inputs]
             for got, want in zip(results, expected):
                 np.testing.assert_allclose(got, want, atol=1e-5)
-        stats = server.http_client().get_inference_statistics("tiny_graphs")["model_stats"][0]
+        stats = model_stats(server.http_client(), "tiny_graphs")
         log = server.log_tail(200, containing=["tiny_graphs"])
-    assert max(int(b["batch_size"]) for b in stats["batch_stats"]) > 3  # batches were formed
+    assert max(stats.batches) > 3  # batches were formed
     assert "CUDA_GRAPHS asked, but this instance runs on the CPU: no CUDA graphs" in log
     assert "FORCE_CPU_ONLY_INPUT_TENSORS" not in log  # the Python backend's own: no warning
 

@@ -1,4 +1,4 @@
-"""The fallback load generator (helpers.loadgen) against a real embedded Triton.
+"""The course's load engine (helpers.loadgen) against a real embedded Triton.
 
 One short sweep of the tiny ONNX model (max batch 8, 50 ms max queue delay): at concurrency 4
 the batcher waits out its delay and runs 4 requests together, at 8 it fills whole batches.
@@ -30,8 +30,8 @@ from helpers.loadgen import (
     output_byte_sizes,
     percentiles,
     sweep,
+    triton_target,
 )
-from helpers.perf_analyzer import RESULT_COLUMNS
 from helpers.server import TritonServer
 from tests.tiny_models import sample_batch, tiny_net
 
@@ -47,22 +47,21 @@ SPLIT = (
 @pytest.fixture(scope="module")
 def result(tiny_repository: Path) -> pd.DataFrame:
     with TritonServer(tiny_repository, models=["tiny_onnx"]) as server:
+        payload = Payload({"images": sample_batch(1)}, ["scores"])
         return sweep(
-            server.grpc_url,
-            "tiny_onnx",
-            Payload({"images": sample_batch(1)}, ["scores"]),
+            [triton_target(server.grpc_url, "tiny_onnx", payload)],
             LEVELS,
             warmup_s=0.5,
             window_s=2.0,
             max_windows=3,
+            stop_on_error=True,
             progress=False,
         )
 
 
-def test_result_has_the_course_schema_and_names_its_tool(result: pd.DataFrame):
-    assert list(result.columns[: len(RESULT_COLUMNS)]) == list(RESULT_COLUMNS)
+def test_one_row_per_level_named_after_the_model(result: pd.DataFrame):
     assert result["concurrency"].tolist() == list(LEVELS)
-    assert (result["tool"] == "fallback generator").all()
+    assert (result["service"] == "tiny_onnx").all() and (result["errors"] == 0).all()
 
 
 def test_throughput_times_window_matches_the_servers_success_count(result: pd.DataFrame):
@@ -116,7 +115,7 @@ def test_system_shared_memory_carries_real_inputs_and_outputs(tiny_server, proto
         np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-5)
         assert len(_registered(tiny_server, protocol)) == 2
     finally:
-        prepared.release()
+        prepared.close()
     assert _registered(tiny_server, protocol) == []
     assert _loadgen_regions() == []
 
@@ -137,22 +136,21 @@ def test_a_failing_request_stops_the_run_with_the_servers_reason(tiny_server, pr
     wrong = Payload({"images": sample_batch(1).astype(np.float64)})
     reason = "input 'images' data-type is 'FP64', but model 'tiny_onnx' expects 'FP32'"
     with pytest.raises(LoadError, match=r"request\(s\) failed; first: .*" + re.escape(reason)):
-        measure(url, "tiny_onnx", wrong, 2, protocol=protocol, warmup_s=0.5, shared_memory=memory)
+        target = triton_target(url, "tiny_onnx", wrong, protocol=protocol, shared_memory=memory)
+        measure(target, 2, warmup_s=0.5, stop_on_error=True)
     assert _loadgen_regions() == []
 
 
 def test_measure_over_shared_memory_counts_what_the_server_counts(tiny_server):
+    payload = Payload({"images": sample_batch(1)}, ["scores"])
     row = measure(
-        tiny_server.grpc_url,
-        "tiny_onnx",
-        Payload({"images": sample_batch(1)}, ["scores"]),
+        triton_target(tiny_server.grpc_url, "tiny_onnx", payload, shared_memory="system"),
         4,
         warmup_s=0.5,
         window_s=1.5,
         max_windows=3,
-        shared_memory="system",
+        stop_on_error=True,
     )
-    assert row["shared_memory"] == "system"
     assert row["server_success_delta"] > 20
     counted = row["throughput_infer_per_s"] * row["window_s"]
     assert counted == pytest.approx(row["server_success_delta"], rel=0.05)
@@ -161,7 +159,7 @@ def test_measure_over_shared_memory_counts_what_the_server_counts(tiny_server):
 
 def test_shared_memory_mode_is_checked():
     with pytest.raises(ValueError, match="shared_memory must be 'none' or 'system'"):
-        measure("127.0.0.1:1", "m", Payload({"x": np.zeros((1, 1))}), 1, shared_memory="cuda")
+        triton_target("127.0.0.1:1", "m", Payload({"x": np.zeros((1, 1))}), shared_memory="cuda")
 
 
 def test_output_of_unknown_size_cannot_use_shared_memory():
@@ -226,18 +224,9 @@ def test_string_inputs_are_sent_as_triton_bytes_tensors(text_server, protocol, m
             lengths = response.as_numpy("LENGTH")
         assert lengths.ravel().tolist() == [6, 6]  # "héllo" is 6 bytes in UTF-8
     finally:
-        prepared.release()
-    row = measure(
-        url,
-        "text_length",
-        payload,
-        2,
-        protocol=protocol,
-        warmup_s=0.3,
-        window_s=1,
-        max_windows=3,
-        shared_memory=memory,
-    )
+        prepared.close()
+    target = triton_target(url, "text_length", payload, protocol=protocol, shared_memory=memory)
+    row = measure(target, 2, warmup_s=0.3, window_s=1, max_windows=3, stop_on_error=True)
     assert row["server_success_delta"] > 0
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.clients import infer_concurrently, infer_http
+from helpers.clients import infer, infer_concurrently
 from helpers.metrics import (
     KEY_METRICS,
     metrics_delta,
@@ -90,7 +90,7 @@ def test_counters_increase_by_the_requests_sent(server):
     before = model_metrics(scrape(server.metrics_url), "tiny_onnx")
     requests = [{"images": sample_batch(1, seed=i)} for i in range(9)]
     infer_concurrently(server, "tiny_onnx", requests, concurrency=3)
-    infer_http(server, "tiny_onnx", {"images": sample_batch(2)})  # one request, two images
+    infer(server, "tiny_onnx", {"images": sample_batch(2)})  # one request, two images
     success = before["nv_inference_request_success"] + 10
     after = wait_for_model_metrics(server.metrics_url, "tiny_onnx", success, timeout=10)
     delta = metrics_delta(before, after)

@@ -21,7 +21,7 @@ import pytest
 from tritonclient.utils import InferenceServerException
 
 from helpers import whisper_client as wc
-from helpers.clients import infer_grpc, infer_http
+from helpers.clients import infer
 from helpers.lessons.whisper import transcribe
 from helpers.processes import is_alive, process_tree, wait_until_gone
 from helpers.server import ModelLoadError, ServerError, TritonServer
@@ -52,9 +52,10 @@ def test_server_killed_mid_load_every_request_answers_or_raises_and_start_relaun
         answered, killed = threading.Semaphore(0), threading.Event()
 
         def send(index: int) -> np.ndarray | Exception:
-            infer = infer_grpc if index % 2 else infer_http
+            protocol = "grpc" if index % 2 else "http"
             try:
-                output = infer(server, "tiny_onnx", {"images": inputs[index % 32]})["scores"]
+                images = {"images": inputs[index % 32]}
+                output = infer(server, "tiny_onnx", images, protocol=protocol)["scores"]
             except Exception as error:  # every failure is kept and checked below
                 return error
             answered.release()
@@ -91,7 +92,7 @@ def test_server_killed_mid_load_every_request_answers_or_raises_and_start_relaun
 
         server.start()  # the next call launches a new server
         assert server.is_running() and server.pid != old_pid
-        output = infer_http(server, "tiny_onnx", {"images": inputs[0]})["scores"]
+        output = infer(server, "tiny_onnx", {"images": inputs[0]}, protocol="http")["scores"]
         np.testing.assert_allclose(output, expected[0], atol=1e-5)
     finally:
         server.stop()
@@ -132,7 +133,7 @@ def stub_of(server: TritonServer, model: str) -> int:
 
 
 def test_a_killed_stub_fails_its_own_requests_clearly_and_reload_brings_it_back(server, image):
-    yolo_before = infer_http(server, YOLO, {"images": image})["output0"]
+    yolo_before = infer(server, YOLO, {"images": image}, protocol="http")["output0"]
     stub = stub_of(server, WHISPER)
     os.kill(stub, signal.SIGKILL)
     assert wait_until_gone([stub]) == []
@@ -143,9 +144,7 @@ def test_a_killed_stub_fails_its_own_requests_clearly_and_reload_brings_it_back(
             assert f"Stub process '{WHISPER}_0_0' is not healthy" in error.value.message()
     # The server and its other model are untouched.
     assert server.is_running()
-    np.testing.assert_array_equal(
-        infer_grpc(server, YOLO, {"images": image})["output0"], yolo_before
-    )
+    np.testing.assert_array_equal(infer(server, YOLO, {"images": image})["output0"], yolo_before)
 
     started = time.monotonic()
     server.reload_model(WHISPER)
@@ -160,7 +159,7 @@ def test_a_model_file_corrupted_on_disk_fails_to_load_and_the_rest_keeps_serving
 ):
     path = repository / YOLO / "1" / "model.onnx"
     original = path.read_bytes()
-    served = infer_http(server, YOLO, {"images": image})["output0"]
+    served = infer(server, YOLO, {"images": image}, protocol="http")["output0"]
     session = ort.InferenceSession(str(path))
     np.testing.assert_allclose(served, session.run(None, {"images": image})[0], atol=1e-3)
     try:
@@ -173,16 +172,14 @@ def test_a_model_file_corrupted_on_disk_fails_to_load_and_the_rest_keeps_serving
         assert "--- tritonserver log" in message
         # Triton keeps the version that was loaded when a reload fails; Whisper is untouched.
         assert server.is_running() and server.model_ready(YOLO)
-        np.testing.assert_array_equal(
-            infer_grpc(server, YOLO, {"images": image})["output0"], served
-        )
+        np.testing.assert_array_equal(infer(server, YOLO, {"images": image})["output0"], served)
         with server.http_client() as client:
             assert transcribe(client, SPEECH.read_bytes()).text == "Thank you for listening."
     finally:
         path.write_bytes(original)
     server.load_model(YOLO)  # the repaired file loads again
     np.testing.assert_allclose(
-        infer_http(server, YOLO, {"images": image})["output0"], served, atol=1e-5
+        infer(server, YOLO, {"images": image}, protocol="http")["output0"], served, atol=1e-5
     )
 
 

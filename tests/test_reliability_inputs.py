@@ -24,7 +24,7 @@ import pytest
 from tritonclient.utils import InferenceServerException
 
 from helpers import whisper_client as wc
-from helpers.clients import infer_grpc, infer_http
+from helpers.clients import infer
 from helpers.export import run_torchscript
 from helpers.fastapi_server import FastAPIServer
 from helpers.lessons.whisper import transcribe
@@ -104,7 +104,8 @@ def assert_still_serving(
         with server.http_client() as client:
             assert transcribe(client, SPEECH.read_bytes()).text == transcript
     else:
-        output = infer_http(server, model, {INPUT_NAMES[model]: bus})[OUTPUT_NAMES[model]]
+        outputs = infer(server, model, {INPUT_NAMES[model]: bus}, protocol="http")
+        output = outputs[OUTPUT_NAMES[model]]
         np.testing.assert_allclose(output, expected[model], atol=1e-3, rtol=1e-3)
 
 
@@ -197,9 +198,8 @@ def test_a_bad_request_is_named_and_the_next_good_one_is_answered(
     server, bus, expected, transcript, model, protocol, inputs, version, words
 ):
     pid = server.pid
-    infer = infer_http if protocol == "http" else infer_grpc
     with pytest.raises(InferenceServerException) as error:
-        infer(server, model, inputs(), version=version)
+        infer(server, model, inputs(), protocol=protocol, version=version)
     for word in words:
         assert word in error.value.message(), error.value.message()
     good_model = model if model in (ONNX, TORCHSCRIPT, WHISPER) else ONNX
@@ -321,7 +321,7 @@ def test_nan_and_inf_stay_in_their_own_request_of_a_batch(server, repository, mo
         with ThreadPoolExecutor(BATCH) as pool:
             outputs = list(
                 pool.map(
-                    lambda array: infer_grpc(server, name, {INPUT_NAMES[model]: array})[
+                    lambda array: infer(server, name, {INPUT_NAMES[model]: array})[
                         OUTPUT_NAMES[model]
                     ],
                     [bad, *good],

@@ -25,7 +25,7 @@ from jupyter_client.manager import KernelManager, start_new_kernel
 from tritonclient.utils import InferenceServerException
 
 import helpers.processes
-from helpers.clients import infer_http
+from helpers.clients import infer
 from helpers.fastapi_server import FastAPIServer
 from helpers.netron_view import NetronServer
 from helpers.paths import REPO_ROOT
@@ -120,7 +120,8 @@ def test_two_notebooks_get_their_own_servers_and_none_outlives_its_kernel(
     assert a["started"]["tritonserver"][0] != b["started"]["tritonserver"][0]
     assert not set(a["ports"]["tritonserver"]) & set(b["ports"]["tritonserver"])
     for report in (a, b):  # each notebook's server answers on its own ports
-        scores = infer_http(report["http"], "tiny_onnx", {"images": sample_batch(1)})["scores"]
+        outputs = infer(report["http"], "tiny_onnx", {"images": sample_batch(1)}, protocol="http")
+        scores = outputs["scores"]
         assert scores.shape == (1, 4)
 
     # Every server a notebook starts listens on loopback only, by default.
@@ -181,7 +182,8 @@ def test_triton_picks_other_ports_when_one_is_taken(tiny_repository, monkeypatch
         with TritonServer(tiny_repository, models=["tiny_onnx"]) as server:
             assert len(calls) == 2 and taken not in vars(server.ports).values()
             assert server.is_running()
-            assert infer_http(server, "tiny_onnx", {"images": sample_batch(1)})["scores"].shape == (
+            outputs = infer(server, "tiny_onnx", {"images": sample_batch(1)}, protocol="http")
+            assert outputs["scores"].shape == (
                 1,
                 4,
             )
@@ -244,7 +246,8 @@ def test_all_interfaces_only_when_asked_and_model_control_stays_locked(tiny_repo
         address = (non_loopback_addresses() or ["127.0.0.1"])[0]
         url = f"{address}:{server.ports.http}"
         # Inference is served to the network ...
-        assert infer_http(url, "tiny_onnx", {"images": sample_batch(1)})["scores"].shape == (1, 4)
+        outputs = infer(url, "tiny_onnx", {"images": sample_batch(1)}, protocol="http")
+        assert outputs["scores"].shape == (1, 4)
         # ... the model-repository API is not, over HTTP or gRPC, without the server's key.
         for path in ("/v2/repository/index", "/v2/repository/models/tiny_torchscript/load"):
             request = urllib.request.Request(f"http://{url}{path}", data=b"{}", method="POST")

@@ -14,7 +14,7 @@ import pytest
 from tritonclient.utils import InferenceServerException
 
 from helpers.batching import ModelStats, burst, bursts_frame, model_stats
-from helpers.clients import infer_grpc, infer_http, loaded_config, make_inputs, model_metadata
+from helpers.clients import infer, loaded_config, make_inputs
 from helpers.model_config import config_to_dict, config_variant, read_config
 from helpers.repository import config_table, repository_layout, wait_until_unloaded
 from helpers.server import TritonServer
@@ -110,7 +110,7 @@ def test_a_second_version_through_the_repository_api(server, tiny_repository):
     )
     try:
         http = server.http_client()
-        assert model_metadata(http, "tiny_onnx")["versions"] == ["1", "2"]
+        assert http.get_model_metadata("tiny_onnx")["versions"] == ["1", "2"]
         assert server.model_ready("tiny_onnx", "1") and server.model_ready("tiny_onnx", "2")
         batch = sample_batch(1)
         for asked, answered in (("1", "1"), ("2", "2"), ("", "2")):
@@ -120,7 +120,7 @@ def test_a_second_version_through_the_repository_api(server, tiny_repository):
         assert not (folder / "2").exists()  # the files travelled in the request
     finally:
         server.load_model("tiny_onnx", config=config_variant(folder))
-    assert model_metadata(server.grpc_client(), "tiny_onnx")["versions"] == ["1"]
+    assert server.http_client().get_model_metadata("tiny_onnx")["versions"] == ["1"]
     assert not server.model_ready("tiny_onnx", "2")
     assert sorted(p.name for p in folder.iterdir()) == ["1", "config.pbtxt"]
 
@@ -134,8 +134,9 @@ def test_unload_frees_the_model_and_says_so(server):
     }
     assert states[("tiny_onnx_nobatch", "1")] == ("UNAVAILABLE", "unloaded")
     with pytest.raises(InferenceServerException, match="no available versions"):
-        infer_grpc(server, "tiny_onnx_nobatch", {"images": sample_batch(1)})
-    assert infer_http(server, "tiny_onnx", {"images": sample_batch(1)})["scores"].shape == (1, 4)
+        infer(server, "tiny_onnx_nobatch", {"images": sample_batch(1)})
+    outputs = infer(server, "tiny_onnx", {"images": sample_batch(1)}, protocol="http")
+    assert outputs["scores"].shape == (1, 4)
     server.load_model("tiny_onnx_nobatch")
 
 

@@ -40,7 +40,7 @@ def entry(name: str, version: str, success: int, inferences: int, batches: dict[
             "cache_miss": count(0),
         },
         "batch_stats": [
-            {"batch_size": size, "compute_infer": count(n)} for size, n in batches.items()
+            {"batch_size": size, "compute_infer": count(n, 7000 * n)} for size, n in batches.items()
         ],
     }
 
@@ -74,6 +74,7 @@ def test_parse_sums_versions_and_reads_grpc_strings():
         queue_ns=11_000,
         compute_infer_ns=55_000,
         batches={1: 3, 4: 2},
+        batch_infer_ns={1: 21_000, 4: 14_000},
     )
     assert stats["other"].batches == {2: 1} and stats["other"].executed_inferences == 2
 

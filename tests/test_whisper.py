@@ -32,6 +32,7 @@ from helpers.lessons.whisper import (
 from helpers.paths import MODEL_REPOSITORY
 from helpers.server import TritonServer
 from helpers.speech import concatenate, load_samples, read_wav, wav_bytes, word_error_rate
+from helpers.statistics import ModelStats, model_stats, settled_stats
 
 MODEL_PY = MODEL_REPOSITORY / wc.MODEL_NAME / "1" / "model.py"
 STREAM_MODEL_PY = MODEL_REPOSITORY / wc.STREAM_MODEL_NAME / "1" / "model.py"
@@ -169,8 +170,7 @@ def test_bad_audio_fails_alone_in_a_dynamic_batch(server, long_audio, tmp_path, 
         "truncated": (good.read_bytes()[:44], "holds no audio samples"),
         "image, not audio": (png_file(tmp_path / "plot.png").read_bytes(), "has no audio stream"),
     }
-    stats = http.get_inference_statistics(wc.MODEL_NAME)
-    batched_before = batched_executions(stats)
+    before = model_stats(http, wc.MODEL_NAME)
     started = threading.Event()
 
     def send(audio: bytes) -> Transcript | Exception:
@@ -210,8 +210,8 @@ def test_bad_audio_fails_alone_in_a_dynamic_batch(server, long_audio, tmp_path, 
         assert message in results[name].message(), (name, results[name].message())
     assert "data-type is 'FP32', but model" in str(wrong_type.result())
     assert "expects 'BYTES'" in str(wrong_type.result())
-    stats = http.get_inference_statistics(wc.MODEL_NAME)
-    assert batched_executions(stats) > batched_before, "the requests were never batched"
+    after = settled_stats(http, wc.MODEL_NAME, before.success_count + 2)  # blocker, good
+    assert batched_executions(after) > batched_executions(before), "the requests were never batched"
     assert transcribe(http, good.read_bytes()).text == good_result.text
 
 
@@ -352,10 +352,9 @@ def test_a_multilingual_model_gets_language_zh_and_refuses_a_code_it_does_not_kn
 
 
 # --------------------------------------------------------------------------- helpers
-def batched_executions(stats: dict) -> int:
+def batched_executions(stats: ModelStats) -> int:
     """How many model executions ran a batch of more than one request."""
-    batches = stats["model_stats"][0].get("batch_stats", [])
-    return sum(int(b["compute_infer"]["count"]) for b in batches if int(b["batch_size"]) > 1)
+    return sum(count for size, count in stats.batches.items() if size > 1)
 
 
 def png_file(path: Path) -> Path:

@@ -130,8 +130,8 @@ def latency_throughput(
     screenshot: Path, concurrency: Sequence[int] = (1, 2, 4), window_s: float = 2.0
 ) -> pd.DataFrame:
     """Measure notebook 04's concurrency sweep of YOLO11n ONNX on Triton now and save its figure."""
-    from helpers.harness import busy_cpu_seconds, cpu_seconds
     from helpers.lessons.yolo_client import preprocess
+    from helpers.loadgen import busy_cpu_seconds, cpu_seconds
     from helpers.measure import choose_tool, measure_sweep, missing_reason, payload_for
     from helpers.plots import latency_throughput as plot_latency_throughput
     from helpers.results import machine_info

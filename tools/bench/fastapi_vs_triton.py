@@ -1,7 +1,7 @@
 """FastAPI + PyTorch vs Triton (ONNX, dynamic batching) under the same load, one run.
 
 ``python -m tools.bench fastapi-vs-triton``: three services on this machine at once, all
-on loopback, all driven by ``helpers.harness`` (the same raw-HTTP client, the same bytes of
+on loopback, all driven by ``helpers.loadgen`` (the same raw-HTTP client, the same bytes of
 bus.jpg at 1x3x640x640, the same warm-up and window, levels interleaved):
 
 * ``fastapi``: notebook 06's app (``helpers.lessons.fastapi_vs_triton``), YOLO11n in PyTorch, one forward pass per request in
@@ -25,8 +25,8 @@ import os
 import pandas as pd
 
 from helpers.fastapi_server import FastAPIServer
-from helpers.harness import fastapi_target, ratios, sweep, triton_http_target
 from helpers.lessons.yolo_client import preprocess
+from helpers.loadgen import fastapi_target, ratios, sweep, triton_http_target
 from helpers.measure import default_threads, missing_reason
 from helpers.model_config import config_variant
 from helpers.server import ServerError, TritonServer

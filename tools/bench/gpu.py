@@ -53,6 +53,7 @@ from helpers.machine import machine_facts
 from helpers.model_config import config_from_dict, render_config
 from helpers.paths import REPO_ROOT, build_dir
 from helpers.results import load_results, save_results
+from helpers.statistics import model_stats
 from tools.bench import CannotRun, headline
 
 INPUT, OUTPUT, SIDE = "INPUT__0", "OUTPUT__0", 640
@@ -437,7 +438,7 @@ def output_check(
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException
 
-    from helpers.clients import infer_grpc, model_io
+    from helpers.clients import infer, model_io
 
     with grpcclient.InferenceServerClient(url) as client:
         names = model_io(client, model)[1]
@@ -445,7 +446,7 @@ def output_check(
     def served(image: np.ndarray) -> list[np.ndarray]:
         """The answer's outputs; an error, or an output that does not parse, as empty arrays."""
         try:
-            answer = infer_grpc(url, model, {INPUT: image})
+            answer = infer(url, model, {INPUT: image})
             return [answer[name].astype(np.float64) for name in names]
         except (InferenceServerException, ValueError, KeyError) as error:
             print(f"{model}: a check request failed: {error!r}", flush=True)
@@ -637,15 +638,10 @@ def batch_stats(url: str, model: str) -> dict[int, tuple[int, int]]:
     import tritonclient.grpc as grpcclient
 
     with grpcclient.InferenceServerClient(url) as client:
-        stats = client.get_inference_statistics(model, as_json=True)
-    counts: dict[int, tuple[int, int]] = {}
-    for entry in stats["model_stats"]:
-        for batch in entry.get("batch_stats", []):
-            infer = batch["compute_infer"]
-            size = int(batch["batch_size"])
-            count, ns = counts.get(size, (0, 0))
-            counts[size] = (count + int(infer.get("count", 0)), ns + int(infer.get("ns", 0)))
-    return counts
+        stats = model_stats(client, model)
+    return {
+        size: (count, stats.batch_infer_ns.get(size, 0)) for size, count in stats.batches.items()
+    }
 
 
 def batch_profile(url: str, model: str, since: dict[int, tuple[int, int]] | None = None) -> str:

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers.loadgen import Payload, measure
+from helpers.loadgen import Payload
+from helpers.measure import measure_sweep
 from helpers.paths import REPO_ROOT, build_dir
 from helpers.results import save_results
 from tools.bench import headline
@@ -129,18 +130,19 @@ def main(argv: list[str] | None = None) -> int:
                         ran.append(measured.to_dict() | {"shared_memory": memory})
                     except perf_analyzer.PerfAnalyzerError as error:
                         print(f"perf_analyzer, c{level}, {memory}: {str(error).splitlines()[-1]}")
-                    ran.append(
-                        measure(
-                            server.grpc_url,
-                            model.name,
-                            Payload({INPUT: image}),
-                            level,
-                            warmup_s=2,
-                            window_s=args.window_ms / 1000,
-                            max_windows=8,
-                            shared_memory=memory,
-                        )
+                    fallback = measure_sweep(
+                        server,
+                        model.name,
+                        Payload({INPUT: image}),
+                        [level],
+                        tool="fallback",
+                        warmup_s=2,
+                        window_s=args.window_ms / 1000,
+                        max_windows=8,
+                        progress=False,
+                        shared_memory=memory,
                     )
+                    ran.append(fallback.iloc[0].to_dict())
                     rows += ran
                     for row in ran:
                         print(

@@ -1,7 +1,7 @@
 """Bytes in, boxes out: Triton's ensemble vs the alternatives, one run (notebook 07).
 
 ``python -m tools.bench pipeline``: the same JPEG (bus.jpg) through three services on this
-machine, all on loopback, all driven by ``helpers.harness`` at one concurrency, in
+machine, all on loopback, all driven by ``helpers.loadgen`` at one concurrency, in
 alternating rounds (this machine's speed drifts from minute to minute):
 
 * ``ensemble``: the embedded Triton's ``yolo11n_pipeline`` (pre-processing, YOLO11n ONNX in
@@ -27,7 +27,7 @@ import pandas as pd
 
 from helpers.export import sidecar_path
 from helpers.fastapi_server import FastAPIServer
-from helpers.harness import measure
+from helpers.loadgen import measure
 from helpers.measure import missing_reason
 from helpers.paths import MODEL_REPOSITORY
 from helpers.pipelines import client_side_target, fastapi_detect_target, triton_target

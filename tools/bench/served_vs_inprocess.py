@@ -28,7 +28,7 @@ import numpy as np
 import onnxruntime as ort
 
 from helpers.lessons.yolo_client import preprocess
-from helpers.loadgen import Payload, closed_loop_window, measure
+from helpers.loadgen import Payload, closed_loop_window, measure, triton_target
 from helpers.model_config import config_variant
 from helpers.paths import MODEL_REPOSITORY
 from helpers.server import ServerError, TritonServer
@@ -109,15 +109,14 @@ def run(argv: list[str]) -> dict[str, float]:
             print(f"embedded Triton: start to {MODEL} READY in {ready_s:.2f} s")
 
             def served(config: str, memory: str) -> float:
+                payload = Payload({"images": image})
                 row = measure(
-                    server.grpc_url,
-                    MODEL,
-                    Payload({"images": image}),
+                    triton_target(server.grpc_url, MODEL, payload, shared_memory=memory),
                     args.concurrency,
                     warmup_s=2,
                     window_s=args.window,
                     max_windows=3,
-                    shared_memory=memory,
+                    stop_on_error=True,
                 )
                 print(
                     f"  served, {config}, dynamic batching, concurrency {args.concurrency}, "
