@@ -20,7 +20,12 @@ from helpers.docker_images import (
     faster_whisper_build_command,
     faster_whisper_run_command,
 )
-from helpers.lessons.whisper import transcribe
+from helpers.lessons.whisper import (
+    MULTILINGUAL_HOWTO,
+    ModelCheck,
+    multilingual_model,
+    transcribe,
+)
 from helpers.paths import REPO_ROOT
 from helpers.server import TritonServer
 from helpers.speech import load_samples, word_error_rate
@@ -86,17 +91,17 @@ def offline(name: str) -> str:
 
 def test_an_english_only_model_is_not_taken_for_a_multilingual_one(tmp_path) -> None:
     for check in (
-        wc.multilingual_model("tiny.en", download=offline),
-        wc.multilingual_model(wc.local_model_path("tiny.en")),  # the folder, asked of CTranslate2
+        multilingual_model("tiny.en", download=offline),
+        multilingual_model(wc.local_model_path("tiny.en")),  # the folder, asked of CTranslate2
     ):
         assert check.path is None
-        assert "English-only" in check.reason and wc.MULTILINGUAL_HOWTO in check.reason
-    not_a_model = wc.multilingual_model(str(tmp_path))
+        assert "English-only" in check.reason and MULTILINGUAL_HOWTO in check.reason
+    not_a_model = multilingual_model(str(tmp_path))
     assert not_a_model.path is None and "not a CTranslate2 Whisper model" in not_a_model.reason
 
 
 def test_offline_the_reason_says_what_is_missing_and_how_to_get_it() -> None:
-    check = wc.multilingual_model("tiny", download=offline)
+    check = multilingual_model("tiny", download=offline)
     assert check.path is None
     assert check.reason.startswith(
         "'tiny' is neither in the Hugging Face cache nor downloadable here "
@@ -108,8 +113,8 @@ def test_offline_the_reason_says_what_is_missing_and_how_to_get_it() -> None:
 
 def test_the_mandarin_cell_prints_why_it_is_skipped(capsys) -> None:
     cells = {c["id"]: "".join(c["source"]) for c in json.loads(NOTEBOOK.read_text())["cells"]}
-    reason = wc.multilingual_model("tiny", download=offline).reason
-    exec(cells["7a3c5e28"], {"zh_audio": b"RIFF", "zh_model": wc.ModelCheck(None, reason)})
+    reason = multilingual_model("tiny", download=offline).reason
+    exec(cells["7a3c5e28"], {"zh_audio": b"RIFF", "zh_model": ModelCheck(None, reason)})
     assert capsys.readouterr().out == f"skipped: {reason}\n"
-    exec(cells["7a3c5e28"], {"zh_audio": None, "zh_model": wc.ModelCheck(None, reason)})
+    exec(cells["7a3c5e28"], {"zh_audio": None, "zh_model": ModelCheck(None, reason)})
     assert "espeak-ng is not installed" in capsys.readouterr().out

@@ -25,6 +25,7 @@ from helpers import whisper_client as wc
 from helpers.lessons.whisper import (
     Transcript,
     build_inputs,
+    measure_throughput,
     parse_result,
     stream_segments,
     transcribe,
@@ -374,7 +375,7 @@ def png_file(path: Path) -> Path:
 def test_measure_throughput_counts_the_audio_its_window_transcribed(server, http) -> None:
     audios = [SAMPLES[name].read_bytes() for name in ("meeting_start", "report_friday")]
     durations = {audio: transcribe(http, audio).duration for audio in audios}
-    point = wc.measure_throughput(server.http_url, audios, 2, 3.0)
+    point = measure_throughput(server.http_url, audios, 2, 3.0)
     assert point["errors"] == 0 and point["requests"] >= 1
     # every request transcribed one of the two files: the audio total is a sum of their lengths
     shortest, longest = min(durations.values()), max(durations.values())

@@ -41,6 +41,7 @@ def run(args: list[str]) -> dict[str, float]:
         from faster_whisper import WhisperModel
 
         from helpers import whisper_client as wc
+        from helpers.lessons.whisper import alternate_served_inprocess, measure_throughput
         from helpers.paths import MODEL_REPOSITORY
         from helpers.server import ServerError, TritonServer
         from helpers.speech import load_samples
@@ -75,7 +76,7 @@ def run(args: list[str]) -> dict[str, float]:
             print(f"server: {server.mode} Triton at {server.http_url}")
 
             def served(model: str) -> dict[str, float]:
-                point = wc.measure_throughput(
+                point = measure_throughput(
                     server.http_url,
                     audios,
                     options.concurrency,
@@ -88,7 +89,7 @@ def run(args: list[str]) -> dict[str, float]:
                 return point
 
             for round_ in range(options.rounds):
-                pair = wc.alternate_served_inprocess(
+                pair = alternate_served_inprocess(
                     client, local, audios, 2 * options.seconds, beam_size=options.beam_size
                 )
                 report(f"{round_ + 1}: in-process, c=1", pair["in-process"])
