@@ -1,8 +1,8 @@
 """Replicas behind a real proxy, and the autoscaling signal (notebook 09), on loopback only.
 
 Two real embedded Triton replicas serve the tiny ONNX model behind Envoy (deploy/envoy/
-envoy.yaml). Every load here is bounded (helpers.scaling: at most a few seconds, a few
-thousand requests) and goes to 127.0.0.1.
+envoy.yaml). Every load here is bounded (at most a few seconds, a few
+thousand requests: helpers.lessons.replicas) and goes to 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -18,20 +18,19 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from helpers.processes import is_alive, wait_until_gone
-from helpers.proxy import EnvoyProxy, envoy_config
-from helpers.scaling import (
+from helpers.lessons.replicas import (
     BackgroundLoad,
     chart_rule_ms,
     hpa_desired_replicas,
     kill_and_restart,
-    model_successes,
     queue_ms_per_request,
     queue_snapshot,
     rolling_replace,
     stats_queue_ms_per_request,
-    successes_since,
 )
+from helpers.processes import is_alive, wait_until_gone
+from helpers.proxy import EnvoyProxy, envoy_config
+from helpers.scaling import model_successes, successes_since
 from helpers.server import TritonServer
 from helpers.statistics import StatisticsWarning, settled_stats
 from tests.scaling_models import (
