@@ -8,13 +8,14 @@ A detection is the dict ``postprocess`` returns: ``{"label", "class_id", "score"
 
 - ``load_yolo``: pretrained weights when they can be had, otherwise the architecture from
   ``yolo11<size>.yaml`` with random weights (timings real, detections not).
-- ``ultralytics_detections`` / ``match_detections``: Ultralytics' own answer, and ours against it.
 - ``draw_detections`` / ``detections_frame``: boxes drawn on a copy of the image, or as a table.
+
+Notebook 01's checks of the decoder (``plant_boxes``, ``ultralytics_detections``,
+``match_detections``) are its cells, in ``helpers.lessons.yolo_decode``.
 """
 
 from __future__ import annotations
 
-import colorsys
 import os
 import warnings
 from collections.abc import Sequence
@@ -285,26 +286,6 @@ def detections_frame(detections: Sequence[dict]) -> pd.DataFrame:
     )
 
 
-def ultralytics_detections(
-    loaded: LoadedYolo, image: np.ndarray, **predict_args: float
-) -> list[dict]:
-    """Ultralytics' own predictions for a BGR image, as detection dicts (notebook 01)."""
-    args = {"conf": CONF_THRESHOLD, "iou": IOU_THRESHOLD, "imgsz": INPUT_SIZE, **predict_args}
-    result = loaded.model.predict(image, verbose=False, **args)[0]
-    boxes = result.boxes
-    return [
-        {
-            "label": loaded.names[int(cid)],
-            "class_id": int(cid),
-            "score": float(score),
-            "box": [float(v) for v in xyxy],
-        }
-        for xyxy, score, cid in zip(
-            boxes.xyxy.cpu().numpy(), boxes.conf.cpu().numpy(), boxes.cls.cpu().numpy(), strict=True
-        )
-    ]
-
-
 def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
     """IoU of two xyxy boxes (introduced in notebook 01)."""
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
@@ -314,104 +295,27 @@ def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def match_detections(ours: Sequence[dict], reference: Sequence[dict]) -> pd.DataFrame:
-    """Pair each reference detection with our best same-class box by IoU (notebook 01)."""
-    rows = []
-    for ref in reference:
-        same = [d for d in ours if d["class_id"] == ref["class_id"]]
-        best = max(same, key=lambda d: box_iou(d["box"], ref["box"]), default=None)
-        rows.append(
-            {
-                "label": ref["label"],
-                "reference_score": round(ref["score"], 3),
-                "our_score": round(best["score"], 3) if best else float("nan"),
-                "iou": round(box_iou(best["box"], ref["box"]), 3) if best else 0.0,
-            }
-        )
-    return pd.DataFrame(rows, columns=["label", "reference_score", "our_score", "iou"])
-
-
-def plant_boxes(
-    boxes_xyxy: Sequence[Sequence[float]],
-    class_ids: Sequence[int],
-    scores: Sequence[float],
-    num_classes: int = 80,
-    anchors: int = 8400,
-    duplicates: int = 3,
-    seed: int = 0,
-) -> np.ndarray:
-    """A synthetic ``[1, 4 + classes, anchors]`` output holding the given boxes (notebook 01).
-
-    Each planted box sits at a random anchor with its score, and ``duplicates`` near copies
-    (shifted by a pixel or two, lower scores) sit at other anchors, as a real detector's
-    neighbouring anchors would: NMS must keep exactly the planted boxes. All other anchors
-    score zero.
-    """
-    rng = np.random.default_rng(seed)
-    output = np.zeros((1, 4 + num_classes, anchors), dtype=np.float32)
-    slots = iter(rng.permutation(anchors))
-    for box, cid, score in zip(boxes_xyxy, class_ids, scores, strict=True):
-        x1, y1, x2, y2 = box
-        for copy in range(duplicates + 1):
-            shift = 0.0 if copy == 0 else float(rng.uniform(-2, 2))
-            slot = next(slots)
-            output[0, :4, slot] = [(x1 + x2) / 2 + shift, (y1 + y2) / 2 - shift, x2 - x1, y2 - y1]
-            output[0, 4 + cid, slot] = score if copy == 0 else score * (0.9 - 0.1 * copy)
-    return output
-
-
-def _color(class_id: int) -> tuple[int, int, int]:
-    hue = (class_id * 0.618033988749895) % 1.0  # golden ratio: neighbouring ids differ a lot
-    r, g, b = colorsys.hsv_to_rgb(hue, 0.85, 0.95)
-    return int(b * 255), int(g * 255), int(r * 255)
-
-
 def draw_detections(
     image: np.ndarray, detections: Sequence[dict], banner: str | None = None
 ) -> np.ndarray:
-    """Draw labelled boxes (and an optional red banner) on a copy of a BGR image (notebook 01)."""
-    canvas = image.copy()
-    thickness = max(2, round(sum(canvas.shape[:2]) / 600))
-    font_scale = thickness / 3
+    """Draw labelled boxes (and an optional red banner) on a copy of a BGR image (notebook 01).
+
+    The boxes are Ultralytics' own drawing (``Annotator``, its colour per class).
+    """
+    from ultralytics.utils.plotting import Annotator, colors
+
+    annotator = Annotator(image.copy())
     for det in detections:
-        color = _color(det["class_id"])
-        x1, y1, x2, y2 = det["box"]
-        p1, p2 = (round(x1), round(y1)), (round(x2), round(y2))
-        cv2.rectangle(canvas, p1, p2, color, thickness, cv2.LINE_AA)
-        text = f"{det['label']} {det['score']:.2f}"
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
-        top = p1[1] - th - base if p1[1] - th - base >= 0 else p1[1]
-        cv2.rectangle(canvas, (p1[0], top), (p1[0] + tw, top + th + base), color, -1)
-        ink = (
-            (0, 0, 0)
-            if 0.114 * color[0] + 0.587 * color[1] + 0.299 * color[2] > 150
-            else (255,) * 3
-        )
-        cv2.putText(
-            canvas,
-            text,
-            (p1[0], top + th),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            font_scale,
-            ink,
-            1,
-            cv2.LINE_AA,
-        )
+        label = f"{det['label']} {det['score']:.2f}"
+        annotator.box_label(det["box"], label, color=colors(det["class_id"], bgr=True))
+    canvas = np.ascontiguousarray(annotator.result())
     if banner:
         (unit_w, _), _ = cv2.getTextSize(banner, cv2.FONT_HERSHEY_SIMPLEX, 1.0, 2)
-        scale = min(font_scale * 1.2, (canvas.shape[1] - 12) / unit_w)  # fit the width
+        scale = min(sum(canvas.shape[:2]) / 1500, (canvas.shape[1] - 12) / unit_w)  # fit the width
         (tw, th), base = cv2.getTextSize(banner, cv2.FONT_HERSHEY_SIMPLEX, scale, 2)
         cv2.rectangle(canvas, (0, 0), (canvas.shape[1], th + base + 12), (0, 0, 200), -1)
-        cv2.putText(
-            canvas,
-            banner,
-            (6, th + 6),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            scale,
-            (255, 255, 255),
-            2,
-            cv2.LINE_AA,
-        )
+        white = (255, 255, 255)
+        cv2.putText(canvas, banner, (6, th + 6), cv2.FONT_HERSHEY_SIMPLEX, scale, white, 2, cv2.LINE_AA)
     return canvas
 
 

@@ -24,7 +24,7 @@ import tritonclient.grpc.aio as grpcaio
 from helpers import yolo
 from helpers.clients import detections_equal
 from helpers.lessons.yolo_client import postprocess, preprocess
-from helpers.lessons.yolo_decode import decode
+from helpers.lessons.yolo_decode import decode, plant_boxes
 from helpers.paths import REPO_ROOT
 from helpers.server import TritonServer
 from tests.copyable import cell_function, run_copyable, tagged_cells
@@ -152,7 +152,7 @@ def test_postprocess_keeps_exactly_the_planted_boxes_like_notebook_01s_decode(bu
     """With random weights bus.jpg may give no box at all: planted boxes make the check real."""
     _, _, letterbox = bus
     boxes = [[100, 120, 300, 500], [320, 200, 420, 330], [110, 130, 290, 480]]
-    output = yolo.plant_boxes(boxes, class_ids=[0, 5, 2], scores=[0.9, 0.6, 0.8], seed=3)
+    output = plant_boxes(boxes, class_ids=[0, 5, 2], scores=[0.9, 0.6, 0.8], seed=3)
     found = postprocess(output[0], letterbox, yolo.coco_names())
     assert [d["label"] for d in found] == ["person", "car", "bus"]
     decoded, scores, class_ids = decode(output)  # notebook 01: network-input pixels

@@ -15,6 +15,7 @@ import pytest
 
 from helpers import ort_optimize as oo
 from helpers import yolo
+from helpers.lessons.yolo_decode import plant_boxes
 from helpers.model_config import read_config
 from helpers.paths import MODEL_REPOSITORY
 
@@ -57,7 +58,7 @@ def test_online_levels_agree_with_the_reference(fp32_model, batch, reference):
 
 def test_compare_outputs_on_planted_detections():
     boxes = [[100, 100, 200, 220], [300, 50, 420, 160], [10, 400, 90, 600]]
-    planted = yolo.plant_boxes(boxes, [0, 5, 16], [0.9, 0.8, 0.7], duplicates=0)
+    planted = plant_boxes(boxes, [0, 5, 16], [0.9, 0.8, 0.7], duplicates=0)
     same = oo.compare_outputs(planted, planted.copy())
     assert same["detections_ref"] == same["detections_other"] == 3
     assert same["detection_agreement"] == 1.0
@@ -91,7 +92,7 @@ def test_tolerance_check_and_description():
 
 
 def test_agreement_table_marks_tolerances():
-    planted = yolo.plant_boxes([[100, 100, 200, 220]], [0], [0.9])
+    planted = plant_boxes([[100, 100, 200, 220]], [0], [0.9])
     table = oo.agreement_table(
         {"fp32": planted, "ortopt": planted.copy(), "other": planted.copy()}, "fp32"
     )

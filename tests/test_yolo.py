@@ -12,7 +12,12 @@ import torch
 
 from helpers import yolo
 from helpers.lessons.yolo_client import postprocess, preprocess
-from helpers.lessons.yolo_decode import decode
+from helpers.lessons.yolo_decode import (
+    decode,
+    match_detections,
+    plant_boxes,
+    ultralytics_detections,
+)
 
 BUS_SHAPE = (1080, 810)  # height, width of ultralytics/assets/bus.jpg
 
@@ -72,7 +77,7 @@ PLANTED_SCORES = [0.91, 0.8, 0.55]
 
 
 def test_planted_boxes_come_back_exactly_after_nms() -> None:
-    output = yolo.plant_boxes(PLANTED, PLANTED_CLASSES, PLANTED_SCORES, duplicates=4)
+    output = plant_boxes(PLANTED, PLANTED_CLASSES, PLANTED_SCORES, duplicates=4)
     assert output.shape == (1, 84, 8400)
     assert (output[0, 4:].max(axis=0) > 0).sum() == 15  # 3 boxes + 4 near-duplicates each
     boxes, scores, class_ids = decode(output)
@@ -82,14 +87,14 @@ def test_planted_boxes_come_back_exactly_after_nms() -> None:
 
 
 def test_class_agnostic_nms_merges_overlapping_boxes_of_other_classes() -> None:
-    output = yolo.plant_boxes(PLANTED, PLANTED_CLASSES, PLANTED_SCORES)
+    output = plant_boxes(PLANTED, PLANTED_CLASSES, PLANTED_SCORES)
     iou = yolo.box_iou(PLANTED[1], PLANTED[2])
     _, _, class_ids = decode(output, iou=iou - 0.05, agnostic=True)
     assert class_ids.tolist() == [0, 5]
 
 
 def test_decode_drops_scores_below_the_threshold_and_caps_the_count() -> None:
-    output = yolo.plant_boxes(PLANTED, PLANTED_CLASSES, PLANTED_SCORES)
+    output = plant_boxes(PLANTED, PLANTED_CLASSES, PLANTED_SCORES)
     _, scores, _ = decode(output, conf=0.6)
     assert scores.tolist() == pytest.approx([0.91, 0.8])
     _, scores, _ = decode(output, max_det=1)
@@ -108,7 +113,7 @@ def test_decode_rejects_a_batch() -> None:
 
 def test_postprocess_maps_planted_boxes_onto_the_original_image(bus: np.ndarray) -> None:
     _, letterbox = preprocess(bus)
-    output = yolo.plant_boxes(PLANTED, PLANTED_CLASSES, PLANTED_SCORES)
+    output = plant_boxes(PLANTED, PLANTED_CLASSES, PLANTED_SCORES)
     detections = postprocess(output[0], letterbox, yolo.coco_names())
     gain_x, gain_y = letterbox[
         "gain"
@@ -198,10 +203,10 @@ def test_decoding_matches_ultralytics_nms_on_the_same_input(bus: np.ndarray) -> 
     )
     batch, letterbox = preprocess(padded)
     ours = postprocess(yolo.torch_forward(lively, batch)[0], letterbox, lively.names)
-    reference = yolo.ultralytics_detections(lively, padded, max_det=1000)
+    reference = ultralytics_detections(lively.model, padded, max_det=1000)
     assert 30 < len(reference) < 1000
     assert len(ours) == len(reference)
-    matches = yolo.match_detections(ours, reference)
+    matches = match_detections(ours, reference)
     assert matches["iou"].min() > 0.999
     assert (matches["reference_score"] - matches["our_score"]).abs().max() <= 2e-3
 
@@ -214,10 +219,10 @@ def test_pretrained_boxes_match_ultralytics_predictions(bus: np.ndarray) -> None
     loaded = yolo.load_yolo("n", weights=path)
     batch, letterbox = preprocess(bus)
     ours = postprocess(yolo.torch_forward(loaded, batch)[0], letterbox, loaded.names)
-    reference = yolo.ultralytics_detections(loaded, bus)
+    reference = ultralytics_detections(loaded.model, bus)
     confident = [d for d in reference if d["score"] >= 0.5]
     assert len(confident) >= 3  # bus.jpg: a bus and several people
-    matches = yolo.match_detections(ours, confident)
+    matches = match_detections(ours, confident)
     assert matches["iou"].min() >= 0.9, matches
     assert (matches["reference_score"] - matches["our_score"]).abs().max() <= 0.05
     assert {"bus", "person"} <= set(matches["label"])
