@@ -80,13 +80,6 @@ class EnvironmentReport:
             f"Measurements: {self.load_tool} ({self.load_tool_reason})."
         )
 
-    def __str__(self) -> str:
-        lines = [
-            f"{'OK' if c.ok else '--'}  {c.name}: {c.found}" + ("" if c.ok else f"  [{c.fix}]")
-            for c in self.checks
-        ]
-        return "\n".join([*lines, "", self.summary()])
-
 
 def _run(command: list[str], timeout: float = 10) -> subprocess.CompletedProcess | None:
     try:

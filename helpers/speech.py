@@ -1,7 +1,8 @@
 """Speech samples for notebook 05: synthesise with espeak-ng, load, score and plot.
 
 The committed samples live in ``data/speech/`` (16 kHz mono 16-bit WAVs) with their texts
-in ``data/speech/samples.json``; :func:`synthesise` makes more when espeak-ng is installed.
+in ``data/speech/samples.json``; :func:`synthesise` makes more when espeak-ng is installed
+(``python -m tools.speech_samples`` re-creates the committed ones).
 """
 
 from __future__ import annotations
@@ -138,24 +139,6 @@ def load_samples(folder: str | Path = SPEECH_DIR) -> list[Sample]:
         )
         for entry in index["samples"]
     ]
-
-
-def synthesise_samples(folder: str | Path = SPEECH_DIR) -> list[Sample]:
-    """Re-create every WAV listed in ``samples.json`` with espeak-ng (notebook 05).
-
-    Each entry names its ``voice`` and ``speed``; other espeak-ng versions sound slightly
-    different, so the committed files, not regenerated ones, are what the tests score.
-    """
-    folder = Path(folder)
-    index = json.loads((folder / "samples.json").read_text(encoding="utf-8"))
-    for entry in index["samples"]:
-        synthesise(
-            entry["text"],
-            folder / entry["file"],
-            voice=entry.get("voice", "en-us"),
-            speed=int(entry.get("speed", 150)),
-        )
-    return load_samples(folder)
 
 
 def normalise(text: str) -> list[str]:
