@@ -78,6 +78,12 @@ DEFAULT_SDK_TAG = "24.10"
 SDK_IMAGE = "nvcr.io/nvidia/tritonserver"
 PROTOCOLS = ("http", "grpc")
 SHARED_MEMORY = ("none", "system", "cuda")
+#: What perf_analyzer prints when its windows' latencies and throughputs vary too much.
+UNSTABLE = "Failed to obtain stable measurement"
+#: The ``tool`` of a level that stayed unstable in a second run with windows twice as long.
+UNSTABLE_TOOL = "perf_analyzer (unstable)"
+#: perf_analyzer's own ``--measurement-interval`` when none is given (ms).
+DEFAULT_WINDOW_MS = 5000
 _LOADER_ERRORS = re.compile(
     r"error while loading shared libraries|GLIBC_\d|GLIBCXX_\d|not found \(required by|"
     r"cannot execute binary file|Exec format error",
@@ -311,8 +317,10 @@ def run(
     Each level's CSV is ``level_csv(results_dir, model, level)``, with perf_analyzer's console
     output beside it (``console_path``).
 
-    Raises ``PerfAnalyzerError`` when no runnable perf_analyzer is found, or with the stderr
-    tail when a run fails.
+    A level perf_analyzer cannot measure stably runs once more with windows twice as long;
+    unstable again, its row has only ``concurrency`` and ``tool == UNSTABLE_TOOL`` (a note on
+    stderr says so). Raises ``PerfAnalyzerError`` when no runnable perf_analyzer is found, or
+    with the stderr tail when a run fails.
     """
     from tqdm.auto import tqdm
 
@@ -326,32 +334,49 @@ def run(
     for level in bar:
         bar.set_postfix(concurrency=level)
         csv_path = level_csv(results, model, level)
-        csv_path.unlink(missing_ok=True)
-        command = build_command(
-            model,
-            url=url,
-            protocol=protocol,
-            concurrency=level,
-            shape=shape,
-            measurement_interval_ms=measurement_interval_ms,
-            request_count=request_count,
-            input_data=input_data,
-            shared_memory=shared_memory,
-            output_shared_memory_size=output_shared_memory_size,
-            csv_path=csv_path,
-            batch_size=batch_size,
-            extra=extra,
-            prefix=location.command,
-        )
-        try:
-            result = subprocess.run(  # noqa: S603 - an argument list, no shell
-                command, capture_output=True, text=True, timeout=timeout_s
+        window_ms = measurement_interval_ms
+        # an unstable level is measured once more, with windows twice as long
+        for attempt in (1, 2):
+            csv_path.unlink(missing_ok=True)
+            command = build_command(
+                model,
+                url=url,
+                protocol=protocol,
+                concurrency=level,
+                shape=shape,
+                measurement_interval_ms=window_ms,
+                request_count=request_count,
+                input_data=input_data,
+                shared_memory=shared_memory,
+                output_shared_memory_size=output_shared_memory_size,
+                csv_path=csv_path,
+                batch_size=batch_size,
+                extra=extra,
+                prefix=location.command,
             )
-        except subprocess.TimeoutExpired as error:
-            raise PerfAnalyzerError(
-                f"perf_analyzer at concurrency {level} ran past {timeout_s} s:\n"
-                + _tail(_as_text(error.stderr))
-            ) from None
+            try:
+                result = subprocess.run(  # noqa: S603 - an argument list, no shell
+                    command, capture_output=True, text=True, timeout=timeout_s
+                )
+            except subprocess.TimeoutExpired as error:
+                raise PerfAnalyzerError(
+                    f"perf_analyzer at concurrency {level} ran past {timeout_s} s:\n"
+                    + _tail(_as_text(error.stderr))
+                ) from None
+            if csv_path.exists() or UNSTABLE not in result.stdout + result.stderr:
+                break
+            if attempt == 1:
+                window_ms = 2 * (window_ms or DEFAULT_WINDOW_MS)
+        else:  # unstable twice: the level is reported, without numbers, not raised
+            print(
+                f"perf_analyzer: no stable measurement for {model} at concurrency {level}, "
+                f"also with {window_ms} ms windows; this point is left empty (NaN, tool "
+                f"'{UNSTABLE_TOOL}'): the machine's load varied more than perf_analyzer's "
+                "stability threshold (10 %) allows, so rerun it on a quieter machine",
+                file=sys.stderr,
+            )
+            frames.append(pd.DataFrame([{"concurrency": level, "tool": UNSTABLE_TOOL}]))
+            continue
         if result.returncode != 0 or not csv_path.exists():
             raise PerfAnalyzerError(
                 f"perf_analyzer failed at concurrency {level} (exit {result.returncode}):\n"
@@ -359,7 +384,7 @@ def run(
             )
         console_path(csv_path).write_text(result.stdout)  # what perf_analyzer printed
         frames.append(parse_csv(csv_path))
-    return pd.concat(frames, ignore_index=True)[list(RESULT_COLUMNS)]
+    return pd.concat(frames, ignore_index=True).reindex(columns=list(RESULT_COLUMNS))
 
 
 def level_csv(results_dir: Path, model: str, level: int) -> Path:

@@ -305,3 +305,53 @@ def test_run_refuses_when_not_available():
     location = pa.PerfAnalyzerLocation(False, (), "no binary, no docker", "none")
     with pytest.raises(pa.PerfAnalyzerError, match="no binary, no docker"):
         pa.run("m", [1], location=location, progress=False)
+
+
+def _unstable_binary(tmp_path, stable_from_ms: int):
+    """A stand-in perf_analyzer: unstable (exit 0, no CSV, as on the GPU machine) for windows
+    shorter than ``stable_from_ms``, else the committed c8 CSV. Logs each window it was given."""
+    return _fake_binary(
+        tmp_path,
+        f"""
+window=0; out=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --measurement-interval) shift; window="$1";;
+    -f) shift; out="$1";;
+  esac
+  shift
+done
+echo "$window" >> "{tmp_path}/windows.log"
+if [ "$window" -lt {stable_from_ms} ]; then
+  echo "Failed to obtain stable measurement within 3 measurement windows for concurrency 2. \
+Please try to increase the --measurement-interval."
+  exit 0
+fi
+cp "{DATA}/yolo_dyn_c8.csv" "$out"
+""",
+    )
+
+
+def test_run_retries_an_unstable_level_with_longer_windows(tmp_path):
+    location = pa.PerfAnalyzerLocation(True, (str(_unstable_binary(tmp_path, 4000)),), "", "path")
+    frame = pa.run(
+        "m", [2], measurement_interval_ms=2000, location=location, results_dir=tmp_path,
+        progress=False,
+    )  # fmt: skip
+    assert (tmp_path / "windows.log").read_text().split() == ["2000", "4000"]
+    assert frame["tool"].tolist() == ["perf_analyzer"]
+    assert frame["throughput_infer_per_s"].tolist() == pytest.approx([173.235])
+
+
+def test_run_reports_a_level_unstable_twice_without_raising(tmp_path, capsys):
+    location = pa.PerfAnalyzerLocation(True, (str(_unstable_binary(tmp_path, 10**9)),), "", "path")
+    frame = pa.run("m", [2], location=location, results_dir=tmp_path, progress=False)
+    assert (tmp_path / "windows.log").read_text().split() == ["0", "10000"]  # default 5000 x 2
+    assert list(frame.columns) == list(pa.RESULT_COLUMNS)
+    assert frame["concurrency"].tolist() == [2]
+    assert frame["tool"].tolist() == [pa.UNSTABLE_TOOL]
+    assert frame["throughput_infer_per_s"].isna().all()
+    assert (
+        "no stable measurement for m at concurrency 2, also with 10000 ms"
+        in capsys.readouterr().err
+    )
