@@ -15,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -25,8 +24,8 @@ from typing import Any
 
 import psutil
 
-from helpers.paths import REPO_ROOT, build_dir
-from helpers.processes import ChildServer, die_with_parent, terminate
+from helpers.paths import REPO_ROOT
+from helpers.processes import ChildServer, terminate
 from helpers.server import ServerError
 
 
@@ -38,8 +37,11 @@ class FastAPIServer(ChildServer):
     default one per physical core, torch's own default. It is always set explicitly because
     importing Ultralytics sets ``OMP_NUM_THREADS=1`` when it is unset, so the count would
     otherwise depend on what the starting process imported first. ``env`` adds more
-    environment variables for the server.
+    environment variables for the server. ``start()`` returns once ``/health`` answers (the
+    model is loaded by then).
     """
+
+    program, error = "uvicorn", ServerError
 
     app: str = "helpers.lessons.fastapi_vs_triton:app"  # notebook 06's app cell
     host: str = "127.0.0.1"
@@ -75,41 +77,14 @@ class FastAPIServer(ChildServer):
         threads = self.torch_threads or psutil.cpu_count(logical=False) or os.cpu_count() or 1
         return {**os.environ, "OMP_NUM_THREADS": str(threads), **self.env}
 
-    def start(self) -> FastAPIServer:
-        """Start uvicorn and wait until ``/health`` answers (the model is loaded by then)."""
-        return super().start()
-
     def _launch(self, ports: list[int]) -> None:
         self.port = ports[0]
-        self.log_path = build_dir("logs") / f"fastapi-{self.port}.log"
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                die_with_parent(self.command()),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=REPO_ROOT,
-                env=self.environment(),
-            )
+        log_name = f"fastapi-{self.port}.log"
+        self._spawn(self.command(), log_name, cwd=REPO_ROOT, env=self.environment())
         self._stop_with(terminate, self.process)
 
-    def _wait_until_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise ServerError(
-                    f"uvicorn exited with code {self.process.returncode} while starting"
-                    + self._log_excerpt()
-                )
-            try:
-                if self.get("/health")[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise ServerError(
-            f"uvicorn was not ready after {self.startup_timeout:.0f} s" + self._log_excerpt()
-        )
+    def _ready(self) -> bool:
+        return self.get("/health")[0] == 200
 
     @property
     def url(self) -> str:
@@ -131,13 +106,3 @@ class FastAPIServer(ChildServer):
     def info(self) -> dict[str, Any]:
         """What the app reports about itself: weights, torch version and threads."""
         return self.get("/info")[1]
-
-    def log_tail(self, lines: int = 30) -> str:
-        """The last ``lines`` lines of the uvicorn log."""
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def _log_excerpt(self) -> str:
-        tail = self.log_tail()
-        return f"\n--- uvicorn log ({self.log_path}) ---\n{tail}" if tail else ""

@@ -12,6 +12,7 @@ outlives the kernel or test that started it and that each listens on loopback on
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import signal
@@ -21,10 +22,13 @@ import sys
 import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
 import psutil
+
+from helpers.paths import build_dir
 
 _PR_SET_PDEATHSIG = 1
 
@@ -193,16 +197,23 @@ class ChildServer:
     (``helpers.netron_view``), Envoy (``helpers.proxy``) and JupyterLab (``tools/browser.py``).
 
     ``start()`` takes ``port_count`` free ports on ``host`` (or the fixed ones), calls the
-    subclass's ``_launch(ports)`` (which starts ``self.process`` and names what stops it with
-    ``_stop_with``) and ``_wait_until_ready()``; when another process took a port in between,
-    it stops and tries new ports, three times at most. The server stops on ``stop()``, on
-    leaving a ``with`` block, when the object is collected, or at interpreter exit,
-    whichever comes first (and with its parent, see ``die_with_parent``).
+    subclass's ``_launch(ports)`` (which starts ``self.process``, usually with ``_spawn``, and
+    names what stops it with ``_stop_with``) and ``_wait_until_ready()`` (by default: poll
+    the subclass's ``_ready()``); when another process took a port in between, it stops and
+    tries new ports, three times at most. The server stops on ``stop()``, on leaving a
+    ``with`` block, when the object is collected, or at interpreter exit, whichever comes
+    first (and with its parent, see ``die_with_parent``).
     """
 
     process: subprocess.Popen | None = None
     host: str = "127.0.0.1"
     port_count: int = 1
+    startup_timeout: float = 60.0
+    log_path: Path | None = None
+    #: The program's name in messages ("tritonserver", "envoy", "uvicorn").
+    program = "server"
+    #: What ``_wait_until_ready`` raises when the server exits or does not answer in time.
+    error: type[Exception] = RuntimeError
     _finalizer: weakref.finalize | None = None
 
     def _fixed_ports(self) -> list[int] | None:
@@ -214,9 +225,54 @@ class ChildServer:
         """Start ``self.process`` on ``ports`` and call ``_stop_with``."""
         raise NotImplementedError
 
-    def _wait_until_ready(self) -> None:
-        """Return once the server answers; raise (its log tail in the message) if it cannot."""
+    def _spawn(self, command: Sequence[str], log_name: str, **options: Any) -> None:
+        """Start ``command`` as ``self.process``, dying with this process, its output logged.
+
+        The log is ``build/logs/<log_name>``; ``options`` go to ``subprocess.Popen`` (env, cwd).
+        """
+        self.log_path = build_dir("logs") / log_name
+        with open(self.log_path, "wb") as log:  # the child keeps its own copy of the handle
+            self.process = subprocess.Popen(
+                die_with_parent(command),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                **options,
+            )
+
+    def _ready(self) -> bool:
+        """Whether the launched server answers (what ``_wait_until_ready`` polls)."""
         raise NotImplementedError
+
+    def _wait_until_ready(self) -> None:
+        """Return once ``_ready()``; raise ``error`` with the log tail if it exits or times out."""
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                code = self.process.returncode
+                message = f"{self.program} exited with code {code} while starting"
+                raise self.error(message + self._log_excerpt())
+            with contextlib.suppress(OSError, ValueError):  # not listening yet, half an answer
+                if self._ready():
+                    return
+            time.sleep(0.1)
+        message = f"{self.program} was not ready after {self.startup_timeout:.0f} s"
+        raise self.error(message + self._log_excerpt())
+
+    def log_tail(self, lines: int = 40, containing: Iterable[str] = ()) -> str:
+        """The last ``lines`` lines of the server log (only those containing a word, if given)."""
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        text = self.log_path.read_text(errors="replace").splitlines()
+        words = [word for word in containing if word]
+        if words:
+            text = [line for line in text if any(word in line for word in words)]
+        return "\n".join(text[-lines:])
+
+    def _log_excerpt(self, word: str = "") -> str:
+        """The log's last lines (those naming ``word``, if any do) to end an error message."""
+        tail = (self.log_tail(20, [word]) if word else "") or self.log_tail(25)
+        return f"\n--- {self.program} log (full log: {self.log_path}) ---\n{tail}" if tail else ""
 
     def _stop_with(self, stop: Callable[..., int | None], *args: Any) -> None:
         """Name what stops the launched server: ``stop(*args, grace_period=...)`` (no ``self``)."""

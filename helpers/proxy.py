@@ -27,8 +27,8 @@ from typing import Any, Literal
 
 import yaml
 
-from helpers.paths import REPO_ROOT, build_dir
-from helpers.processes import ChildServer, die_with_parent, terminate
+from helpers.paths import REPO_ROOT
+from helpers.processes import ChildServer, terminate
 
 #: The committed proxy configuration the notebook teaches.
 ENVOY_CONFIG = REPO_ROOT / "deploy" / "envoy" / "envoy.yaml"
@@ -37,10 +37,6 @@ Policy = Literal["ROUND_ROBIN", "LEAST_REQUEST"]
 
 class ProxyError(RuntimeError):
     """Envoy could not start or answer; the message ends with its log tail."""
-
-    def __init__(self, message: str, exit_code: int | None = None) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code  # Envoy's, when it exited
 
 
 @dataclass(frozen=True)
@@ -132,6 +128,7 @@ class EnvoyProxy(ChildServer):
     """
 
     port_count = 3  # HTTP, gRPC, admin
+    program, error = "envoy", ProxyError
 
     def __init__(
         self,
@@ -146,20 +143,6 @@ class EnvoyProxy(ChildServer):
         self.startup_timeout = startup_timeout
         self.http_port = self.grpc_port = self.admin_port = 0
         self._workdir: Path | None = None
-        self.log_path: Path | None = None
-
-    def start(self) -> EnvoyProxy:
-        """Start Envoy and wait until it is ready (up to 3 launches, see below)."""
-        # A fork from a process whose gRPC client threads run (a notebook kernel after a
-        # tritonclient.grpc call) can abort in gRPC's fork handler before envoy is exec'd
-        # (exit -6, "epoll_wait error" in the log): launch again, on new ports.
-        for attempt in range(3):
-            try:
-                return super().start()
-            except ProxyError as error:
-                if attempt == 2 or error.exit_code != -6:
-                    raise
-        return self
 
     def _launch(self, ports: list[int]) -> None:
         self.http_port, self.grpc_port, self.admin_port = ports
@@ -175,35 +158,12 @@ class EnvoyProxy(ChildServer):
         )
         config_path = self._workdir / "envoy.json"
         config_path.write_text(json.dumps(config, indent=1))
-        self.log_path = build_dir("logs") / f"envoy-{self.http_port}.log"
         command = [str(find_envoy()), *envoy_command(config_path)[1:], "--log-level", "warn"]
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(  # noqa: S603 - argument list, no shell
-                die_with_parent(command),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self._workdir,
-            )
+        self._spawn(command, f"envoy-{self.http_port}.log", cwd=self._workdir)
         self._stop_with(_stop, self.process, self._workdir)
 
-    def _wait_until_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                code = self.process.returncode
-                raise ProxyError(f"envoy exited with code {code}" + self._tail(), exit_code=code)
-            with contextlib.suppress(OSError, ValueError):
-                if self._admin("/ready") == "LIVE":
-                    return
-            time.sleep(0.1)
-        raise ProxyError(f"envoy was not ready after {self.startup_timeout:.0f} s" + self._tail())
-
-    def _tail(self, lines: int = 20) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        tail = self.log_path.read_text(errors="replace").splitlines()[-lines:]
-        return f"\n--- envoy log ({self.log_path}) ---\n" + "\n".join(tail)
+    def _ready(self) -> bool:
+        return self._admin("/ready") == "LIVE"
 
     # ----- addresses
     @property
@@ -263,7 +223,7 @@ class EnvoyProxy(ChildServer):
                     return time.monotonic() - start
             time.sleep(0.02)
         state = "healthy" if healthy else "out of rotation"
-        raise ProxyError(f"{address} was not {state} after {timeout:.0f} s" + self._tail())
+        raise ProxyError(f"{address} was not {state} after {timeout:.0f} s" + self._log_excerpt())
 
     def wait_all_healthy(self, timeout: float = 60.0) -> None:
         """Wait until every replica is healthy in both clusters."""

@@ -181,15 +181,16 @@ class _Indexed(Protocol):
 
 
 def wait_until_unloaded(server: _Indexed, name: str, timeout: float = 60.0) -> float:
-    """Wait until no version of ``name`` is still UNLOADING; return the seconds waited (notebook 03).
+    """Wait until no version of ``name`` is READY or UNLOADING; the seconds waited (notebook 03).
 
-    ``TritonServer.unload_model`` returns as soon as the model stops being ready, while its
-    instances may still be finishing; the repository index says when they are gone.
+    An unload request (tritonclient's ``unload_model``) returns while the model's instances
+    may still be finishing their requests; the repository index says when they are gone.
+    ``TritonServer.unload_model`` waits with this.
     """
     started = time.monotonic()
     while time.monotonic() - started < timeout:
         states = [e.get("state") for e in server.repository_index() if e["name"] == name]
-        if "UNLOADING" not in states:
+        if not {"READY", "UNLOADING"} & set(states):
             return round(time.monotonic() - started, 2)
         time.sleep(0.1)
     raise TimeoutError(f"model '{name}' was still unloading after {timeout:.0f} s")

@@ -35,7 +35,7 @@ import time
 import urllib.error
 import urllib.request
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -50,15 +50,9 @@ from helpers.machine import (  # also importable from here: notebooks 03, 05 and
     python_shared_library,
     stub_numpy_problem,
 )
-from helpers.paths import MODEL_REPOSITORY, build_dir
-from helpers.processes import (
-    ChildServer,
-    die_with_parent,
-    is_alive,
-    is_loopback_address,
-    terminate,
-)
-from helpers.repository import missing_model_file
+from helpers.paths import MODEL_REPOSITORY
+from helpers.processes import ChildServer, is_alive, is_loopback_address, terminate
+from helpers.repository import missing_model_file, wait_until_unloaded
 
 #: The NGC release whose Triton matches the one bundled in nvidia-pytriton 0.7.0 (2.51.0).
 DEFAULT_DOCKER_TAG = "24.10"
@@ -376,6 +370,7 @@ class TritonServer(ChildServer):
 
     # ----- lifecycle
     port_count = 3  # HTTP, gRPC, metrics
+    program, error = "tritonserver", ServerError
 
     def start(self) -> TritonServer:
         """Start the server and wait until it is ready and ``models`` are loaded."""
@@ -407,8 +402,7 @@ class TritonServer(ChildServer):
         self._stop_with(_stop, self.process, self._container, self._workdir, self._clients)
 
     def _start_process(self, repository: Path) -> None:
-        self.log_path = build_dir("logs") / f"tritonserver-{self.ports.http}.log"
-        log = open(self.log_path, "wb")  # handed to the child process
+        log_name = f"tritonserver-{self.ports.http}.log"
         extra_args = list(self.extra_args)
         extra_args += rate_limit_arguments(self.rate_limit, self.rate_limit_resources)
         if not is_loopback_address(self.host):
@@ -427,14 +421,7 @@ class TritonServer(ChildServer):
                 self.log_verbose,
                 extra_args,
             )
-            self.process = subprocess.Popen(
-                die_with_parent(command),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=embedded_environment(embedded),
-                cwd=self._workdir,
-            )
+            self._spawn(command, log_name, env=embedded_environment(embedded), cwd=self._workdir)
         else:
             if self.cache_size:  # the NGC image has its caches where tritonserver looks
                 extra_args += response_cache_arguments(self.cache_size)
@@ -450,40 +437,19 @@ class TritonServer(ChildServer):
                 extra_args=extra_args,
             )
             subprocess.run(command, check=True, capture_output=True)
-            self.process = subprocess.Popen(
-                die_with_parent(["docker", "logs", "--follow", self._container]),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        log.close()
+            self._spawn(["docker", "logs", "--follow", self._container], log_name)
         # Reap the process as soon as it exits: its Python stub processes watch it and exit
         # with it, but an unreaped (zombie) parent still looks alive to them.
         threading.Thread(target=_reap, args=(self.process,), daemon=True).start()
 
-    def _wait_until_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise ServerError(
-                    f"tritonserver exited with code {self.process.returncode} while starting"
-                    + self._log_excerpt()
-                )
-            # Metrics start last: a metrics port already taken stops the server after HTTP is up.
-            if self._get("/v2/health/ready") == 200 and self._metrics_ready():
-                return
-            time.sleep(0.1)
-        raise ServerError(
-            f"tritonserver was not ready after {self.startup_timeout:.0f} s" + self._log_excerpt()
-        )
-
-    def _metrics_ready(self) -> bool:
+    def _ready(self) -> bool:
+        if self._get("/v2/health/ready") != 200:
+            return False
+        # Metrics start last: a metrics port already taken stops the server after HTTP is up.
         if "--allow-metrics=false" in self.extra_args:
             return True
-        try:
-            with urllib.request.urlopen(self.metrics_url, timeout=2) as reply:
-                return reply.status == 200
-        except OSError:
-            return False
+        with urllib.request.urlopen(self.metrics_url, timeout=2) as reply:
+            return reply.status == 200
 
     def stop(self, grace_period: float = 10.0) -> int | None:
         """Stop the server: SIGTERM, then SIGKILL after ``grace_period`` seconds."""
@@ -578,29 +544,17 @@ class TritonServer(ChildServer):
         finishes unloading an instance whose stub is gone, so this does not wait for it: the
         new instances load beside the old ones, which Triton then drops.
         """
+        self.unload_model(name, wait=False)
+        self.load_model(name)
+
+    def unload_model(self, name: str, wait: bool = True) -> None:
+        """Unload a model; its instances finish in-flight requests, and this waits for them."""
         self._check_alive()
         status, text = self._post(f"/v2/repository/models/{name}/unload", {})
         if status != 200:
             raise ServerError(f"model '{name}' failed to unload: {_error_text(text)}")
-        self.load_model(name)
-
-    def unload_model(self, name: str, unload_dependents: bool = False) -> None:
-        """Unload a model (its instances finish in-flight requests first)."""
-        self._check_alive()
-        body = {"parameters": {"unload_dependents": unload_dependents}}
-        status, text = self._post(f"/v2/repository/models/{name}/unload", body)
-        if status != 200:
-            raise ServerError(f"model '{name}' failed to unload: {_error_text(text)}")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and self._state(name) in ("READY", "UNLOADING"):
-            time.sleep(0.05)
-
-    def _state(self, name: str) -> str:
-        """The model's state in the repository index ("" when it is not listed)."""
-        for entry in self.repository_index():
-            if entry.get("name") == name:
-                return entry.get("state", "")
-        return ""
+        if wait:
+            wait_until_unloaded(self, name)
 
     def model_ready(self, name: str, version: str = "") -> bool:
         """True when the model (or that version) is READY."""
@@ -630,23 +584,6 @@ class TritonServer(ChildServer):
         if status != 200:
             raise ServerError(f"repository index failed: {_error_text(text)}")
         return json.loads(text)
-
-    # ----- logs
-    def log_tail(self, lines: int = 40, containing: Iterable[str] = ()) -> str:
-        """The last ``lines`` lines of the server log (only those containing a word, if given)."""
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        text = self.log_path.read_text(errors="replace").splitlines()
-        words = [w for w in containing if w]
-        if words:
-            text = [line for line in text if any(w in line for w in words)]
-        return "\n".join(text[-lines:])
-
-    def _log_excerpt(self, model: str = "") -> str:
-        related = self.log_tail(20, containing=[model]) if model else ""
-        tail = related or self.log_tail(25)
-        where = f" (full log: {self.log_path})" if self.log_path else ""
-        return f"\n--- tritonserver log{where} ---\n{tail}" if tail else ""
 
     # ----- HTTP plumbing
     def _ports(self) -> Ports:

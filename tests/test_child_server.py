@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 
 import pytest
@@ -22,7 +21,9 @@ from helpers.processes import ChildServer, terminate, wait_until_gone
 
 
 class HttpServer(ChildServer):
-    """``python -m http.server`` on loopback."""
+    """``python -m http.server`` on loopback, launched and awaited by the base's own code."""
+
+    program, startup_timeout = "http.server", 20.0
 
     def __init__(self, port: int | None = None) -> None:
         self.port = port
@@ -30,22 +31,13 @@ class HttpServer(ChildServer):
     def _launch(self, ports: list[int]) -> None:
         self.port = ports[0]
         command = [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(self.port)]
-        self.process = subprocess.Popen(  # noqa: S603 - argument list, no shell
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
+        self._spawn(command, f"http-server-{self.port}.log")
         self._stop_with(terminate, self.process)
 
-    def _wait_until_ready(self) -> None:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(self.process.stderr.read().decode(errors="replace"))
-            try:  # an HTTP answer: the socket that holds a taken port accepts but never answers
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=0.5).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise TimeoutError("http.server did not answer")
+    def _ready(self) -> bool:
+        # An HTTP answer: the socket that holds a taken port accepts but never answers.
+        urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=0.5).close()
+        return True
 
 
 @pytest.fixture
@@ -81,9 +73,10 @@ def test_a_taken_free_port_is_replaced(taken, monkeypatch):
 
 def test_a_taken_fixed_port_is_an_error(taken):
     server = HttpServer(port=taken)
-    with pytest.raises(RuntimeError, match="already in use"):
+    with pytest.raises(RuntimeError, match="http.server exited with code 1 while starting") as error:
         server.start()
     assert server.process is None
+    assert "already in use" in str(error.value)  # the message ends with the server's log
 
 
 def test_a_collected_server_is_stopped():
