@@ -53,6 +53,7 @@ class ModelStats:
     inference_count: int = 0
     execution_count: int = 0
     success_count: int = 0
+    success_ns: int = 0  # from each request's arrival to its answer, summed (an ensemble's too)
     fail_count: int = 0
     queue_ns: int = 0
     compute_input_ns: int = 0
@@ -143,10 +144,12 @@ def parse_statistics(raw: Mapping[str, Any]) -> dict[str, ModelStats]:
             count, ns = _count(batch.get("compute_infer"))
             batches[size] = batches.get(size, 0) + count
             batch_infer_ns[size] = batch_infer_ns.get(size, 0) + ns
+        success_count, success_ns = _count(stats.get("success"))
         one = ModelStats(
             inference_count=int(entry.get("inference_count", 0)),
             execution_count=int(entry.get("execution_count", 0)),
-            success_count=_count(stats.get("success"))[0],
+            success_count=success_count,
+            success_ns=success_ns,
             fail_count=_count(stats.get("fail"))[0],
             **{f"{phase}_ns": _count(stats.get(phase))[1] for phase in PHASES},
             batches=batches,
