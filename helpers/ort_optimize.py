@@ -4,7 +4,7 @@
   basic, extended, all). Saving a level to a file and the INT8 quantisation calls are the
   lesson: notebook 02 writes them in its cells (tests/test_lessons_02.py runs them).
 - ``time_sessions`` / ``latency_table``: interleaved timing of several sessions on the same
-  batch, so a busy machine slows every variant alike.
+  batch, so a busy machine slows every variant alike (notebook 01 times one session with them).
 - ``compare_outputs`` / ``agreement_table``: max abs differences (boxes in pixels, class
   scores) and detection agreement against a reference model's output.
 
@@ -285,25 +285,6 @@ def describe_tolerance(tolerance: Tolerance) -> str:
         parts.append(f"box max <= {tolerance.box_max_px:g} px")
     parts.append(f"score <= {tolerance.score_max:g}")
     return ", ".join(parts)
-
-
-def plot_comparison(table: pd.DataFrame, title: str = "YOLO11n on this CPU (ONNX Runtime)"):
-    """Median latency and images/s per variant and batch size, side by side (notebook 02)."""
-    import matplotlib.pyplot as plt
-
-    p50 = table["p50_ms"].unstack("batch")
-    ips = table["images_per_s"].unstack("batch")
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
-    p50.plot.bar(ax=left, rot=0)
-    left.set(title="median latency per call (lower is better)", ylabel="ms", xlabel="")
-    ips.plot.bar(ax=right, rot=0)
-    right.set(title="throughput (higher is better)", ylabel="images / s", xlabel="")
-    for ax in (left, right):
-        ax.legend(title="batch")
-        ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
 
 
 def install_model(

@@ -8,8 +8,8 @@ Routes, tried in this order by ``choose_route``:
 2. ``docker``: ``trtexec`` inside ``nvcr.io/nvidia/tensorrt:<tag>-py3`` when a Docker engine
    answers and a GPU is there. The default tag matches the ``tritonserver:<tag>-py3`` image
    the course serves with, so the plan loads in that server (same TensorRT version).
-3. ``python``: the ``tensorrt`` package's builder API (``python -m helpers.tensorrt_build``),
-   when the package is installed and a GPU is there.
+3. ``python``: the ``tensorrt`` package's builder API (``python -m helpers.tensorrt_build``
+   runs notebook 02's ``build_engine``), when the package is installed and a GPU is there.
 
 Every route gets the same settings from an ``EngineSpec``: min/opt/max shape profile for the
 dynamic batch, FP32 or FP16, a timing cache, detailed profiling verbosity and the layer JSON.
@@ -50,8 +50,6 @@ TRTEXEC_DIRS: tuple[str, ...] = (
     "/opt/tensorrt/bin",
     "/workspace/tensorrt/bin",
 )
-#: Environment variables that may point at a TensorRT tar-file install (``<dir>/bin/trtexec``).
-TENSORRT_HOME_VARS: tuple[str, ...] = ("TENSORRT_HOME", "TENSORRT_ROOT", "TRT_HOME", "TRT_ROOT")
 #: The NGC image with trtexec and the TensorRT Python package.
 NGC_TENSORRT_IMAGE = "nvcr.io/nvidia/tensorrt"
 #: Same release as ``nvcr.io/nvidia/tritonserver:24.10-py3`` (Triton 2.51, what nvidia-pytriton 0.7.0
@@ -65,6 +63,9 @@ CONTAINER_WORKDIR = "/workspace/lab"
 ONNX_MODEL = MODEL_REPOSITORY / "yolo11n_onnx" / "1" / "model.onnx"
 TRT_MODEL_NAME = "yolo11n_trt"
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16")
+#: The network's input, as notebook 01 exported it: ``images`` ``[batch, 3, 640, 640]``.
+INPUT_NAME = "images"
+INPUT_SHAPE: tuple[int, ...] = (3, 640, 640)
 
 
 class BuildError(RuntimeError):
@@ -75,11 +76,11 @@ class BuildError(RuntimeError):
 
 
 def find_trtexec() -> Path | None:
-    """``trtexec`` on PATH, in ``$TENSORRT_HOME/bin`` and similar, or the usual folders (notebook 02)."""
+    """``trtexec`` on PATH, in ``$TENSORRT_HOME/bin``, or the usual folders (notebook 02)."""
     found = shutil.which("trtexec")
     if found:
         return Path(found)
-    folders = [Path(os.environ[v]) / "bin" for v in TENSORRT_HOME_VARS if os.environ.get(v)]
+    folders = [Path(os.environ["TENSORRT_HOME"]) / "bin"] if os.environ.get("TENSORRT_HOME") else []
     folders += [Path(d) for d in TRTEXEC_DIRS]
     for folder in folders:
         candidate = folder / "trtexec"
@@ -88,10 +89,36 @@ def find_trtexec() -> Path | None:
     return None
 
 
+def tensorrt_version_from_tag(digits: str) -> str:
+    """``'101600'`` -> ``'10.16.0'``, ``'8601'`` -> ``'8.6.1'`` (trtexec's ``[TensorRT vNNNN]``; notebook 02)."""
+    if len(digits) >= 6:  # TensorRT 10+: MMmmpp, major may have one or two digits
+        major, minor, patch = digits[:-4], digits[-4:-2], digits[-2:]
+    elif len(digits) == 4:  # TensorRT 8.x: Mmpp
+        major, minor, patch = digits[0], digits[1], digits[2:]
+    else:
+        raise ValueError(f"unexpected TensorRT version tag v{digits}")
+    return f"{int(major)}.{int(minor)}.{int(patch)}"
+
+
+def parse_build_info(text: str) -> dict[str, str | None]:
+    """TensorRT version, GPU name and compute capability from a trtexec log (notebook 02)."""
+    version = re.search(r"TensorRT version:\s*(\d+(?:\.\d+)*)", text)
+    tag = re.search(r"\[TensorRT v(\d+)\]", text)
+    device = re.search(r"Selected Device:\s*(.*\S)", text)
+    capability = re.search(r"Compute Capability:\s*(\d+\.\d+)", text)
+    return {
+        "tensorrt_version": version[1]
+        if version
+        else tensorrt_version_from_tag(tag[1])
+        if tag
+        else None,
+        "gpu_name": device[1] if device else None,
+        "compute_capability": capability[1] if capability else None,
+    }
+
+
 def trtexec_version(trtexec: str | os.PathLike[str]) -> str | None:
     """TensorRT version of a ``trtexec`` binary, read from its ``[TensorRT vNNNNNN]`` banner (notebook 02)."""
-    from helpers.trtexec_report import tensorrt_version_from_tag
-
     try:
         result = subprocess.run(
             [str(trtexec), "--help"], capture_output=True, text=True, timeout=60
@@ -237,19 +264,14 @@ def choose_route(env: BuildEnvironment, ngc_tag: str = DEFAULT_NGC_TAG) -> Build
 
 @dataclass(frozen=True)
 class EngineSpec:
-    """Everything one engine build needs, whatever the route (introduced in notebook 02)."""
+    """One YOLO11n engine build, whatever the route; its files go to ``folder`` (notebook 02)."""
 
-    onnx: Path
-    plan: Path
-    precision: str = "fp32"
-    input_name: str = "images"
-    input_shape: tuple[int, ...] = (3, 640, 640)
+    precision: str
+    folder: Path
+    onnx: Path = ONNX_MODEL
     min_batch: int = 1
     opt_batch: int = 4
     max_batch: int = 8
-    timing_cache: Path | None = None
-    layer_info: Path | None = None
-    workspace_mib: int | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -260,43 +282,35 @@ class EngineSpec:
                 f"{self.min_batch}/{self.opt_batch}/{self.max_batch}"
             )
 
-    def shape(self, batch: int) -> str:
-        """``images:4x3x640x640``: trtexec's shape syntax for one batch size."""
-        return f"{self.input_name}:" + "x".join(str(d) for d in (batch, *self.input_shape))
+    @property
+    def plan(self) -> Path:
+        return Path(self.folder) / f"yolo11n_{self.precision}.plan"
+
+    @property
+    def timing_cache(self) -> Path:
+        """One cache for every precision: the FP16 build reuses the FP32 build's timings."""
+        return Path(self.folder) / "yolo11n.timing.cache"
+
+    @property
+    def layer_info(self) -> Path:
+        return Path(self.folder) / f"yolo11n_{self.precision}.layers.json"
 
     @property
     def fp16_onnx(self) -> Path:
         """Where the FP16 ONNX for TensorRT 11+ goes (ModelOpt AutoCast output)."""
         return self.plan.with_name(self.plan.stem + "_autocast_fp16.onnx")
 
+    def shape(self, batch: int) -> str:
+        """``images:4x3x640x640``: trtexec's shape syntax for one batch size."""
+        return f"{INPUT_NAME}:" + "x".join(str(d) for d in (batch, *INPUT_SHAPE))
+
     def profile(self) -> dict[str, list[int]]:
         """The optimisation profile as lists, for the sidecar."""
         return {
-            "min": [self.min_batch, *self.input_shape],
-            "opt": [self.opt_batch, *self.input_shape],
-            "max": [self.max_batch, *self.input_shape],
+            "min": [self.min_batch, *INPUT_SHAPE],
+            "opt": [self.opt_batch, *INPUT_SHAPE],
+            "max": [self.max_batch, *INPUT_SHAPE],
         }
-
-
-def engine_spec(
-    precision: str,
-    build_folder: Path,
-    onnx: Path = ONNX_MODEL,
-    min_batch: int = 1,
-    opt_batch: int = 4,
-    max_batch: int = 8,
-) -> EngineSpec:
-    """The course's YOLO11n engine spec: plan, timing cache and layer JSON under ``build_folder`` (notebook 02)."""
-    return EngineSpec(
-        onnx=Path(onnx),
-        plan=build_folder / f"yolo11n_{precision}.plan",
-        precision=precision,
-        min_batch=min_batch,
-        opt_batch=opt_batch,
-        max_batch=max_batch,
-        timing_cache=build_folder / "yolo11n.timing.cache",
-        layer_info=build_folder / f"yolo11n_{precision}.layers.json",
-    )
 
 
 def trtexec_build_args(
@@ -304,7 +318,7 @@ def trtexec_build_args(
 ) -> list[str]:
     """trtexec's arguments to build ``spec`` (no program name); ``path`` maps host paths (notebook 02).
 
-    ``--skipInference`` builds only; ``trtexec_benchmark_args`` times the saved plan. For FP16
+    ``--skipInference`` builds only; ``benchmark_command`` times the saved plan. For FP16
     on TensorRT 11+, ``--onnx`` is the AutoCast FP16 model and there is no ``--fp16`` flag.
     """
     fp16_graph = spec.precision == "fp16" and tensorrt_major >= 11
@@ -317,39 +331,12 @@ def trtexec_build_args(
     ]
     if spec.precision == "fp16" and not fp16_graph:
         args.append("--fp16")
-    if spec.timing_cache is not None:
-        args.append(f"--timingCacheFile={path(spec.timing_cache)}")
-    if spec.workspace_mib is not None:
-        args.append(f"--memPoolSize=workspace:{spec.workspace_mib}M")
-    args.append("--profilingVerbosity=detailed")
-    if spec.layer_info is not None:
-        args.append(f"--exportLayerInfo={path(spec.layer_info)}")
-    args.append("--skipInference")
-    return args
-
-
-def trtexec_benchmark_args(
-    plan: Path,
-    batch: int,
-    input_name: str = "images",
-    input_shape: Sequence[int] = (3, 640, 640),
-    duration_s: int = 10,
-    warmup_ms: int = 500,
-    path=str,
-) -> list[str]:
-    """trtexec's arguments to time a saved plan at one batch size (notebook 02)."""
-    shape = "x".join(str(d) for d in (batch, *input_shape))
-    return [
-        f"--loadEngine={path(plan)}",
-        f"--shapes={input_name}:{shape}",
-        f"--warmUp={warmup_ms}",
-        f"--duration={duration_s}",
+    return args + [
+        f"--timingCacheFile={path(spec.timing_cache)}",
+        "--profilingVerbosity=detailed",
+        f"--exportLayerInfo={path(spec.layer_info)}",
+        "--skipInference",
     ]
-
-
-def trtexec_inspect_args(plan: Path, path=str) -> list[str]:
-    """trtexec's arguments to load a saved plan and print its layers, without running it (notebook 02)."""
-    return [f"--loadEngine={path(plan)}", "--skipInference", "--dumpLayerInfo", "--verbose"]
 
 
 def container_path(host_path: Path, repo_root: Path = REPO_ROOT) -> str:
@@ -404,34 +391,30 @@ def autocast_command(spec: EngineSpec, python: str = sys.executable) -> list[str
 
 def python_build_command(spec: EngineSpec, python: str = sys.executable) -> list[str]:
     """``python -m helpers.tensorrt_build ...``: the tensorrt-package route as a command (notebook 02)."""
-    command = [
-        python,
-        "-m",
-        "helpers.tensorrt_build",
-        "--onnx",
-        str(spec.onnx),
-        "--plan",
-        str(spec.plan),
-        "--precision",
-        spec.precision,
-        "--input-name",
-        spec.input_name,
-        "--input-shape",
-        "x".join(str(d) for d in spec.input_shape),
-        "--min-batch",
-        str(spec.min_batch),
-        "--opt-batch",
-        str(spec.opt_batch),
-        "--max-batch",
-        str(spec.max_batch),
+    batches = f"{spec.min_batch},{spec.opt_batch},{spec.max_batch}"
+    return [
+        *(python, "-m", "helpers.tensorrt_build", "--onnx", str(spec.onnx)),
+        *("--folder", str(spec.folder), "--precision", spec.precision, "--batches", batches),
     ]
-    if spec.timing_cache is not None:
-        command += ["--timing-cache", str(spec.timing_cache)]
-    if spec.layer_info is not None:
-        command += ["--layer-info", str(spec.layer_info)]
-    if spec.workspace_mib is not None:
-        command += ["--workspace-mib", str(spec.workspace_mib)]
-    return command
+
+
+def trtexec_command(
+    route: str,
+    make_args,
+    trtexec: str | os.PathLike[str] = "trtexec",
+    ngc_tag: str = DEFAULT_NGC_TAG,
+    repo_root: Path = REPO_ROOT,
+) -> list[str]:
+    """trtexec with the arguments ``make_args(path)`` returns, here or in the NGC image (notebook 02).
+
+    ``path`` is ``str`` for a local trtexec and maps host paths into the container for Docker.
+    """
+    if route == "trtexec":
+        return [str(trtexec), *make_args(str)]
+    if route == "docker":
+        inside = lambda p: container_path(p, repo_root)  # noqa: E731
+        return [*docker_prefix(ngc_tag, repo_root), "trtexec", *make_args(inside)]
+    raise ValueError(f"trtexec runs on the 'trtexec' or 'docker' route, not {route!r}")
 
 
 def build_commands(
@@ -448,25 +431,15 @@ def build_commands(
     ``route`` is ``"trtexec"``, ``"docker"`` or ``"python"``. An FP16 build on TensorRT 11+
     starts with the ModelOpt AutoCast step (run on the host, then the FP16 ONNX is built).
     """
+    if route not in ("trtexec", "docker", "python"):
+        raise ValueError(f"unknown build route {route!r}: use 'trtexec', 'docker' or 'python'")
     commands: list[list[str]] = []
     if spec.precision == "fp16" and tensorrt_major >= 11:
         commands.append(autocast_command(spec, python))
-    if route == "trtexec":
-        commands.append([str(trtexec), *trtexec_build_args(spec, tensorrt_major)])
-    elif route == "docker":
-        inside = lambda p: container_path(p, repo_root)  # noqa: E731
-        commands.append(
-            [
-                *docker_prefix(ngc_tag, repo_root),
-                "trtexec",
-                *trtexec_build_args(spec, tensorrt_major, path=inside),
-            ]
-        )
-    elif route == "python":
-        commands.append(python_build_command(spec, python))
-    else:
-        raise ValueError(f"unknown build route {route!r}: use 'trtexec', 'docker' or 'python'")
-    return commands
+    if route == "python":
+        return [*commands, python_build_command(spec, python)]
+    make_args = lambda path: trtexec_build_args(spec, tensorrt_major, path)  # noqa: E731
+    return [*commands, trtexec_command(route, make_args, trtexec, ngc_tag, repo_root)]
 
 
 def benchmark_command(
@@ -479,16 +452,19 @@ def benchmark_command(
     duration_s: int = 10,
 ) -> list[str]:
     """trtexec timing a saved plan at one batch size, locally or in the NGC image (notebook 02)."""
-    if route == "trtexec":
-        return [str(trtexec), *trtexec_benchmark_args(plan, batch, duration_s=duration_s)]
-    if route == "docker":
-        inside = lambda p: container_path(p, repo_root)  # noqa: E731
-        return [
-            *docker_prefix(ngc_tag, repo_root),
-            "trtexec",
-            *trtexec_benchmark_args(plan, batch, duration_s=duration_s, path=inside),
-        ]
-    raise ValueError(f"trtexec benchmarks need the 'trtexec' or 'docker' route, not {route!r}")
+    shape = "x".join(str(d) for d in (batch, *INPUT_SHAPE))
+    return trtexec_command(
+        route,
+        lambda path: [
+            f"--loadEngine={path(plan)}",
+            f"--shapes={INPUT_NAME}:{shape}",
+            "--warmUp=500",
+            f"--duration={duration_s}",
+        ],
+        trtexec,
+        ngc_tag,
+        repo_root,
+    )
 
 
 def inspect_command(
@@ -498,13 +474,19 @@ def inspect_command(
     ngc_tag: str = DEFAULT_NGC_TAG,
     repo_root: Path = REPO_ROOT,
 ) -> list[str]:
-    """trtexec loading a saved plan and listing its layers, locally or in the NGC image (notebook 02)."""
-    if route == "trtexec":
-        return [str(trtexec), *trtexec_inspect_args(plan)]
-    if route == "docker":
-        inside = lambda p: container_path(p, repo_root)  # noqa: E731
-        return [*docker_prefix(ngc_tag, repo_root), "trtexec", *trtexec_inspect_args(plan, inside)]
-    raise ValueError(f"trtexec inspects plans on the 'trtexec' or 'docker' route, not {route!r}")
+    """trtexec loading a saved plan and listing its layers, without running it (notebook 02)."""
+    return trtexec_command(
+        route,
+        lambda path: [
+            f"--loadEngine={path(plan)}",
+            "--skipInference",
+            "--dumpLayerInfo",
+            "--verbose",
+        ],
+        trtexec,
+        ngc_tag,
+        repo_root,
+    )
 
 
 def run_commands(commands: Sequence[Sequence[str]], log: Path | None = None) -> str:
@@ -535,85 +517,32 @@ def run_commands(commands: Sequence[Sequence[str]], log: Path | None = None) -> 
 # --------------------------------------------------------------------------- the python route
 
 
-def build_with_tensorrt_python(spec: EngineSpec) -> Path:
-    """Build ``spec`` with the ``tensorrt`` package's builder API (GPU needed; notebook 02)."""
-    import tensorrt as trt
-
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    major = int(trt.__version__.split(".")[0])
-    onnx_path = spec.fp16_onnx if spec.precision == "fp16" and major >= 11 else spec.onnx
-    network = builder.create_network(0)  # explicit batch is the only mode since TensorRT 10
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = "\n".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise BuildError(f"TensorRT could not parse {onnx_path}:\n{errors}")
-    config = builder.create_builder_config()
-    if spec.workspace_mib is not None:
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, spec.workspace_mib << 20)
-    if spec.precision == "fp16" and major < 11:
-        config.set_flag(trt.BuilderFlag.FP16)
-    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-    profile = builder.create_optimization_profile()
-    shapes = spec.profile()
-    profile.set_shape(spec.input_name, shapes["min"], shapes["opt"], shapes["max"])
-    config.add_optimization_profile(profile)
-    cache_bytes = b""
-    if spec.timing_cache is not None and spec.timing_cache.exists():
-        cache_bytes = spec.timing_cache.read_bytes()
-    config.set_timing_cache(config.create_timing_cache(cache_bytes), False)
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise BuildError(f"TensorRT failed to build {spec.plan} (see the messages above)")
-    spec.plan.parent.mkdir(parents=True, exist_ok=True)
-    spec.plan.write_bytes(bytes(serialized))
-    if spec.timing_cache is not None:
-        spec.timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
-    if spec.layer_info is not None:
-        engine = trt.Runtime(logger).deserialize_cuda_engine(bytes(serialized))
-        inspector = engine.create_engine_inspector()
-        spec.layer_info.write_text(
-            inspector.get_engine_information(trt.LayerInformationFormat.JSON)
-        )
-    print(f"TensorRT version: {trt.__version__}")
-    return spec.plan
-
-
 def _parse_args(argv: Sequence[str] | None) -> EngineSpec:
     parser = argparse.ArgumentParser(
         prog="python -m helpers.tensorrt_build",
         description="Build a TensorRT engine with the tensorrt Python package (notebook 02).",
     )
     parser.add_argument("--onnx", type=Path, required=True)
-    parser.add_argument("--plan", type=Path, required=True)
+    parser.add_argument("--folder", type=Path, required=True, help="for the plan, cache, layers")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
-    parser.add_argument("--input-name", default="images")
-    parser.add_argument("--input-shape", default="3x640x640")
-    parser.add_argument("--min-batch", type=int, default=1)
-    parser.add_argument("--opt-batch", type=int, default=4)
-    parser.add_argument("--max-batch", type=int, default=8)
-    parser.add_argument("--timing-cache", type=Path)
-    parser.add_argument("--layer-info", type=Path)
-    parser.add_argument("--workspace-mib", type=int)
+    parser.add_argument("--batches", default="1,4,8", help="min,opt,max batch of the profile")
     args = parser.parse_args(argv)
-    return EngineSpec(
-        onnx=args.onnx,
-        plan=args.plan,
-        precision=args.precision,
-        input_name=args.input_name,
-        input_shape=tuple(int(d) for d in args.input_shape.split("x")),
-        min_batch=args.min_batch,
-        opt_batch=args.opt_batch,
-        max_batch=args.max_batch,
-        timing_cache=args.timing_cache,
-        layer_info=args.layer_info,
-        workspace_mib=args.workspace_mib,
-    )
+    batches = [int(b) for b in args.batches.split(",")]
+    return EngineSpec(args.precision, args.folder, args.onnx, *batches)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry of the python route (notebook 02)."""
-    build_with_tensorrt_python(_parse_args(argv))
+    """Command-line entry of the python route: notebook 02's ``build_engine`` for one spec."""
+    from helpers.lessons.tensorrt_engines import build_engine
+
+    spec = _parse_args(argv)
+    version = tensorrt_python_version()
+    if version is None:
+        raise BuildError("the tensorrt package is not installed: pip install tensorrt")
+    fp16_graph = spec.precision == "fp16" and not version.startswith(("8.", "9.", "10."))
+    onnx = spec.fp16_onnx if fp16_graph else spec.onnx
+    fp16 = spec.precision == "fp16"
+    build_engine(onnx, spec.plan, spec.profile(), fp16, spec.timing_cache, spec.layer_info)
     return 0
 
 
@@ -628,11 +557,8 @@ def sidecar_path(plan: Path) -> Path:
 def _sha256(path: Path) -> str | None:
     if not path.exists():
         return None
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 @dataclass
@@ -668,8 +594,6 @@ def engine_record(
     log_text: str = "",
 ) -> EngineRecord:
     """Collect the sidecar facts; trtexec's own log wins over what the host saw (notebook 02)."""
-    from helpers.trtexec_report import parse_build_info
-
     logged = parse_build_info(log_text) if log_text else {}
     flags = [str(part) for part in commands[-1]] if commands else []
     return EngineRecord(
@@ -681,7 +605,7 @@ def engine_record(
         route=route,
         build_flags=flags,
         profile=spec.profile(),
-        input_name=spec.input_name,
+        input_name=INPUT_NAME,
         onnx_sha256=_sha256(spec.onnx),
         plan_sha256=_sha256(spec.plan),
         driver_version=gpu.driver_version if gpu else None,
@@ -809,7 +733,7 @@ def time_engines(
     """trtexec-time every built engine at every batch size; one row per run with images/s (notebook 02)."""
     import pandas as pd
 
-    from helpers.trtexec_report import parse_performance_summary
+    from helpers.lessons.tensorrt_engines import parse_performance_summary
 
     rows = []
     for precision, build in builds.items():
@@ -824,7 +748,7 @@ def time_engines(
             )
             log_file = (log_dir or build.spec.plan.parent) / f"bench_{precision}_b{batch}.log"
             summary = parse_performance_summary(run_commands([command], log=log_file))
-            rows.append(summary.row(precision=precision, batch=batch))
+            rows.append({"precision": precision, "batch": batch, **summary})
     table = pd.DataFrame(rows)
     if not table.empty:
         table.insert(2, "images_per_s", table["throughput_qps"] * table["batch"])

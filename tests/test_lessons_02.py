@@ -20,9 +20,9 @@ from helpers.paths import BUILD_DIR, REPO_ROOT
 from helpers.tensorrt_build import (
     ONNX_MODEL,
     TRT_MODEL_NAME,
+    EngineSpec,
     benchmark_command,
     build_commands,
-    engine_spec,
     inspect_command,
 )
 from tests.copyable import fenced_blocks, run_copyable, tagged_cells
@@ -53,7 +53,7 @@ def test_trtexec_lines_shown_as_text_are_the_builders() -> None:
     blocks = fenced_blocks(NOTEBOOK)
     p = notebook_parameters()
     specs = {
-        precision: engine_spec(
+        precision: EngineSpec(
             precision, TYPED_BUILD, TYPED_ONNX, p["MIN_BATCH"], p["OPT_BATCH"], p["MAX_BATCH"]
         )
         for precision in p["PRECISIONS"]

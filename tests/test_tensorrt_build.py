@@ -1,4 +1,4 @@
-"""helpers.tensorrt_build and helpers.trtexec_report, without a GPU.
+"""helpers.tensorrt_build and notebook 02's readers of trtexec's output, without a GPU.
 
 The build routes are checked through the commands they produce; the parsers on trtexec's own
 output format (fixtures in tests/data/trtexec, see its README for where the format comes from).
@@ -12,20 +12,19 @@ import stat
 import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from helpers import tensorrt_build as tb
-from helpers import trtexec_report as tr
+from helpers.lessons import tensorrt_engines as tr
 
 DATA = Path(__file__).parent / "data" / "trtexec"
 REPO = Path("/repo")
 
 
 def spec(precision: str = "fp16", root: Path = REPO) -> tb.EngineSpec:
-    return tb.engine_spec(
+    return tb.EngineSpec(
         precision,
-        build_folder=root / "build" / "tensorrt",
+        folder=root / "build" / "tensorrt",
         onnx=root / "model_repository" / "yolo11n_onnx" / "1" / "model.onnx",
         min_batch=1,
         opt_batch=4,
@@ -83,12 +82,6 @@ def test_tensorrt_11_fp16_goes_through_modelopt_autocast():
     assert len(tb.build_commands("trtexec", spec("fp32"), tensorrt_major=11)) == 1
 
 
-def test_workspace_limit_is_optional():
-    with_limit = tb.EngineSpec(onnx=REPO / "m.onnx", plan=REPO / "m.plan", workspace_mib=2048)
-    assert "--memPoolSize=workspace:2048M" in tb.trtexec_build_args(with_limit)
-    assert not any("memPoolSize" in a for a in tb.trtexec_build_args(spec("fp32")))
-
-
 def test_benchmark_command_times_one_batch_size():
     command = tb.benchmark_command(
         "trtexec", REPO / "build/tensorrt/yolo11n_fp16.plan", 4, duration_s=5
@@ -100,7 +93,7 @@ def test_benchmark_command_times_one_batch_size():
         "--warmUp=500",
         "--duration=5",
     ]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not 'python'"):
         tb.benchmark_command("python", REPO / "x.plan", 1)
 
 
@@ -127,7 +120,7 @@ def test_docker_build_command_mounts_the_repo_and_maps_paths(tmp_path):
 
 
 def test_docker_refuses_paths_outside_the_mounted_repo(tmp_path):
-    outside = tb.EngineSpec(onnx=Path("/elsewhere/model.onnx"), plan=tmp_path / "m.plan")
+    outside = tb.EngineSpec("fp32", tmp_path, onnx=Path("/elsewhere/model.onnx"))
     with pytest.raises(ValueError, match="outside"):
         tb.build_commands("docker", outside, repo_root=tmp_path)
 
@@ -166,7 +159,7 @@ def test_unknown_route_is_an_error():
 )
 def test_engine_spec_validates(kwargs):
     with pytest.raises(ValueError):
-        tb.EngineSpec(onnx=REPO / "m.onnx", plan=REPO / "m.plan", **kwargs)
+        tb.EngineSpec(**{"precision": "fp32", "folder": REPO, **kwargs})
 
 
 # --------------------------------------------------------------------------- choosing a route
@@ -312,57 +305,37 @@ def test_read_sidecar_names_the_missing_file(tmp_path):
 
 def test_performance_summary_tensorrt_10():
     summary = tr.parse_performance_summary((DATA / "yolo11n_fp16_b4_benchmark.log").read_text())
-    assert summary.throughput_qps == pytest.approx(189.62)
-    assert list(summary.stats.index) == [
-        "latency",
-        "enqueue_time",
-        "h2d_latency",
-        "gpu_compute_time",
-        "d2h_latency",
-    ]
-    assert list(summary.stats.columns) == [
-        "min_ms",
-        "mean_ms",
-        "median_ms",
-        "max_ms",
-        "p90_ms",
-        "p95_ms",
-        "p99_ms",
-    ]
-    latency = summary.stats.loc["latency"]
-    assert latency["min_ms"] == pytest.approx(5.19531)
-    assert latency["mean_ms"] == pytest.approx(5.2477)
-    assert latency["median_ms"] == pytest.approx(5.24219)
-    assert latency["p99_ms"] == pytest.approx(5.41992)
-    assert summary.stats.loc["gpu_compute_time", "mean_ms"] == pytest.approx(2.6418)
-    assert summary.stats.loc["h2d_latency", "mean_ms"] == pytest.approx(1.6512)
-    assert summary.stats.loc["d2h_latency", "p95_ms"] == pytest.approx(0.961914)
-    assert summary.total_host_walltime_s == pytest.approx(10.0031)
-    assert summary.total_gpu_compute_s == pytest.approx(5.01149)
-    assert any("data transfers" in w for w in summary.warnings)
+    stats = ["min", "max", "mean", "median", "p90", "p95", "p99"]  # as trtexec prints them
+    metrics = ["latency", "enqueue_time", "h2d_latency", "gpu_compute_time", "d2h_latency"]
+    assert list(summary) == ["throughput_qps"] + [f"{m}_{s}_ms" for m in metrics for s in stats]
+    assert summary["throughput_qps"] == pytest.approx(189.62)
+    assert summary["latency_min_ms"] == pytest.approx(5.19531)
+    assert summary["latency_mean_ms"] == pytest.approx(5.2477)
+    assert summary["latency_median_ms"] == pytest.approx(5.24219)
+    assert summary["latency_p99_ms"] == pytest.approx(5.41992)
+    assert summary["gpu_compute_time_mean_ms"] == pytest.approx(2.6418)
+    assert summary["h2d_latency_mean_ms"] == pytest.approx(1.6512)
+    assert summary["d2h_latency_p95_ms"] == pytest.approx(0.961914)
     # host latency = H2D + GPU compute + D2H, as trtexec defines it
-    means = summary.stats["mean_ms"]
-    assert means["latency"] == pytest.approx(
-        means["h2d_latency"] + means["gpu_compute_time"] + means["d2h_latency"], rel=1e-3
+    assert summary["latency_mean_ms"] == pytest.approx(
+        summary["h2d_latency_mean_ms"]
+        + summary["gpu_compute_time_mean_ms"]
+        + summary["d2h_latency_mean_ms"],
+        rel=1e-3,
     )
 
 
 def test_performance_summary_tensorrt_8_has_only_p99():
     summary = tr.parse_performance_summary((DATA / "trt8_summary.log").read_text())
-    assert summary.throughput_qps == pytest.approx(402.118)
-    assert list(summary.stats.columns) == ["min_ms", "mean_ms", "median_ms", "max_ms", "p99_ms"]
-    assert summary.stats.loc["gpu_compute_time", "p99_ms"] == pytest.approx(2.03711)
-    assert summary.warnings == []
-
-
-def test_summary_rows_make_a_comparison_table():
-    fp16 = tr.parse_performance_summary((DATA / "yolo11n_fp16_b4_benchmark.log").read_text())
-    fp32 = tr.parse_performance_summary((DATA / "trt8_summary.log").read_text())
-    table = pd.DataFrame([fp16.row(precision="fp16", batch=4), fp32.row(precision="fp32", batch=1)])
-    assert table.columns[:3].tolist() == ["precision", "batch", "throughput_qps"]
-    assert table["latency_p99_ms"].tolist() == pytest.approx([5.41992, 2.70313])
-    assert table["gpu_compute_time_mean_ms"].tolist() == pytest.approx([2.6418, 1.79061])
-    assert pd.isna(table.loc[1, "latency_p90_ms"])  # TensorRT 8 printed no p90
+    assert summary["throughput_qps"] == pytest.approx(402.118)
+    assert [k for k in summary if k.startswith("latency_")] == [
+        "latency_min_ms",
+        "latency_max_ms",
+        "latency_mean_ms",
+        "latency_median_ms",
+        "latency_p99_ms",
+    ]
+    assert summary["gpu_compute_time_p99_ms"] == pytest.approx(2.03711)
 
 
 def test_units_other_than_ms_are_converted():
@@ -370,15 +343,13 @@ def test_units_other_than_ms_are_converted():
         "[I] === Performance summary ===\n"
         "[I] Throughput: 1e+04 qps\n"
         "[I] Latency: min = 90 us, max = 0.002 s, mean = 0.1 ms, median = 100 us, percentile(99.9%) = 0.5 ms\n"
-        "[I] Total Host Walltime: 3000 ms\n"
+        "[I] Total Host Walltime: 3000 ms\n"  # not a statistic line: ignored
     )
     summary = tr.parse_performance_summary(text)
-    assert summary.throughput_qps == 10_000
-    row = summary.stats.loc["latency"]
-    assert row["min_ms"] == pytest.approx(0.09)
-    assert row["max_ms"] == pytest.approx(2.0)
-    assert row["p99.9_ms"] == pytest.approx(0.5)
-    assert summary.total_host_walltime_s == pytest.approx(3.0)
+    assert summary["throughput_qps"] == 10_000
+    assert summary["latency_min_ms"] == pytest.approx(0.09)
+    assert summary["latency_max_ms"] == pytest.approx(2.0)
+    assert summary["latency_p99.9_ms"] == pytest.approx(0.5)
 
 
 def test_build_only_log_has_no_summary():
@@ -392,7 +363,7 @@ def test_build_only_log_has_no_summary():
 
 def test_build_info_and_bindings_from_the_log():
     log = (DATA / "yolo11n_fp16_b4_benchmark.log").read_text()
-    assert tr.parse_build_info(log) == {
+    assert tb.parse_build_info(log) == {
         "tensorrt_version": "10.5.0",
         "gpu_name": "NVIDIA L4",
         "compute_capability": "8.9",
@@ -413,7 +384,7 @@ def test_build_info_and_bindings_from_the_log():
     [("101600", "10.16.0"), ("100500", "10.5.0"), ("8601", "8.6.1"), ("110400", "11.4.0")],
 )
 def test_tensorrt_version_tags(tag, version):
-    assert tr.tensorrt_version_from_tag(tag) == version
+    assert tb.tensorrt_version_from_tag(tag) == version
 
 
 @pytest.mark.parametrize(
@@ -435,24 +406,19 @@ def test_precision_names(text, precision):
 
 
 def test_layer_info_detailed_json():
-    info = tr.parse_layer_info(DATA / "yolo11n_fp16_layers.json")
-    assert len(info.layers) == 6
-    first = info.layers.iloc[0]
+    layers = tr.parse_layer_info(DATA / "yolo11n_fp16_layers.json")
+    assert len(layers) == 6
+    first = layers.iloc[0]
     assert first["layer_type"] == "CaskConvolution"
     assert first["precision"] == "fp16"
     assert first["onnx_layers"] == 3  # Conv + Sigmoid + Mul fused into one kernel
     assert first["output_shape"] == (4, 16, 320, 320)
-    assert info.precision_counts().to_dict() == {"fp16": 5, "fp32": 1}
-    assert info.io_tensors["name"].tolist() == ["images", "output0"]
+    assert layers["precision"].value_counts().to_dict() == {"fp16": 5, "fp32": 1}
 
 
-def test_layer_info_tensorrt_11_io_tensors_and_names_only():
-    info = tr.parse_layer_info((DATA / "trt11_io_tensors.json").read_text())
-    assert info.layers["precision"].tolist() == ["unknown", "unknown"]
-    assert info.io_tensors.to_dict("records") == [
-        {"name": "images", "mode": "input", "dtype": "fp32", "shape": (-1, 3, 640, 640)},
-        {"name": "output0", "mode": "output", "dtype": "fp32", "shape": (-1, 84, 8400)},
-    ]
+def test_layer_info_names_only():
+    layers = tr.parse_layer_info((DATA / "trt11_io_tensors.json").read_text())
+    assert layers["precision"].tolist() == ["unknown", "unknown"]
 
 
 # --------------------------------------------------------------------------- build and time
@@ -483,7 +449,7 @@ def test_build_and_time_engines_with_a_stand_in_trtexec(tmp_path):
     folder.mkdir()
     onnx = tmp_path / "model.onnx"
     onnx.write_bytes(b"onnx")
-    specs = {p: tb.engine_spec(p, folder, onnx) for p in ("fp32", "fp16")}
+    specs = {p: tb.EngineSpec(p, folder, onnx) for p in ("fp32", "fp16")}
     builds, skipped = tb.build_engines(route, specs, env)
     assert skipped == [] and list(builds) == ["fp32", "fp16"]
     for precision, build in builds.items():
@@ -496,7 +462,7 @@ def test_build_and_time_engines_with_a_stand_in_trtexec(tmp_path):
             "10.5.0",
         )
         assert ("--fp16" in record.build_flags) == (precision == "fp16")
-        assert tr.parse_layer_info(build.spec.layer_info).precision_counts()["fp16"] == 5
+        assert (tr.parse_layer_info(build.spec.layer_info)["precision"] == "fp16").sum() == 5
         assert (folder / f"build_{precision}.log").read_text().startswith("$ ")
 
     table = tb.time_engines(route, builds, [1, 4], duration_s=3)
@@ -515,10 +481,10 @@ def test_build_engines_reports_failures_and_skips(tmp_path):
     trtexec = _executable(tmp_path / "trtexec", FAKE_TRTEXEC)
     env = tb.BuildEnvironment(gpu=GPU, trtexec=trtexec, trtexec_version="11.4.0")
     route = tb.choose_route(env)
-    broken = {"fp32": tb.engine_spec("fp32", tmp_path, tmp_path / "broken.onnx")}
+    broken = {"fp32": tb.EngineSpec("fp32", tmp_path, tmp_path / "broken.onnx")}
     with pytest.raises(tb.BuildError, match="failed to parse onnx file"):
         tb.build_engines(route, broken, env)
-    fp16_only = {"fp16": tb.engine_spec("fp16", tmp_path, tmp_path / "m.onnx")}
+    fp16_only = {"fp16": tb.EngineSpec("fp16", tmp_path, tmp_path / "m.onnx")}
     builds, skipped = tb.build_engines(route, fp16_only, env)  # TensorRT 11, no ModelOpt
     assert builds == {} and "ModelOpt AutoCast" in skipped[0]
     with pytest.raises(tb.BuildError, match="No NVIDIA GPU"):
