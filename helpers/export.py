@@ -24,16 +24,12 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
-import pandas as pd
 
 from helpers.paths import MODEL_REPOSITORY, build_dir
 from helpers.yolo import INPUT_SIZE, LoadedYolo
-
-if TYPE_CHECKING:
-    import onnxruntime
 
 #: The ONNX opset the course exports with. 17 runs on onnxruntime >= 1.13 (Triton 23.x and
 #: later), TensorRT >= 8.6 and every CPU/GPU execution provider without falling back.
@@ -43,7 +39,8 @@ SIDECAR_SUFFIX: str = ".export.json"
 #: File name Triton expects per backend (the default ``default_model_filename``).
 MODEL_FILENAMES: dict[str, str] = {"onnx": "model.onnx", "torchscript": "model.pt"}
 
-#: Parity tolerance between runtimes, per element: |other - pytorch| <= ATOL + RTOL * |pytorch|.
+#: Parity tolerance between runtimes, per element: |other - pytorch| <= ATOL + RTOL * |pytorch|
+#: (notebook 01's parity table, ``np.allclose``).
 #: Boxes are in pixels (0-640) and scores in [0, 1]; float32 kernels that differ in summation
 #: order (and BatchNorm folded into the convolutions for the exports) stay far inside it.
 PARITY_ATOL: float = 1e-3
@@ -78,12 +75,9 @@ def triton_model_name(size: str = "n", fmt: str = "onnx") -> str:
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks (introduced in notebook 01)."""
-    digest = hashlib.sha256()
+    """Hex sha256 of a file (introduced in notebook 01)."""
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def sidecar_path(target: str | os.PathLike[str]) -> Path:
@@ -136,19 +130,6 @@ def place_file(
             return destination, "kept", message
     _move(new_file, target, digest, metadata)
     return target, action, message
-
-
-def yolo_export_command(
-    model: str = "yolo11n.pt", *, opset: int = DEFAULT_OPSET, imgsz: int = INPUT_SIZE
-) -> list[str]:
-    """``yolo export ...``: the ONNX export of ``export_onnx`` as Ultralytics' command line (notebook 01)."""
-    options = {"format": "onnx", "imgsz": imgsz, "dynamic": True, "simplify": True, "opset": opset}
-    return [
-        "yolo",
-        "export",
-        f"model={model}",
-        *(f"{key}={value}" for key, value in options.items()),
-    ]
 
 
 def export_onnx(
@@ -289,26 +270,6 @@ def _version(package: str) -> str:
 # --------------------------------------------------------------------------- running the exports
 
 
-def onnx_session(path: str | os.PathLike[str], threads: int = 0) -> onnxruntime.InferenceSession:
-    """An onnxruntime session on the best available provider (CUDA, else CPU) (notebook 01).
-
-    ``threads=0`` lets onnxruntime use one thread per physical core.
-    """
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    available = ort.get_available_providers()
-    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-    return ort.InferenceSession(str(path), options, providers=providers)
-
-
-def run_onnx(session: onnxruntime.InferenceSession, batch: np.ndarray) -> np.ndarray:
-    """Run a YOLO ONNX session on an NCHW float32 batch; return ``output0`` (notebook 01)."""
-    feed = {session.get_inputs()[0].name: np.ascontiguousarray(batch, dtype=np.float32)}
-    return session.run(None, feed)[0]
-
-
 def run_torchscript(path: str | os.PathLike[str], batch: np.ndarray) -> np.ndarray:
     """Load a TorchScript file on the CPU and run it on an NCHW batch (notebook 01)."""
     import torch
@@ -319,40 +280,3 @@ def run_torchscript(path: str | os.PathLike[str], batch: np.ndarray) -> np.ndarr
     if isinstance(output, (tuple, list)):
         output = output[0]
     return output.numpy()
-
-
-def parity_table(
-    outputs: dict[str, np.ndarray],
-    reference: str = "PyTorch",
-    atol: float = PARITY_ATOL,
-    rtol: float = PARITY_RTOL,
-) -> pd.DataFrame:
-    """Max absolute and relative differences of each runtime's output from ``reference`` (notebook 01).
-
-    The relative difference is taken where ``|reference| > atol`` (elsewhere it only measures
-    noise around zero); ``within_tolerance`` is ``np.allclose(other, reference, rtol, atol)``.
-    """
-    ref = np.asarray(outputs[reference], dtype=np.float64)
-    rows = []
-    for name, output in outputs.items():
-        if name == reference:
-            continue
-        out = np.asarray(output, dtype=np.float64)
-        if out.shape != ref.shape:
-            raise ValueError(f"{name} output {out.shape} != {reference} output {ref.shape}")
-        diff = np.abs(out - ref)
-        large = np.abs(ref) > atol
-        rows.append(
-            {
-                "runtime": name,
-                "vs": reference,
-                "max_abs_diff": float(diff.max()),
-                "max_rel_diff": float((diff[large] / np.abs(ref[large])).max())
-                if large.any()
-                else 0.0,
-                "within_tolerance": bool(np.allclose(out, ref, rtol=rtol, atol=atol)),
-            }
-        )
-    return pd.DataFrame(
-        rows, columns=["runtime", "vs", "max_abs_diff", "max_rel_diff", "within_tolerance"]
-    )

@@ -3,24 +3,20 @@
 ``NetronServer(path)`` starts ``netron`` on 127.0.0.1 with a free port, waits until it answers
 HTTP, and gives ``.url``, ``.iframe()`` for JupyterLab and ``.stop()``. Its lifecycle is
 ``helpers.processes.ChildServer``'s: the child never outlives the Python process that started
-it (on Linux the kernel sends it SIGTERM when its parent dies, ``PR_SET_PDEATHSIG``).
+it (on Linux the kernel kills it when its parent dies, ``PR_SET_PDEATHSIG``).
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from IPython.display import IFrame
 
-from helpers.paths import build_dir
-from helpers.processes import ChildServer, die_with_parent, terminate
+from helpers.processes import ChildServer, terminate
 
 #: Starts netron's own command line (the package has no ``__main__``) with the arguments after it.
 _NETRON_MAIN = "import sys, netron; sys.argv[0] = 'netron'; netron.main()"
@@ -42,6 +38,8 @@ class NetronServer(ChildServer):
     port: ``ssh -L <port>:127.0.0.1:<port> host``, then open ``url``).
     """
 
+    program = "netron"
+
     def __init__(
         self,
         model_path: str | os.PathLike[str],
@@ -54,34 +52,19 @@ class NetronServer(ChildServer):
             raise FileNotFoundError(f"no model file at {self.model_path}")
         self.host = host
         self.port = port
-        self.timeout_s = timeout_s
+        self.startup_timeout = timeout_s
         self.start()
 
     def _launch(self, ports: list[int]) -> None:
         self.port = ports[0]
         self.url = f"http://{self.host}:{self.port}/"
-        self.log_path = build_dir("netron") / f"netron-{self.port}.log"
         netron = netron_command(self.model_path, self.host, self.port)  # what a learner types
         command = [sys.executable, "-c", _NETRON_MAIN, *netron[1:], "--verbosity", "quiet"]
-        with open(self.log_path, "wb") as log:  # the child keeps its own copy of the handle
-            self.process = subprocess.Popen(  # noqa: S603 - argument list, no shell
-                die_with_parent(command, signal.SIGTERM),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        self._spawn(command, f"netron-{self.port}.log")
         self._stop_with(terminate, self.process)
 
-    def _wait_until_ready(self) -> None:
-        deadline = time.monotonic() + self.timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                log = self.log_path.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"netron exited with code {self.process.returncode}: {log}")
-            if self.answers():
-                return
-            time.sleep(0.1)
-        raise TimeoutError(f"netron did not answer at {self.url} within {self.timeout_s:.0f} s")
+    def _ready(self) -> bool:
+        return self.answers()
 
     def answers(self) -> bool:
         """Whether the server answers ``GET /`` with HTTP 200 right now."""

@@ -27,7 +27,7 @@ import psutil
 import pytest
 
 from helpers import export, processes, yolo
-from helpers.onnx_report import operator_counts
+from helpers.ort_optimize import op_counts
 from helpers.paths import REPO_ROOT, build_dir
 from helpers.processes import free_ports
 from tests.conftest import require_system
@@ -95,8 +95,8 @@ def test_netron_draws_every_node_of_the_exported_yolo11n(chromium: str, onnx_mod
 
     view = netron_graph(onnx_model, screenshot, chromium=chromium)
 
-    counts = operator_counts(onnx_model)
-    assert view.node_types == Counter(dict(zip(counts["op_type"], counts["count"])))
+    counts = op_counts(onnx_model)  # "ai.onnx:Conv" -> number of nodes
+    assert view.node_types == Counter({op.split(":")[-1]: int(n) for op, n in counts.items()})
     assert view.node_types["Conv"] > 50 and view.node_types["Concat"] > 10
     # Clicking the first Conv shows its attributes and inputs, as notebook 01 tells the learner.
     sidebar = view.sidebar.splitlines()

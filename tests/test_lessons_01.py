@@ -3,7 +3,8 @@
 The copyable cells export YOLO11n with Ultralytics' public API, run the file with ONNX Runtime
 on a letterboxed photo, and ask a Triton server serving that file for the same photo's output,
 in a temporary folder where ``helpers`` cannot be imported.
-The commands the notebook shows as text (``yolo export``, ``netron``) are the builders' output.
+The commands the notebook shows as text are the copyable export call as ``yolo export`` (which
+runs) and Netron's command line as ``helpers.netron_view`` builds it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import onnxruntime as ort
 
 from helpers import yolo
 from helpers.commands import format_command
-from helpers.export import yolo_export_command
 from helpers.lessons.yolo_client import preprocess
 from helpers.lessons.yolo_decode import decode
 from helpers.netron_view import netron_command
@@ -109,15 +109,8 @@ def test_copyable_cells_export_yolo11_serve_it_and_decode_triton_s_answer(
     np.testing.assert_allclose(served_boxes, boxes, atol=1e-2)
 
 
-def test_commands_shown_as_text_are_the_builders() -> None:
-    blocks = fenced_blocks(NOTEBOOK)
-    params = notebook_parameters()
-    checkpoint = f"yolo11{params['MODEL_SIZE']}.pt"
-    assert format_command(yolo_export_command(checkpoint, opset=params["OPSET"])) in blocks
-    assert format_command(netron_command("yolo11n.onnx")) in blocks
-
-
-def test_yolo_export_line_has_the_options_of_the_python_call() -> None:
+def yolo_export_line(model: str = "yolo11n.pt") -> list[str]:
+    """The copyable cell's ``model.export(...)`` call as Ultralytics' command line, option by option."""
     params = notebook_parameters()
     call = next(
         node
@@ -125,19 +118,22 @@ def test_yolo_export_line_has_the_options_of_the_python_call() -> None:
         for node in ast.walk(ast.parse(source))
         if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "export"
     )
-    in_python = {
-        kw.arg: str(params[kw.value.id] if isinstance(kw.value, ast.Name) else kw.value.value)
+    options = {
+        kw.arg: params[kw.value.id] if isinstance(kw.value, ast.Name) else kw.value.value
         for kw in call.keywords
     }
-    on_command_line = dict(
-        arg.split("=", 1) for arg in yolo_export_command(opset=params["OPSET"])[2:]
-    )
-    assert on_command_line.pop("model") == "yolo11n.pt"
-    assert in_python == on_command_line
+    return ["yolo", "export", f"model={model}", *(f"{k}={v}" for k, v in options.items())]
+
+
+def test_commands_shown_as_text_are_the_builders() -> None:
+    blocks = fenced_blocks(NOTEBOOK)
+    checkpoint = f"yolo11{notebook_parameters()['MODEL_SIZE']}.pt"
+    assert format_command(yolo_export_line(checkpoint)) in blocks
+    assert format_command(netron_command("yolo11n.onnx")) in blocks
 
 
 def test_yolo_export_line_runs(tmp_path: Path) -> None:
-    command = yolo_export_command("yolo11n.yaml")  # offline: the architecture in place of the .pt
+    command = yolo_export_line("yolo11n.yaml")  # offline: the architecture in place of the .pt
     command[0] = str(Path(sys.executable).with_name("yolo"))
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
