@@ -15,11 +15,6 @@ import pytest
 
 from helpers import whisper_client as wc
 from helpers.commands import format_command
-from helpers.docker_images import (
-    dockerfile_text,
-    faster_whisper_build_command,
-    faster_whisper_run_command,
-)
 from helpers.lessons.whisper import (
     MULTILINGUAL_HOWTO,
     ModelCheck,
@@ -33,6 +28,32 @@ from tests.copyable import fenced_blocks, run_copyable
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "05_faster_whisper_python_backend.ipynb"
 SAMPLE = load_samples()[0]
+#: The committed Dockerfile that adds faster-whisper to the NGC Triton image, and its tag.
+DOCKERFILE = "docker/faster-whisper/Dockerfile"
+IMAGE = "triton-serving-lab/faster-whisper:25.03"
+
+
+def dockerfile_text() -> str:
+    return (REPO_ROOT / DOCKERFILE).read_text()
+
+
+def faster_whisper_build_command() -> list[str]:
+    """``docker build`` of the faster-whisper image, run from the repository root."""
+    return ["docker", "build", "-t", IMAGE, "-f", DOCKERFILE, DOCKERFILE.rsplit("/", 1)[0]]
+
+
+def faster_whisper_run_command(gpus: bool = True) -> list[str]:
+    """``docker run`` of Triton serving the Whisper models from that image.
+
+    Ports 8000-8002 are published on loopback only; ``./model_repository`` (a path relative
+    to where it runs: Docker 23 or newer) is mounted read-only at ``/models``.
+    """
+    command = ["docker", "run", "--rm", *(["--gpus=all"] if gpus else []), "--shm-size=2g"]
+    for port in (8000, 8001, 8002):
+        command += ["-p", f"127.0.0.1:{port}:{port}"]
+    command += ["-v", "./model_repository:/models:ro", IMAGE]
+    command += ["tritonserver", "--model-repository=/models", "--model-control-mode=explicit"]
+    return command + [f"--load-model={wc.MODEL_NAME}", f"--load-model={wc.STREAM_MODEL_NAME}"]
 
 
 def test_dockerfile_and_commands_shown_are_the_committed_file_and_the_builders() -> None:
