@@ -5,8 +5,8 @@
   lesson: notebook 02 writes them in its cells (tests/test_lessons_02.py runs them).
 - ``time_sessions`` / ``latency_table``: interleaved timing of several sessions on the same
   batch, so a busy machine slows every variant alike (notebook 01 times one session with them).
-- ``compare_outputs`` / ``agreement_table``: max abs differences (boxes in pixels, class
-  scores) and detection agreement against a reference model's output.
+- ``compare_outputs`` / ``within_tolerance``: max abs differences (boxes in pixels, class
+  scores) and detection agreement against a reference model's output, and the stated bounds.
 
 Which level is saved, and why: ``extended``. Basic-level rewrites are plain ONNX; extended
 adds fusions that ONNX Runtime's CPU provider runs as ``com.microsoft`` contrib ops (YOLO's
@@ -76,22 +76,15 @@ TOLERANCES: dict[str, Tolerance] = {
 }
 
 
-def session_options(level: str = "all", threads: int = 0) -> ort.SessionOptions:
-    """Session options at one optimisation level; ``threads=0`` lets ORT pick (notebook 02)."""
+def make_session(
+    model: str | os.PathLike[str], level: str = "all", threads: int = 0
+) -> ort.InferenceSession:
+    """A CPU inference session at one graph optimisation level; ``threads=0`` lets ORT pick (notebook 02)."""
     options = ort.SessionOptions()
     options.graph_optimization_level = LEVELS[level]
     options.intra_op_num_threads = threads
     options.log_severity_level = 3  # errors only: keep notebook output readable
-    return options
-
-
-def make_session(
-    model: str | os.PathLike[str], level: str = "all", threads: int = 0
-) -> ort.InferenceSession:
-    """A CPU inference session at one graph optimisation level (notebook 02)."""
-    return ort.InferenceSession(
-        str(model), session_options(level, threads), providers=["CPUExecutionProvider"]
-    )
+    return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
 
 
 def op_counts(model: str | os.PathLike[str]) -> pd.Series:
@@ -252,23 +245,6 @@ def compare_outputs(
     }
 
 
-def agreement_table(
-    outputs: Mapping[str, np.ndarray], reference: str, conf: float = 0.25
-) -> pd.DataFrame:
-    """``compare_outputs`` of every output against ``outputs[reference]``, plus the stated tolerance (notebook 02)."""
-    rows = {}
-    for name, output in outputs.items():
-        if name == reference:
-            continue
-        row = compare_outputs(outputs[reference], output, conf=conf)
-        tolerance = TOLERANCES.get(name)
-        if tolerance is not None:
-            row["tolerance"] = describe_tolerance(tolerance)
-            row["within_tolerance"] = within_tolerance(row, tolerance)
-        rows[name] = row
-    return pd.DataFrame.from_dict(rows, orient="index")
-
-
 def within_tolerance(comparison: Mapping[str, float], tolerance: Tolerance) -> bool:
     """True when a ``compare_outputs`` result is inside ``tolerance`` (notebook 02)."""
     return (
@@ -276,15 +252,6 @@ def within_tolerance(comparison: Mapping[str, float], tolerance: Tolerance) -> b
         and comparison["max_abs_score"] <= tolerance.score_max
         and (tolerance.box_max_px is None or comparison["max_abs_box_px"] <= tolerance.box_max_px)
     )
-
-
-def describe_tolerance(tolerance: Tolerance) -> str:
-    """``'box mean <= 3 px, score <= 0.1'``: a tolerance in words for tables (notebook 02)."""
-    parts = [f"box mean <= {tolerance.box_mean_px:g} px"]
-    if tolerance.box_max_px is not None:
-        parts.append(f"box max <= {tolerance.box_max_px:g} px")
-    parts.append(f"score <= {tolerance.score_max:g}")
-    return ", ".join(parts)
 
 
 def install_model(

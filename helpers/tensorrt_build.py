@@ -8,8 +8,8 @@ Routes, tried in this order by ``choose_route``:
 2. ``docker``: ``trtexec`` inside ``nvcr.io/nvidia/tensorrt:<tag>-py3`` when a Docker engine
    answers and a GPU is there. The default tag matches the ``tritonserver:<tag>-py3`` image
    the course serves with, so the plan loads in that server (same TensorRT version).
-3. ``python``: the ``tensorrt`` package's builder API (``python -m helpers.tensorrt_build``
-   runs notebook 02's ``build_engine``), when the package is installed and a GPU is there.
+3. ``python``: the ``tensorrt`` package's builder API (notebook 02's ``build_engine``, called in
+   this process), when the package is installed and a GPU is there.
 
 Every route gets the same settings from an ``EngineSpec``: min/opt/max shape profile for the
 dynamic batch, FP32 or FP16, a timing cache, detailed profiling verbosity and the layer JSON.
@@ -24,7 +24,6 @@ AutoCast. ``build_commands`` adds that step when the route's TensorRT is 11 or l
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -389,15 +388,6 @@ def autocast_command(spec: EngineSpec, python: str = sys.executable) -> list[str
     ]
 
 
-def python_build_command(spec: EngineSpec, python: str = sys.executable) -> list[str]:
-    """``python -m helpers.tensorrt_build ...``: the tensorrt-package route as a command (notebook 02)."""
-    batches = f"{spec.min_batch},{spec.opt_batch},{spec.max_batch}"
-    return [
-        *(python, "-m", "helpers.tensorrt_build", "--onnx", str(spec.onnx)),
-        *("--folder", str(spec.folder), "--precision", spec.precision, "--batches", batches),
-    ]
-
-
 def trtexec_command(
     route: str,
     make_args,
@@ -429,7 +419,8 @@ def build_commands(
     """The commands (argument lists, run in order) that build ``spec`` by ``route`` (notebook 02).
 
     ``route`` is ``"trtexec"``, ``"docker"`` or ``"python"``. An FP16 build on TensorRT 11+
-    starts with the ModelOpt AutoCast step (run on the host, then the FP16 ONNX is built).
+    starts with the ModelOpt AutoCast step (run on the host, then the FP16 ONNX is built). The
+    ``python`` route has no build command: ``build_engines`` calls notebook 02's ``build_engine``.
     """
     if route not in ("trtexec", "docker", "python"):
         raise ValueError(f"unknown build route {route!r}: use 'trtexec', 'docker' or 'python'")
@@ -437,7 +428,7 @@ def build_commands(
     if spec.precision == "fp16" and tensorrt_major >= 11:
         commands.append(autocast_command(spec, python))
     if route == "python":
-        return [*commands, python_build_command(spec, python)]
+        return commands
     make_args = lambda path: trtexec_build_args(spec, tensorrt_major, path)  # noqa: E731
     return [*commands, trtexec_command(route, make_args, trtexec, ngc_tag, repo_root)]
 
@@ -512,38 +503,6 @@ def run_commands(commands: Sequence[Sequence[str]], log: Path | None = None) -> 
                 f"{format_command(command)}\nexited with {result.returncode}; last lines:\n{tail}"
             )
     return output
-
-
-# --------------------------------------------------------------------------- the python route
-
-
-def _parse_args(argv: Sequence[str] | None) -> EngineSpec:
-    parser = argparse.ArgumentParser(
-        prog="python -m helpers.tensorrt_build",
-        description="Build a TensorRT engine with the tensorrt Python package (notebook 02).",
-    )
-    parser.add_argument("--onnx", type=Path, required=True)
-    parser.add_argument("--folder", type=Path, required=True, help="for the plan, cache, layers")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
-    parser.add_argument("--batches", default="1,4,8", help="min,opt,max batch of the profile")
-    args = parser.parse_args(argv)
-    batches = [int(b) for b in args.batches.split(",")]
-    return EngineSpec(args.precision, args.folder, args.onnx, *batches)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry of the python route: notebook 02's ``build_engine`` for one spec."""
-    from helpers.lessons.tensorrt_engines import build_engine
-
-    spec = _parse_args(argv)
-    version = tensorrt_python_version()
-    if version is None:
-        raise BuildError("the tensorrt package is not installed: pip install tensorrt")
-    fp16_graph = spec.precision == "fp16" and not version.startswith(("8.", "9.", "10."))
-    onnx = spec.fp16_onnx if fp16_graph else spec.onnx
-    fp16 = spec.precision == "fp16"
-    build_engine(onnx, spec.plan, spec.profile(), fp16, spec.timing_cache, spec.layer_info)
-    return 0
 
 
 # --------------------------------------------------------------------------- the sidecar
@@ -716,6 +675,12 @@ def build_engines(
         )
         log_file = (log_dir or spec.plan.parent) / f"build_{precision}.log"
         log = run_commands(commands, log=log_file)
+        if route.name == "python":  # the tensorrt package's builder API, in this process
+            from helpers.lessons.tensorrt_engines import build_engine
+
+            fp16 = spec.precision == "fp16"
+            onnx = spec.fp16_onnx if fp16 and route.tensorrt_major >= 11 else spec.onnx
+            build_engine(onnx, spec.plan, spec.profile(), fp16, spec.timing_cache, spec.layer_info)
         record = engine_record(spec, route.name, commands, env.gpu, route.tensorrt_version, log)
         write_sidecar(spec.plan, record)
         builds[precision] = EngineBuild(spec, record, log)
@@ -753,7 +718,3 @@ def time_engines(
     if not table.empty:
         table.insert(2, "images_per_s", table["throughput_qps"] * table["batch"])
     return table
-
-
-if __name__ == "__main__":
-    sys.exit(main())
