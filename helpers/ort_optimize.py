@@ -5,8 +5,8 @@
   lesson: notebook 02 writes them in its cells (tests/test_lessons_02.py runs them).
 - ``time_sessions`` / ``latency_table``: interleaved timing of several sessions on the same
   batch, so a busy machine slows every variant alike (notebook 01 times one session with them).
-- ``compare_outputs`` / ``within_tolerance``: max abs differences (boxes in pixels, class
-  scores) and detection agreement against a reference model's output, and the stated bounds.
+- how far each variant's outputs move from the FP32 model's (``compare_outputs``, the stated
+  ``TOLERANCES``) is notebook 02's own cell: ``helpers.lessons.optimized_models``.
 
 Which level is saved, and why: ``extended``. Basic-level rewrites are plain ONNX; extended
 adds fusions that ONNX Runtime's CPU provider runs as ``com.microsoft`` contrib ops (YOLO's
@@ -23,7 +23,6 @@ import os
 import shutil
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,34 +45,6 @@ SAVED_LEVEL = "extended"
 #: Model names of the CPU variants in the model repository.
 ORTOPT_MODEL = "yolo11n_onnx_ortopt"
 INT8_MODEL = "yolo11n_onnx_int8"
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    """How far a variant's output may be from the FP32 model's (introduced in notebook 02).
-
-    Box rows are centre x, centre y, width, height in network-input pixels (0-640); score
-    rows are class probabilities (0-1). ``box_max_px=None`` leaves the largest box error
-    unbounded: the boxes of anchors that score near zero can move a lot without changing any
-    detection, so INT8 is judged on the mean box error and on the scores.
-    """
-
-    box_mean_px: float
-    score_max: float
-    box_max_px: float | None = None
-
-
-#: Stated tolerances against the FP32 model run with graph optimisations off, checked by
-#: tests/test_ort_optimize.py on the course's CI model (YOLO11n from yolo11n.yaml with random
-#: weights and calibrated BatchNorm) and shown in notebook 02. Graph rewrites only reorder
-#: float arithmetic (measured: max box error ~0.005 px). Dynamic INT8 quantises every Conv's
-#: weights and activations to 8 bits (measured on that model: mean box error ~1.5 px, max
-#: score error ~0.04); random weights quantise worse than trained ones, so check again with
-#: your trained model before serving INT8.
-TOLERANCES: dict[str, Tolerance] = {
-    "ortopt": Tolerance(box_mean_px=0.001, score_max=1e-5, box_max_px=0.05),
-    "int8_dynamic": Tolerance(box_mean_px=3.0, score_max=0.1),
-}
 
 
 def make_session(
@@ -168,90 +139,6 @@ def latency_table(times: pd.DataFrame, baseline: str | None = None) -> pd.DataFr
             base.loc[b] / p50 for (_, b), p50 in zip(table.index, table["p50_ms"], strict=True)
         ]
     return table.round(3)
-
-
-def _match_count(
-    ref: tuple[np.ndarray, np.ndarray, np.ndarray],
-    other: tuple[np.ndarray, np.ndarray, np.ndarray],
-    iou: float,
-) -> int:
-    """Greedy one-to-one matches: same class and IoU >= ``iou``."""
-    from helpers.yolo import box_iou
-
-    used: set[int] = set()
-    matched = 0
-    for box, cls in zip(ref[0], ref[2], strict=True):
-        best, best_iou = None, iou
-        for j, (other_box, other_cls) in enumerate(zip(other[0], other[2], strict=True)):
-            if j in used or other_cls != cls:
-                continue
-            value = box_iou(box, other_box)
-            if value >= best_iou:
-                best, best_iou = j, value
-        if best is not None:
-            used.add(best)
-            matched += 1
-    return matched
-
-
-def compare_outputs(
-    reference: np.ndarray,
-    other: np.ndarray,
-    conf: float = 0.25,
-    iou: float = 0.5,
-    top_k: int = 100,
-) -> dict[str, float]:
-    """How close ``other`` is to ``reference`` (``[N, 4 + classes, anchors]`` outputs) (notebook 02).
-
-    - ``max_abs_box_px`` / ``mean_abs_box_px`` / ``max_abs_score``: differences of the box
-      rows (network-input pixels) and the class-score rows.
-    - ``detections_ref`` / ``detections_other`` / ``detection_agreement``: detections after
-      NMS at ``conf`` (notebook 01's ``decode``), and matched pairs (same class, IoU >= ``iou``)
-      over the larger count; NaN when neither model detects anything.
-    - ``top_k_anchor_agreement``: share of the reference's ``top_k`` highest-scoring anchors
-      that are also in the other's top ``top_k`` with the same class. It says something even
-      when random weights leave every score below ``conf``.
-    """
-    from helpers.lessons.yolo_decode import decode
-
-    reference = np.asarray(reference, dtype=np.float32)
-    other = np.asarray(other, dtype=np.float32)
-    if reference.shape != other.shape:
-        raise ValueError(f"output shapes differ: {reference.shape} vs {other.shape}")
-    n_ref = n_other = matched = 0
-    top_hits = 0
-    for ref_image, other_image in zip(reference, other, strict=True):
-        ref_dets = decode(ref_image, conf=conf)
-        other_dets = decode(other_image, conf=conf)
-        n_ref += len(ref_dets[1])
-        n_other += len(other_dets[1])
-        matched += _match_count(ref_dets, other_dets, iou)
-        ref_scores, other_scores = ref_image[4:], other_image[4:]
-        ref_best, other_best = ref_scores.max(0), other_scores.max(0)
-        ref_top = np.argsort(-ref_best, kind="stable")[:top_k]
-        other_top = set(np.argsort(-other_best, kind="stable")[:top_k].tolist())
-        same_class = ref_scores.argmax(0) == other_scores.argmax(0)
-        top_hits += sum(1 for a in ref_top if a in other_top and same_class[a])
-    denominator = max(n_ref, n_other)
-    box_error = np.abs(reference[:, :4] - other[:, :4])
-    return {
-        "max_abs_box_px": float(box_error.max()),
-        "mean_abs_box_px": float(box_error.mean()),
-        "max_abs_score": float(np.abs(reference[:, 4:] - other[:, 4:]).max()),
-        "detections_ref": n_ref,
-        "detections_other": n_other,
-        "detection_agreement": matched / denominator if denominator else float("nan"),
-        "top_k_anchor_agreement": top_hits / (top_k * len(reference)),
-    }
-
-
-def within_tolerance(comparison: Mapping[str, float], tolerance: Tolerance) -> bool:
-    """True when a ``compare_outputs`` result is inside ``tolerance`` (notebook 02)."""
-    return (
-        comparison["mean_abs_box_px"] <= tolerance.box_mean_px
-        and comparison["max_abs_score"] <= tolerance.score_max
-        and (tolerance.box_max_px is None or comparison["max_abs_box_px"] <= tolerance.box_max_px)
-    )
 
 
 def install_model(

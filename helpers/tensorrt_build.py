@@ -676,7 +676,7 @@ def build_engines(
         log_file = (log_dir or spec.plan.parent) / f"build_{precision}.log"
         log = run_commands(commands, log=log_file)
         if route.name == "python":  # the tensorrt package's builder API, in this process
-            from helpers.lessons.tensorrt_engines import build_engine
+            from helpers.lessons.optimized_models import build_engine
 
             fp16 = spec.precision == "fp16"
             onnx = spec.fp16_onnx if fp16 and route.tensorrt_major >= 11 else spec.onnx
@@ -698,7 +698,7 @@ def time_engines(
     """trtexec-time every built engine at every batch size; one row per run with images/s (notebook 02)."""
     import pandas as pd
 
-    from helpers.lessons.tensorrt_engines import parse_performance_summary
+    from helpers.lessons.optimized_models import parse_performance_summary
 
     rows = []
     for precision, build in builds.items():

@@ -16,6 +16,7 @@ import pytest
 
 from helpers import ort_optimize as oo
 from helpers.commands import format_command
+from helpers.lessons.optimized_models import TOLERANCES, compare_outputs, within_tolerance
 from helpers.paths import BUILD_DIR, REPO_ROOT
 from helpers.tensorrt_build import (
     ONNX_MODEL,
@@ -120,12 +121,12 @@ def test_copyable_cells_optimise_and_quantise_within_tolerance(
     assert saved_ops.get("com.microsoft:QuickGelu", 0) > 50
     assert not any(op.startswith("com.microsoft.nchwc") for op in saved_ops.index)
     output = oo.make_session(variants / saved, "disabled").run(None, {"images": batch})[0]
-    comparison = oo.compare_outputs(reference, output)
-    assert oo.within_tolerance(comparison, oo.TOLERANCES["ortopt"]), comparison
+    comparison = compare_outputs(reference, output)
+    assert within_tolerance(comparison, TOLERANCES["ortopt"]), comparison
 
     int8_ops = oo.op_counts(variants / quantized)
     assert int8_ops.get("ai.onnx:ConvInteger", 0) > 50
     output = oo.make_session(variants / quantized).run(None, {"images": batch})[0]
     assert np.isfinite(output).all()
-    comparison = oo.compare_outputs(reference, output)
-    assert oo.within_tolerance(comparison, oo.TOLERANCES["int8_dynamic"]), comparison
+    comparison = compare_outputs(reference, output)
+    assert within_tolerance(comparison, TOLERANCES["int8_dynamic"]), comparison

@@ -15,6 +15,12 @@ import pytest
 
 from helpers import ort_optimize as oo
 from helpers import yolo
+from helpers.lessons.optimized_models import (
+    TOLERANCES,
+    Tolerance,
+    compare_outputs,
+    within_tolerance,
+)
 from helpers.lessons.yolo_decode import plant_boxes
 from helpers.model_config import read_config
 from helpers.paths import MODEL_REPOSITORY
@@ -52,14 +58,14 @@ def test_sample_batch_is_real_letterboxed_images():
 def test_online_levels_agree_with_the_reference(fp32_model, batch, reference):
     for level in ("basic", "extended", "all"):
         output = oo.make_session(fp32_model, level).run(None, {"images": batch})[0]
-        comparison = oo.compare_outputs(reference, output)
-        assert oo.within_tolerance(comparison, oo.TOLERANCES["ortopt"]), (level, comparison)
+        comparison = compare_outputs(reference, output)
+        assert within_tolerance(comparison, TOLERANCES["ortopt"]), (level, comparison)
 
 
 def test_compare_outputs_on_planted_detections():
     boxes = [[100, 100, 200, 220], [300, 50, 420, 160], [10, 400, 90, 600]]
     planted = plant_boxes(boxes, [0, 5, 16], [0.9, 0.8, 0.7], duplicates=0)
-    same = oo.compare_outputs(planted, planted.copy())
+    same = compare_outputs(planted, planted.copy())
     assert same["detections_ref"] == same["detections_other"] == 3
     assert same["detection_agreement"] == 1.0
     assert same["max_abs_box_px"] == 0.0 and same["top_k_anchor_agreement"] == 1.0
@@ -67,27 +73,27 @@ def test_compare_outputs_on_planted_detections():
     moved = planted.copy()
     anchor = int(np.argmax(planted[0, 4 + 16]))  # the third box's best anchor
     moved[0, 0, anchor] += 70.0  # move its centre x far: IoU < 0.5
-    changed = oo.compare_outputs(planted, moved)
+    changed = compare_outputs(planted, moved)
     assert changed["max_abs_box_px"] == pytest.approx(70.0)
     assert changed["detection_agreement"] == pytest.approx(2 / 3)
 
     silent = planted.copy()
     silent[:, 4:] = 0.0
-    none = oo.compare_outputs(planted, silent)
+    none = compare_outputs(planted, silent)
     assert none["detections_other"] == 0 and none["detection_agreement"] == 0.0
-    nothing = oo.compare_outputs(silent, silent)
+    nothing = compare_outputs(silent, silent)
     assert np.isnan(nothing["detection_agreement"])
     with pytest.raises(ValueError):
-        oo.compare_outputs(planted, planted[:, :80])
+        compare_outputs(planted, planted[:, :80])
 
 
 def test_tolerance_check():
-    tolerance = oo.Tolerance(box_mean_px=1.0, score_max=0.1, box_max_px=5.0)
+    tolerance = Tolerance(box_mean_px=1.0, score_max=0.1, box_max_px=5.0)
     ok = {"mean_abs_box_px": 0.5, "max_abs_box_px": 4.0, "max_abs_score": 0.05}
-    assert oo.within_tolerance(ok, tolerance)
-    assert not oo.within_tolerance({**ok, "max_abs_box_px": 6.0}, tolerance)
-    assert not oo.within_tolerance({**ok, "max_abs_score": 0.2}, tolerance)
-    assert oo.within_tolerance({**ok, "max_abs_box_px": 99.0}, oo.Tolerance(1.0, 0.1))
+    assert within_tolerance(ok, tolerance)
+    assert not within_tolerance({**ok, "max_abs_box_px": 6.0}, tolerance)
+    assert not within_tolerance({**ok, "max_abs_score": 0.2}, tolerance)
+    assert within_tolerance({**ok, "max_abs_box_px": 99.0}, Tolerance(1.0, 0.1))
 
 
 def test_time_sessions_interleaves_and_latency_table_computes_speedups(fp32_model):

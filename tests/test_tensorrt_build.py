@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from helpers import tensorrt_build as tb
-from helpers.lessons import tensorrt_engines as tr
+from helpers.lessons import optimized_models as tr
 
 DATA = Path(__file__).parent / "data" / "trtexec"
 REPO = Path("/repo")
