@@ -61,11 +61,6 @@ class ExportResult:
     sha256: str
     seconds: float
 
-    @property
-    def in_repository(self) -> bool:
-        """Whether ``path`` is the file Triton will serve."""
-        return self.path == self.target
-
 
 def triton_model_name(size: str = "n", fmt: str = "onnx") -> str:
     """``yolo11n_onnx``, ``yolo11s_torchscript``, ...: the model's folder name (notebook 01)."""
@@ -137,9 +132,7 @@ def export_onnx(
     repository: str | os.PathLike[str] = MODEL_REPOSITORY,
     *,
     opset: int = DEFAULT_OPSET,
-    model_name: str | None = None,
     overwrite: bool = False,
-    imgsz: int = INPUT_SIZE,
     fallback_dir: str | os.PathLike[str] | None = None,
 ) -> ExportResult:
     """Export to ONNX: dynamic batch, ``opset``, simplified, into the repository (notebook 01).
@@ -148,35 +141,31 @@ def export_onnx(
     ``images`` ``[batch, 3, height, width]``, output ``output0`` ``[batch, 84, anchors]``.
     Height and width are symbolic as well; the Triton config pins them to 640.
     """
-    return _export(loaded, "onnx", repository, model_name, overwrite, imgsz, fallback_dir, opset)
+    return _export(loaded, "onnx", repository, overwrite, fallback_dir, opset)
 
 
 def export_torchscript(
     loaded: LoadedYolo,
     repository: str | os.PathLike[str] = MODEL_REPOSITORY,
     *,
-    model_name: str | None = None,
     overwrite: bool = False,
-    imgsz: int = INPUT_SIZE,
     fallback_dir: str | os.PathLike[str] | None = None,
 ) -> ExportResult:
-    """Export to TorchScript (traced at ``imgsz``; any batch size) into the repository (notebook 01)."""
-    return _export(loaded, "torchscript", repository, model_name, overwrite, imgsz, fallback_dir)
+    """Export to TorchScript (traced at 640x640; any batch size) into the repository (notebook 01)."""
+    return _export(loaded, "torchscript", repository, overwrite, fallback_dir)
 
 
 def _export(
     loaded: LoadedYolo,
     fmt: str,
     repository: str | os.PathLike[str],
-    model_name: str | None,
     overwrite: bool,
-    imgsz: int,
     fallback_dir: str | os.PathLike[str] | None,
     opset: int | None = None,
 ) -> ExportResult:
-    name = model_name or triton_model_name(loaded.size, fmt)
+    name = triton_model_name(loaded.size, fmt)
     target = Path(repository) / name / "1" / MODEL_FILENAMES[fmt]
-    args: dict[str, object] = {"format": fmt, "imgsz": imgsz, "device": "cpu", "verbose": False}
+    args = {"format": fmt, "imgsz": INPUT_SIZE, "device": "cpu", "verbose": False}
     if fmt == "onnx":
         args.update(dynamic=True, simplify=True, opset=opset)
     else:
@@ -190,7 +179,7 @@ def _export(
             "source": loaded.source,
             "pretrained": loaded.pretrained,
             "opset": opset,
-            "imgsz": imgsz,
+            "imgsz": INPUT_SIZE,
             "ultralytics": _version("ultralytics"),
             "torch": _version("torch"),
             "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -40,8 +40,6 @@ LEVELS: dict[str, ort.GraphOptimizationLevel] = {
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
-#: The level saved to ``yolo11n_onnx_ortopt`` (see the module docstring for why not ``all``).
-SAVED_LEVEL = "extended"
 #: Model names of the CPU variants in the model repository.
 ORTOPT_MODEL = "yolo11n_onnx_ortopt"
 INT8_MODEL = "yolo11n_onnx_int8"
@@ -63,22 +61,6 @@ def op_counts(model: str | os.PathLike[str]) -> pd.Series:
     graph = onnx.load(str(model), load_external_data=False).graph
     names = [f"{node.domain or 'ai.onnx'}:{node.op_type}" for node in graph.node]
     return pd.Series(names, dtype="object").value_counts().rename("nodes")
-
-
-def model_summary(models: Mapping[str, str | os.PathLike[str]]) -> pd.DataFrame:
-    """File size, node count and the most common ops of each model file (notebook 02)."""
-    rows = []
-    for name, path in models.items():
-        counts = op_counts(path)
-        rows.append(
-            {
-                "model": name,
-                "size_mb": round(Path(path).stat().st_size / 1e6, 2),
-                "nodes": int(counts.sum()),
-                "top_ops": ", ".join(f"{op} x{n}" for op, n in counts.head(4).items()),
-            }
-        )
-    return pd.DataFrame(rows).set_index("model")
 
 
 def sample_batch(batch_size: int, images: Sequence[np.ndarray] | None = None) -> np.ndarray:
@@ -145,13 +127,13 @@ def install_model(
     model_file: str | os.PathLike[str],
     model_name: str,
     model_repository: Path = MODEL_REPOSITORY,
-    version: int = 1,
+    filename: str = "model.onnx",
 ) -> Path:
-    """Copy an ONNX file to ``<repo>/<model_name>/<version>/model.onnx`` (notebook 02)."""
+    """Copy a model file to ``<repo>/<model_name>/1/<filename>``, next to its config (notebook 02)."""
     config = model_repository / model_name / "config.pbtxt"
     if not config.exists():
         raise FileNotFoundError(f"{config} is missing: the model folder needs its config.pbtxt")
-    target = model_repository / model_name / str(version) / "model.onnx"
+    target = model_repository / model_name / "1" / filename
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(model_file, target)
     return target

@@ -350,9 +350,7 @@ def container_path(host_path: Path, repo_root: Path = REPO_ROOT) -> str:
     return f"{CONTAINER_WORKDIR}/{relative.as_posix()}" if relative.parts else CONTAINER_WORKDIR
 
 
-def docker_prefix(
-    ngc_tag: str = DEFAULT_NGC_TAG, repo_root: Path = REPO_ROOT, gpus: str = "all"
-) -> list[str]:
+def docker_prefix(ngc_tag: str = DEFAULT_NGC_TAG, repo_root: Path = REPO_ROOT) -> list[str]:
     """``docker run`` arguments that run a program in the NGC TensorRT image (notebook 02).
 
     The repository is mounted at ``/workspace/lab`` and the container runs as the calling
@@ -364,7 +362,7 @@ def docker_prefix(
         "run",
         "--rm",
         "--gpus",
-        gpus,
+        "all",
         "--user",
         uid_gid,
         "-v",
@@ -616,16 +614,11 @@ def sidecar_mismatches(
     return problems
 
 
-def install_plan(
-    plan: Path,
-    model_name: str = TRT_MODEL_NAME,
-    model_repository: Path = MODEL_REPOSITORY,
-    version: int = 1,
-) -> Path:
-    """Copy a plan and its sidecar to ``<repo>/<model>/<version>/model.plan`` (notebook 02)."""
-    target = model_repository / model_name / str(version) / "model.plan"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(plan, target)
+def install_plan(plan: Path, model_repository: Path = MODEL_REPOSITORY) -> Path:
+    """Copy a plan and its sidecar to ``<repo>/yolo11n_trt/1/model.plan`` (notebook 02)."""
+    from helpers.ort_optimize import install_model
+
+    target = install_model(plan, TRT_MODEL_NAME, model_repository, filename="model.plan")
     if sidecar_path(plan).exists():
         shutil.copyfile(sidecar_path(plan), sidecar_path(target))
     return target

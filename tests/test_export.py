@@ -63,7 +63,6 @@ def test_onnx_lands_in_the_repository_with_a_sidecar(
 ) -> None:
     assert onnx_export.action == "created"
     assert onnx_export.path == repository / "yolo11n_onnx" / "1" / "model.onnx"
-    assert onnx_export.in_repository
     sidecar = json.loads(export.sidecar_path(onnx_export.path).read_text())
     assert sidecar["sha256"] == export.sha256_file(onnx_export.path) == onnx_export.sha256
     assert sidecar["opset"] == export.DEFAULT_OPSET
@@ -207,7 +206,7 @@ def test_export_keeps_a_user_file_in_the_repository(
     target.parent.mkdir(parents=True)
     target.write_bytes(b"hand-made TorchScript")
     result = export.export_torchscript(loaded, tmp_path, fallback_dir=tmp_path / "build")
-    assert result.action == "kept" and not result.in_repository
+    assert result.action == "kept" and result.path != result.target
     assert target.read_bytes() == b"hand-made TorchScript"
     assert result.path == tmp_path / "build" / "model.pt" and result.path.stat().st_size > 1e6
     assert "kept" in result.message

@@ -270,6 +270,8 @@ def test_sidecar_records_what_the_engine_is_tied_to(tmp_path):
     assert len(data["plan_sha256"]) == 64 and len(data["onnx_sha256"]) == 64
     assert tb.read_sidecar(engine.plan) == record
 
+    (root / "model_repository" / "yolo11n_trt").mkdir(parents=True)
+    (root / "model_repository" / "yolo11n_trt" / "config.pbtxt").write_text("")
     installed = tb.install_plan(engine.plan, model_repository=root / "model_repository")
     assert installed == root / "model_repository" / "yolo11n_trt" / "1" / "model.plan"
     assert installed.read_bytes() == b"plan bytes"
