@@ -33,7 +33,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -105,12 +105,9 @@ def parse_build_info(text: str) -> dict[str, str | None]:
     tag = re.search(r"\[TensorRT v(\d+)\]", text)
     device = re.search(r"Selected Device:\s*(.*\S)", text)
     capability = re.search(r"Compute Capability:\s*(\d+\.\d+)", text)
+    tensorrt = version[1] if version else (tensorrt_version_from_tag(tag[1]) if tag else None)
     return {
-        "tensorrt_version": version[1]
-        if version
-        else tensorrt_version_from_tag(tag[1])
-        if tag
-        else None,
+        "tensorrt_version": tensorrt,
         "gpu_name": device[1] if device else None,
         "compute_capability": capability[1] if capability else None,
     }
@@ -388,7 +385,7 @@ def autocast_command(spec: EngineSpec, python: str = sys.executable) -> list[str
 
 def trtexec_command(
     route: str,
-    make_args,
+    make_args: Callable[[Callable[[Path], str]], list[str]],
     trtexec: str | os.PathLike[str] = "trtexec",
     ngc_tag: str = DEFAULT_NGC_TAG,
     repo_root: Path = REPO_ROOT,
