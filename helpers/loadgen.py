@@ -19,10 +19,8 @@ means the same thing everywhere.
 Targets:
 
 * ``triton_target``: requests built once with ``tritonclient`` (gRPC or HTTP), as perf_analyzer
-  builds its own. ``shared_memory="system"`` passes inputs and outputs through POSIX shared
-  memory regions registered with the server, like ``perf_analyzer --shared-memory=system``:
-  the requests then carry only region names, so the client's serialisation and the copies
-  through the socket drop out of the measurement (client and server must share the machine).
+  builds its own (``tools/bench/shm.py`` places their tensors in system shared memory, as
+  ``perf_analyzer --shared-memory=system`` does).
 * ``fastapi_target`` and ``triton_http_target`` (notebook 06): every service gets the same
   client (raw HTTP with ``http.client``, one keep-alive connection per thread) and the same
   bytes; only the URL and the envelope around the tensor change: the FastAPI baseline takes
@@ -35,10 +33,8 @@ Targets:
 from __future__ import annotations
 
 import http.client
-import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -106,7 +102,7 @@ class Payload:
 
 
 @dataclass
-class _Prepared:
+class Prepared:
     """One thread's sender: its request, ready to send again and again, and what it holds open.
 
     Over gRPC it sends a ``ModelInferRequest`` built once, through the generated stub, as
@@ -115,84 +111,51 @@ class _Prepared:
     batcher as little as it can. Over HTTP it uses ``tritonclient.http``'s ``infer``.
     """
 
-    client: Any  # tritonclient client: shared memory registration
+    client: Any  # tritonclient client
     send: Callable[[], Any] = lambda: None  # one inference; returns the response
-    regions: list[tuple[str, Any]] = field(default_factory=list)  # (name, handle)
-    connections: list[Any] = field(default_factory=list)  # what ``send`` opened, to close
+    cleanups: list[Callable[[], Any]] = field(default_factory=list)  # ``close`` runs them
 
     def __call__(self) -> None:
         self.send()  # keeps no response: each can be megabytes
 
     def close(self) -> None:
-        """Unregister and destroy this thread's shared memory regions; close its connections."""
-        if self.regions:
-            import tritonclient.utils.shared_memory as shm
-
-            for name, handle in self.regions:
-                try:
-                    self.client.unregister_system_shared_memory(name)
-                except Exception:  # noqa: BLE001 - the server may be gone; the region is still ours
-                    pass
-                shm.destroy_shared_memory_region(handle)
-            self.regions.clear()
-        for connection in [*self.connections, self.client]:
+        """Run the cleanups, last registered first, then close the client (best effort)."""
+        for cleanup in [*reversed(self.cleanups), self.client.close]:
             try:
-                connection.close()
-            except Exception:  # noqa: BLE001 - closing is best effort
+                cleanup()
+            except Exception:  # noqa: BLE001 - the server may be gone; the rest still runs
                 pass
-        self.connections.clear()
+        self.cleanups.clear()
 
 
-def output_byte_sizes(client: Any, protocol: str, model: str, batch_size: int) -> dict[str, int]:
-    """Bytes of each output of ``model`` for a request of ``batch_size``, from its metadata."""
-    from tritonclient.utils import triton_to_np_dtype
-
-    if protocol == "grpc":
-        metadata = client.get_model_metadata(model, as_json=True)
-    else:
-        metadata = client.get_model_metadata(model)
-    sizes = {}
-    for output in metadata["outputs"]:
-        dims = [int(d) for d in output["shape"]]
-        if dims and dims[0] == -1:
-            dims[0] = batch_size
-        dtype = triton_to_np_dtype(output["datatype"])
-        if any(d < 0 for d in dims) or dtype is None or dtype == np.object_:
-            raise ValueError(
-                f"output '{output['name']}' of '{model}' has shape {output['shape']} and type "
-                f"{output['datatype']}: its size is not known before the request, so it cannot "
-                "go through shared memory; use shared_memory='none'"
-            )
-        sizes[output["name"]] = int(np.prod(dims)) * np.dtype(dtype).itemsize
-    return sizes
+#: Tensors of one request: input name -> (array, its bytes, shared memory region or None),
+#: output name -> (region or None, its byte size).
+Inputs = dict[str, tuple[np.ndarray, bytes, str | None]]
+Outputs = dict[str, tuple[str | None, int]]
 
 
-def _prepare(
-    protocol: str, url: str, model: str, payload: Payload, shared_memory: str
-) -> _Prepared:
-    """A client of its own for one thread, and its request, ready to send."""
-    import tritonclient.utils.shared_memory as shm
+def prepare(
+    protocol: str,
+    url: str,
+    model: str,
+    payload: Payload,
+    place: Callable[[Prepared, Inputs, Outputs], None] | None = None,
+) -> Prepared:
+    """A client of its own for one thread, and its request, ready to send.
 
+    ``place(prepared, inputs, outputs)``, when given, may name a shared memory region for
+    each tensor before the request is built (``tools/bench/shm.py``).
+    """
     module = client_module(protocol)
-    prepared = _Prepared(module.InferenceServerClient(url))
-    tag = f"loadgen_{os.getpid()}_{uuid.uuid4().hex[:12]}"
-    inputs: dict[str, tuple[np.ndarray, bytes, str | None]] = {}
-    outputs: dict[str, tuple[str | None, int]] = {}
+    prepared = Prepared(module.InferenceServerClient(url))
     try:
-        for position, (name, array) in enumerate(payload.arrays.items()):
+        inputs: Inputs = {}
+        for name, array in payload.arrays.items():
             array = np.ascontiguousarray(array)
-            data, region = _raw(array), None
-            if shared_memory == "system":
-                region, handle = _region(prepared, f"{tag}_in{position}", len(data))
-                shm.set_shared_memory_region(handle, [np.frombuffer(data, dtype=np.uint8)])
-            inputs[name] = (array, data, region)
-        if shared_memory == "system":
-            sizes = output_byte_sizes(prepared.client, protocol, model, payload.batch_size)
-            for position, name in enumerate(payload.outputs or sizes):
-                region, _ = _region(prepared, f"{tag}_out{position}", sizes[name])
-                outputs[name] = (region, sizes[name])
-        else:
-            outputs = {name: (None, 0) for name in payload.outputs}
+            inputs[name] = (array, _raw(array), None)
+        outputs: Outputs = {name: (None, 0) for name in payload.outputs}
+        if place is not None:
+            place(prepared, inputs, outputs)
         if protocol == "grpc":
             _grpc_sender(prepared, url, model, inputs, outputs)
         else:
@@ -214,11 +177,11 @@ def _raw(array: np.ndarray) -> bytes:
 
 
 def _grpc_sender(
-    prepared: _Prepared,
+    prepared: Prepared,
     url: str,
     model: str,
-    inputs: dict[str, tuple[np.ndarray, bytes, str | None]],
-    outputs: dict[str, tuple[str | None, int]],
+    inputs: Inputs,
+    outputs: Outputs,
 ) -> None:
     """Build the ``ModelInferRequest`` once; ``send`` passes it to the generated gRPC stub."""
     import grpc
@@ -242,7 +205,7 @@ def _grpc_sender(
         place(request.outputs.add(name=name), region, byte_size)
     unlimited = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
     channel = grpc.insecure_channel(url, options=unlimited)
-    prepared.connections.append(channel)
+    prepared.cleanups.append(channel.close)
     stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
 
     def send() -> Any:
@@ -255,12 +218,12 @@ def _grpc_sender(
 
 
 def _http_sender(
-    prepared: _Prepared,
+    prepared: Prepared,
     module: Any,
     url: str,
     model: str,
-    inputs: dict[str, tuple[np.ndarray, bytes, str | None]],
-    outputs: dict[str, tuple[str | None, int]],
+    inputs: Inputs,
+    outputs: Outputs,
 ) -> None:
     """``send`` calls ``tritonclient.http``'s ``infer`` with inputs and outputs made once.
 
@@ -288,20 +251,10 @@ def _http_sender(
     def send() -> Any:
         if not opened:
             opened.append(module.InferenceServerClient(url))
-            prepared.connections.append(opened[0])
+            prepared.cleanups.append(opened[0].close)
         return opened[0].infer(model, tensors, outputs=requested or None)
 
     prepared.send = send
-
-
-def _region(prepared: _Prepared, name: str, byte_size: int) -> tuple[str, Any]:
-    """Create a system shared memory region and register it with the server; remember it."""
-    import tritonclient.utils.shared_memory as shm
-
-    handle = shm.create_shared_memory_region(name, "/" + name, byte_size)
-    prepared.regions.append((name, handle))
-    prepared.client.register_system_shared_memory(name, "/" + name, byte_size)
-    return name, handle
 
 
 def percentiles(values: Sequence[float], points: Sequence[float] = PERCENTILES) -> dict:
@@ -447,23 +400,21 @@ def triton_target(
     payload: Payload,
     *,
     protocol: str = "grpc",
-    shared_memory: str = "none",
+    place: Callable[[Prepared, Inputs, Outputs], None] | None = None,
     pid: int | None = None,
 ) -> Target:
     """``payload`` sent to ``model`` with ``tritonclient``, its statistics read (notebook 04).
 
-    ``shared_memory`` is ``"none"`` (tensors in the request) or ``"system"`` (POSIX shared
-    memory regions). Each sender is a client of its own with its request built once.
+    Each sender is a client of its own with its request built once (``prepare``, which
+    passes ``place`` on).
     """
-    if shared_memory not in ("none", "system"):
-        raise ValueError(f"shared_memory must be 'none' or 'system', not {shared_memory!r}")
 
     def stats() -> ModelStats:
         with client_module(protocol).InferenceServerClient(url) as client:
             return model_stats(client, model)
 
-    def new_sender() -> _Prepared:
-        return _prepare(protocol, url, model, payload, shared_memory)
+    def new_sender() -> Prepared:
+        return prepare(protocol, url, model, payload, place)
 
     return Target(model, new_sender, pid, payload.batch_size, stats)
 

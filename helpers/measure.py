@@ -1,10 +1,11 @@
 """One call to sweep concurrency with whichever load tool runs here (introduced in notebook 04).
 
 ``measure_sweep`` dispatches to ``helpers.perf_analyzer.run`` when perf_analyzer runs on this
-machine (or when asked for it), otherwise to the course's fallback generator
-(``helpers.loadgen``, the course's one load engine). Both return ``RESULT_COLUMNS``; this module adds the model, the
-configuration label, the launcher and how many requests the server ran per execution (the
-batch it formed), so tables from either tool look the same and say which tool made them.
+machine (or when asked for it), otherwise to the course's fallback generator (a
+``helpers.loadgen.sweep`` of a ``triton_target``: the course's one load engine). Both give
+``RESULT_COLUMNS``; this module adds the model, the configuration label, the launcher and how
+many requests the server ran per execution (the batch it formed), so tables from either tool
+look the same and say which tool made them.
 
     from helpers.measure import choose_tool, measure_sweep, payload_for
     tool = choose_tool("auto")
@@ -115,9 +116,8 @@ def measure_sweep(
     statistics: how many requests it ran together, on average; with perf_analyzer over its
     whole run of the level, warm-up trials included). ``window_s`` is the fallback's
     window and perf_analyzer's ``--measurement-interval``; ``max_windows`` its ``--max-trials``.
-    ``perf_options`` go to ``helpers.perf_analyzer.run``; of them, ``shared_memory``
-    (``"none"`` or ``"system"``: tensors in the requests or in shared memory regions) is
-    honoured by the fallback generator as well.
+    ``perf_options`` go to ``helpers.perf_analyzer.run``; the fallback generator sends its
+    tensors in the requests (``tools/bench/shm.py`` measures it over shared memory).
     """
     choice = choose_tool(tool)
     url = server.grpc_url if protocol == "grpc" else server.http_url
@@ -135,8 +135,9 @@ def measure_sweep(
             perf_options,
         )
     else:
-        memory = perf_options.get("shared_memory", "none")
-        target = loadgen.triton_target(url, model, payload, protocol=protocol, shared_memory=memory)
+        if perf_options.get("shared_memory", "none") != "none":
+            raise ValueError("shared_memory is perf_analyzer's option; the fallback sends tensors")
+        target = loadgen.triton_target(url, model, payload, protocol=protocol)
         frame = loadgen.sweep(
             [target],
             concurrencies,
@@ -147,7 +148,7 @@ def measure_sweep(
             stop_on_error=True,
         )
         frame = frame.drop(columns=["service", "errors", "first_error"])  # one model, no error
-        frame = frame.assign(tool=FALLBACK, shared_memory=memory)
+        frame["tool"] = FALLBACK
     frame["model"] = model
     frame["config"] = config
     frame["launcher"] = getattr(server, "mode", "")
@@ -155,9 +156,8 @@ def measure_sweep(
         "server_executions_delta"
     ].where(frame["server_executions_delta"] > 0)
     extra = [c for c in frame.columns if c not in pa.RESULT_COLUMNS and c not in LABEL_COLUMNS]
-    return frame.reindex(
-        columns=[*pa.RESULT_COLUMNS, *LABEL_COLUMNS, *extra]
-    )  # the client split: NaN
+    # the fallback has no client-side split: NaN there
+    return frame.reindex(columns=[*pa.RESULT_COLUMNS, *LABEL_COLUMNS, *extra])
 
 
 def _perf_analyzer_sweep(

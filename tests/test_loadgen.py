@@ -23,17 +23,17 @@ from helpers.loadgen import (
     PERCENTILES,
     LoadError,
     Payload,
-    _prepare,
     closed_loop_window,
     latency_columns,
     measure,
-    output_byte_sizes,
     percentiles,
+    prepare,
     sweep,
     triton_target,
 )
 from helpers.server import TritonServer
 from tests.tiny_models import sample_batch, tiny_net
+from tools.bench.shm import output_byte_sizes, prepare_in_system_memory, shm_target
 
 LEVELS = (4, 8)
 SPLIT = (
@@ -65,10 +65,15 @@ def test_one_row_per_level_named_after_the_model(result: pd.DataFrame):
 
 
 def test_throughput_times_window_matches_the_servers_success_count(result: pd.DataFrame):
-    counted = result["throughput_infer_per_s"] * result["window_s"]
-    server = result["server_success_delta"]
-    assert (server > 50).all(), "too few requests for a 5% comparison"
-    np.testing.assert_allclose(counted, server, rtol=0.05)
+    """The client counts the requests that ended inside the window, the server those it counted
+    between its reads at the window's two ends: they differ by at most the requests in flight
+    at each end (a bound that holds however busy the machine is)."""
+    np.testing.assert_allclose(
+        result["throughput_infer_per_s"] * result["window_s"], result["requests"]
+    )
+    apart = (result["requests"] - result["server_success_delta"]).abs()
+    assert (result["server_success_delta"] > 0).all()
+    assert (apart <= 2 * result["concurrency"]).all(), result[["requests", "server_success_delta"]]
 
 
 def test_latency_percentiles_are_ordered(result: pd.DataFrame):
@@ -102,10 +107,12 @@ def test_system_shared_memory_carries_real_inputs_and_outputs(tiny_server, proto
 
     batch = sample_batch(3, seed=7)
     url = tiny_server.grpc_url if protocol == "grpc" else tiny_server.http_url
-    prepared = _prepare(protocol, url, "tiny_onnx", Payload({"images": batch}), "system")
+    prepared, handles = prepare_in_system_memory(
+        protocol, url, "tiny_onnx", Payload({"images": batch})
+    )
     try:
-        assert len(prepared.regions) == 2  # one input, one output
-        output_handle = prepared.regions[1][1]
+        assert len(handles) == 2  # one input, one output
+        output_handle = handles[1]
         fresh = shm.get_contents_as_numpy(output_handle, np.float32, [3, 4]).copy()
         prepared.send()
         served = shm.get_contents_as_numpy(output_handle, np.float32, [3, 4])
@@ -136,7 +143,7 @@ def test_a_failing_request_stops_the_run_with_the_servers_reason(tiny_server, pr
     wrong = Payload({"images": sample_batch(1).astype(np.float64)})
     reason = "input 'images' data-type is 'FP64', but model 'tiny_onnx' expects 'FP32'"
     with pytest.raises(LoadError, match=r"request\(s\) failed; first: .*" + re.escape(reason)):
-        target = triton_target(url, "tiny_onnx", wrong, protocol=protocol, shared_memory=memory)
+        target = shm_target(url, "tiny_onnx", wrong, memory, protocol)
         measure(target, 2, warmup_s=0.5, stop_on_error=True)
     assert _loadgen_regions() == []
 
@@ -144,22 +151,21 @@ def test_a_failing_request_stops_the_run_with_the_servers_reason(tiny_server, pr
 def test_measure_over_shared_memory_counts_what_the_server_counts(tiny_server):
     payload = Payload({"images": sample_batch(1)}, ["scores"])
     row = measure(
-        triton_target(tiny_server.grpc_url, "tiny_onnx", payload, shared_memory="system"),
+        shm_target(tiny_server.grpc_url, "tiny_onnx", payload),
         4,
         warmup_s=0.5,
         window_s=1.5,
         max_windows=3,
         stop_on_error=True,
     )
-    assert row["server_success_delta"] > 20
-    counted = row["throughput_infer_per_s"] * row["window_s"]
-    assert counted == pytest.approx(row["server_success_delta"], rel=0.05)
+    assert row["server_success_delta"] > 0
+    assert abs(row["requests"] - row["server_success_delta"]) <= 2 * 4  # in flight at each end
     assert _loadgen_regions() == []  # every region is unregistered and unlinked afterwards
 
 
 def test_shared_memory_mode_is_checked():
-    with pytest.raises(ValueError, match="shared_memory must be 'none' or 'system'"):
-        triton_target("127.0.0.1:1", "m", Payload({"x": np.zeros((1, 1))}), shared_memory="cuda")
+    with pytest.raises(ValueError, match=r"memory must be one of \('none', 'system'\)"):
+        shm_target("127.0.0.1:1", "m", Payload({"x": np.zeros((1, 1))}), "cuda")
 
 
 def test_output_of_unknown_size_cannot_use_shared_memory():
@@ -167,7 +173,7 @@ def test_output_of_unknown_size_cannot_use_shared_memory():
         def get_model_metadata(self, model, as_json=False):
             return {"outputs": [{"name": "text", "datatype": "BYTES", "shape": ["-1", "1"]}]}
 
-    with pytest.raises(ValueError, match="output 'text' of 'whisper'.*shared_memory='none'"):
+    with pytest.raises(ValueError, match="output 'text' of 'whisper'.*cannot go through shared"):
         output_byte_sizes(Client(), "grpc", "whisper", 1)
 
 
@@ -211,13 +217,16 @@ def test_string_inputs_are_sent_as_triton_bytes_tensors(text_server, protocol, m
     payload = Payload(
         {"TEXT": np.array([["héllo".encode()], [b"triton"]], dtype=object)}, ["LENGTH"]
     )
-    prepared = _prepare(protocol, url, "text_length", payload, memory)
+    if memory == "system":
+        prepared, handles = prepare_in_system_memory(protocol, url, "text_length", payload)
+    else:
+        prepared, handles = prepare(protocol, url, "text_length", payload), []
     try:
         response = prepared.send()
         if memory == "system":
             import tritonclient.utils.shared_memory as shm
 
-            lengths = shm.get_contents_as_numpy(prepared.regions[-1][1], np.int32, [2, 1])
+            lengths = shm.get_contents_as_numpy(handles[-1], np.int32, [2, 1])
         elif protocol == "grpc":
             lengths = np.frombuffer(response.raw_output_contents[0], dtype=np.int32)
         else:
@@ -225,7 +234,7 @@ def test_string_inputs_are_sent_as_triton_bytes_tensors(text_server, protocol, m
         assert lengths.ravel().tolist() == [6, 6]  # "héllo" is 6 bytes in UTF-8
     finally:
         prepared.close()
-    target = triton_target(url, "text_length", payload, protocol=protocol, shared_memory=memory)
+    target = shm_target(url, "text_length", payload, memory, protocol)
     row = measure(target, 2, warmup_s=0.3, window_s=1, max_windows=3, stop_on_error=True)
     assert row["server_success_delta"] > 0
 
@@ -251,13 +260,19 @@ def test_latency_columns_name_the_mean_and_every_percentile():
 
 
 def test_closed_loop_keeps_every_sender_busy_and_counts_what_they_return():
+    """Each sender has one request in flight at a time and sends again once it is answered.
+
+    Only what holds on any machine is asserted: a busy machine stretches each 10 ms request
+    and the pauses between them, so the count has an upper bound (no request is shorter than
+    its sleep) but no lower one (seen with every core busy: 52 requests, not about 100).
+    """
     calls = [0, 0]
 
     def sender(index: int):
         def send() -> float:
             calls[index] += 1
             time.sleep(0.01)
-            return 0.5
+            return index + 0.5  # tells the two senders' requests apart
 
         return send
 
@@ -265,13 +280,19 @@ def test_closed_loop_keeps_every_sender_busy_and_counts_what_they_return():
         [sender(0), sender(1)], warmup_s=0.05, warmup_requests=2, window_s=0.5, max_windows=1
     )
     assert window.first_error is None and window.errors == []
-    assert 0.5 <= window.seconds < 0.7
-    # two threads, 10 ms a request: about 100 requests in half a second
-    assert 60 <= len(window.requests) <= 110
-    assert window.total() == pytest.approx(0.5 * len(window.requests))
+    assert window.seconds >= 0.5
     assert all(window.begin <= end < window.end for _, end, _ in window.requests)
     assert (window.latencies_ms() >= 10).all()
-    assert min(calls) >= 2 + 20  # the warm-up requests, then the window's
+    counts = []
+    for index in (0, 1):
+        mine = sorted((start, end) for start, end, value in window.requests if value == index + 0.5)
+        assert mine, f"sender {index} sent nothing inside the window"
+        # one request in flight per sender: the next starts once the previous has ended
+        assert all(later[0] >= earlier[1] for earlier, later in zip(mine, mine[1:]))
+        assert len(mine) <= window.seconds / 0.01 + 1
+        assert calls[index] >= 2 + len(mine)  # the warm-up requests, then the window's
+        counts.append(len(mine))
+    assert window.total() == pytest.approx(0.5 * counts[0] + 1.5 * counts[1])
 
 
 def test_closed_loop_stops_at_the_first_error_or_counts_errors_and_goes_on():

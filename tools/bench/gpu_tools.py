@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers.loadgen import Payload
-from helpers.measure import measure_sweep
+from helpers.loadgen import Payload, measure
 from helpers.paths import REPO_ROOT, build_dir
 from helpers.results import save_results
 from tools.bench import headline
@@ -36,6 +35,7 @@ from tools.bench.gpu import (
     machine_facts,
     variant,
 )
+from tools.bench.shm import shm_target
 
 FALLBACK, PERF_ANALYZER = "fallback generator", "perf_analyzer"
 
@@ -130,19 +130,18 @@ def main(argv: list[str] | None = None) -> int:
                         ran.append(measured.to_dict() | {"shared_memory": memory})
                     except perf_analyzer.PerfAnalyzerError as error:
                         print(f"perf_analyzer, c{level}, {memory}: {str(error).splitlines()[-1]}")
-                    fallback = measure_sweep(
-                        server,
-                        model.name,
-                        Payload({INPUT: image}),
-                        [level],
-                        tool="fallback",
+                    target = shm_target(
+                        server.grpc_url, model.name, Payload({INPUT: image}), memory
+                    )
+                    row = measure(
+                        target,
+                        level,
                         warmup_s=2,
                         window_s=args.window_ms / 1000,
                         max_windows=8,
-                        progress=False,
-                        shared_memory=memory,
+                        stop_on_error=True,
                     )
-                    ran.append(fallback.iloc[0].to_dict())
+                    ran.append(row | {"tool": FALLBACK, "shared_memory": memory})
                     rows += ran
                     for row in ran:
                         print(

@@ -28,12 +28,13 @@ import numpy as np
 import onnxruntime as ort
 
 from helpers.lessons.yolo_client import preprocess
-from helpers.loadgen import Payload, closed_loop_window, measure, triton_target
+from helpers.loadgen import Payload, closed_loop_window, measure
 from helpers.model_config import config_variant
 from helpers.paths import MODEL_REPOSITORY
 from helpers.server import ServerError, TritonServer
 from helpers.yolo import bus_image_path, load_image
 from tools.bench import CannotRun
+from tools.bench.shm import shm_target
 
 MODEL = "yolo11n_onnx"
 
@@ -109,9 +110,8 @@ def run(argv: list[str]) -> dict[str, float]:
             print(f"embedded Triton: start to {MODEL} READY in {ready_s:.2f} s")
 
             def served(config: str, memory: str) -> float:
-                payload = Payload({"images": image})
                 row = measure(
-                    triton_target(server.grpc_url, MODEL, payload, shared_memory=memory),
+                    shm_target(server.grpc_url, MODEL, Payload({"images": image}), memory),
                     args.concurrency,
                     warmup_s=2,
                     window_s=args.window,
