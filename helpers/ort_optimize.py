@@ -48,7 +48,7 @@ INT8_MODEL = "yolo11n_onnx_int8"
 def make_session(
     model: str | os.PathLike[str], level: str = "all", threads: int = 0
 ) -> ort.InferenceSession:
-    """A CPU inference session at one graph optimisation level; ``threads=0`` lets ORT pick (notebook 02)."""
+    """A CPU inference session at one graph optimisation level; ``threads=0`` lets ORT pick (notebooks 01, 02)."""
     options = ort.SessionOptions()
     options.graph_optimization_level = LEVELS[level]
     options.intra_op_num_threads = threads
