@@ -31,8 +31,27 @@ def server(tiny_repository: Path):
 
 # ----------------------------------------------------------------------------- statistics
 def test_model_stats_subtract_and_summarise():
-    before = ModelStats(3, 3, 3, 0, 30, 3, 300, 3, {1: 3})
-    after = ModelStats(11, 6, 11, 1, 430, 11, 1100, 11, {1: 4, 4: 2})
+    before = ModelStats(
+        inference_count=3,
+        execution_count=3,
+        success_count=3,
+        queue_ns=30,
+        compute_input_ns=3,
+        compute_infer_ns=300,
+        compute_output_ns=3,
+        batches={1: 3},
+    )
+    after = ModelStats(
+        inference_count=11,
+        execution_count=6,
+        success_count=11,
+        fail_count=1,
+        queue_ns=430,
+        compute_input_ns=11,
+        compute_infer_ns=1100,
+        compute_output_ns=11,
+        batches={1: 4, 4: 2},
+    )
     delta = after - before
     assert (delta.inference_count, delta.execution_count, delta.success_count) == (8, 3, 8)
     assert delta.batches == {1: 1, 4: 2}
