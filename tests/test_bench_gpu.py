@@ -8,6 +8,7 @@ checked against the committed CSV, and the server bundle is checked to unpack in
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -259,6 +260,51 @@ def test_bundle_packs_numpy_1_for_the_stub_without_its_tests(tmp_path: Path, mon
         "numpy/core/_umath_tests.so",
     ]
     assert "numpy.tar.xz" in gpu_bundle.SETUP and "/tmp/venv" in gpu_bundle.SETUP
+
+
+def _wheel(folder: Path, name: str, files: dict[str, str]) -> Path:
+    """A minimal pure-Python wheel ``name`` 1.0 holding ``files``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path, dist = folder / f"{name}-1.0-py3-none-any.whl", f"{name}-1.0.dist-info"
+    with zipfile.ZipFile(path, "w") as archive:
+        for file_name, text in files.items():
+            archive.writestr(file_name, text)
+        archive.writestr(f"{dist}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+        archive.writestr(
+            f"{dist}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        )
+        archive.writestr(f"{dist}/RECORD", "")
+    return path
+
+
+def test_course_bundle_installs_the_wheels_into_one_archive_without_jedis_stubs(tmp_path: Path):
+    wheels = [
+        _wheel(
+            tmp_path / "w", "jedi", {"jedi/__init__.py": "", "jedi/third_party/typeshed/a.pyi": ""}
+        ),
+        _wheel(tmp_path / "w", "nbclient", {"nbclient/__init__.py": "VERSION = 1\n"}),
+    ]
+    with tarfile.open(gpu_bundle.pack_site(tmp_path / "site.tar.xz", wheels)) as tar:
+        names = set(tar.getnames())
+    assert {"jedi/__init__.py", "nbclient/__init__.py", "nbclient-1.0.dist-info"} <= names
+    assert not any("typeshed" in name for name in names)
+    assert "site.tar.xz" in gpu_bundle.SETUP
+
+
+def test_course_bundle_leaves_out_what_the_image_has(monkeypatch):
+    def pip(command, check):  # pip's --report of a resolution, as pip writes it
+        report = Path(command[command.index("--report") + 1])
+        found = [
+            ("nbclient", "0.11.0"),
+            ("numpy", "2.5.5"),
+            ("Jinja2", "3.1.6"),
+            ("ml_dtypes", "0.7"),
+        ]
+        install = [{"metadata": {"name": name, "version": version}} for name, version in found]
+        report.write_text(json.dumps({"install": install}))
+
+    monkeypatch.setattr(gpu_bundle.subprocess, "run", pip)
+    assert gpu_bundle.resolve(["nbclient==0.11.0"]) == ["nbclient==0.11.0"]
 
 
 #: The H200 runs with a report, and the headline ``boxes_ips`` each report gives (nan: a run

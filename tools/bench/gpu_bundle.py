@@ -17,15 +17,26 @@ The GPU machines the course was measured on (docs/results) run Ubuntu 24.04 with
 * ``setup.sh``: unpacks the server and the wheels into ``/tmp/site``, and makes ``/tmp/venv``:
   a venv with numpy 1.26 first, then the image's own packages (torch).
 
+``--course`` packs what ``python -m tools.run_course`` needs too (``COURSE``: nbclient,
+nbconvert, ipykernel and their needs, onnxslim, tritonclient's HTTP extra through
+geventhttpclient 2.6.1, FastAPI for notebook 06), resolved by pip for Python 3.12 less what the
+image has (``IMAGE_HAS``), with the wheels above, installed and stripped into one
+``site.tar.xz`` (about 22 MB) so that server, numpy and packages fit the 64 MiB a call
+carries. It cannot carry notebook 05's faster-whisper (ctranslate2 43 MB and PyAV 36 MB
+wheels, a 75 MB model) nor notebook 09's envoy binary (107 MB) beside them.
+
 On the GPU machine::
 
     sh .gpu/setup.sh && export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/venv/bin:/tmp/site/bin:$PATH
     python3 -m tools.bench gpu
+    export JUPYTER_PATH=/tmp/site/share/jupyter  # --course: nbconvert's templates
+    python3 -m tools.run_course 00 01 02 03 04
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -55,6 +66,30 @@ WHEELS = [
     "ultralytics-thop==2.2.3",
     "python-rapidjson==1.25",
 ]
+#: What the course runner and notebooks 00-04 and 06-08 need beyond ``WHEELS`` (their
+#: dependencies are resolved by pip), as the course venv pins them.
+COURSE = [
+    "nbclient==0.11.0",
+    "nbconvert==7.17.2",
+    "nbformat==5.11.1",
+    "ipykernel==7.4.0",
+    "jupyter_client==8.10.0",
+    "tqdm==4.70.1",
+    "onnxslim==0.1.98",
+    "geventhttpclient==2.6.1",
+    "fastapi==0.165.0",
+    "uvicorn==0.55.0",
+    "httpx==0.29.0",
+    "psutil==7.2.2",
+    "prometheus-client==0.26.0",
+    "pyyaml==6.0.4",
+]
+#: Resolved for ``COURSE`` but already in the GPU image (torch's, pandas' and onnxruntime's
+#: needs): left out, so the image's builds are used. protobuf travels in ``WHEELS``.
+IMAGE_HAS = {
+    "numpy", "onnx", "protobuf", "sympy", "mpmath", "ml-dtypes", "python-dateutil", "tzdata",
+    "typing-extensions", "jinja2", "markupsafe", "packaging", "certifi", "idna",
+}  # fmt: skip
 PLATFORMS = [
     "manylinux_2_39_x86_64",
     "manylinux_2_38_x86_64",
@@ -73,8 +108,12 @@ set -e
 here=$(dirname "$0")
 mkdir -p /tmp/site
 tar -C /tmp/site -xJf "$here/tritonserver.tar.xz"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \\
-    --target /tmp/site "$here"/wheels/*.whl
+if [ -f "$here/site.tar.xz" ]; then  # --course: the wheels, installed and packed
+    tar -C /tmp/site -xJf "$here/site.tar.xz"
+else
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \\
+        --target /tmp/site "$here"/wheels/*.whl
+fi
 base=$(python3 -c 'import site; print(site.getsitepackages()[0])')
 python3 -m venv --without-pip /tmp/venv
 packages=$(/tmp/venv/bin/python3 -c 'import site; print(site.getsitepackages()[0])')
@@ -120,6 +159,46 @@ def download_wheels(folder: Path, names: list[str] = WHEELS, python: str = PYTHO
     return sorted(folder.glob("*.whl"))
 
 
+def resolve(names: list[str], python: str = PYTHON) -> list[str]:
+    """``names`` and everything they need, as ``name==version`` for ``python``, less ``IMAGE_HAS``."""
+    with tempfile.TemporaryDirectory() as scratch:
+        report = Path(scratch) / "report.json"
+        command = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "-q"]
+        command += ["--only-binary=:all:", "--python-version", python, "--implementation", "cp"]
+        command += ["--target", str(Path(scratch) / "t"), "--report", str(report)]
+        for platform in PLATFORMS:
+            command += ["--platform", platform]
+        subprocess.run([*command, *names], check=True)
+        found = [item["metadata"] for item in json.loads(report.read_text())["install"]]
+    keep = [m for m in found if m["name"].lower().replace("_", "-") not in IMAGE_HAS]
+    return sorted(f"{m['name']}=={m['version']}" for m in keep)
+
+
+def pack_site(target: Path, wheels: list[Path], python: str = PYTHON) -> Path:
+    """Install ``wheels`` for ``python`` into one tar.xz to unpack as ``/tmp/site``.
+
+    Shared libraries and binaries are stripped of symbols and jedi's type stubs (completion
+    only) are left out: the tree shrinks from 145 to 100 MB, about 22 MB packed.
+    """
+    with tempfile.TemporaryDirectory() as scratch:
+        site = Path(scratch) / "site"
+        command = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps"]
+        command += ["--no-compile", "--only-binary=:all:", "--python-version", python]
+        command += ["--implementation", "cp", "--target", str(site)]
+        for platform in PLATFORMS:
+            command += ["--platform", platform]
+        subprocess.run([*command, *map(str, wheels)], check=True)
+        shutil.rmtree(site / "jedi" / "third_party" / "typeshed", ignore_errors=True)
+        binaries = [*site.rglob("*.so"), *site.rglob("*.so.*"), *site.glob("*/bin/*")]
+        for binary in binaries:
+            if binary.is_file() and not binary.is_symlink():
+                subprocess.run(["strip", "--strip-unneeded", str(binary)], capture_output=True)
+        with tarfile.open(target, "w:xz") as archive:
+            for item in sorted(site.iterdir()):
+                archive.add(item, item.name)
+    return target
+
+
 def pack_numpy(target: Path, python: str = PYTHON) -> Path:
     """Write ``STUB_NUMPY`` for ``python``, without its tests, as a tar.xz to unpack in place."""
     with tempfile.TemporaryDirectory() as scratch:
@@ -140,19 +219,29 @@ def pack_numpy(target: Path, python: str = PYTHON) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.bench.gpu_bundle")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / ".gpu")
+    parser.add_argument(
+        "--course", action="store_true",
+        help="also what python -m tools.run_course needs, all packed as site.tar.xz",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.out.exists():
         shutil.rmtree(args.out / "wheels", ignore_errors=True)
+        (args.out / "site.tar.xz").unlink(missing_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     print("packing the embedded tritonserver (xz, about 2 minutes on 2 cores)...", flush=True)
     server = pack_server(args.out / "tritonserver.tar.xz")
-    wheels = download_wheels(args.out / "wheels")
     numpy = pack_numpy(args.out / "numpy.tar.xz")
+    if args.course:
+        with tempfile.TemporaryDirectory() as scratch:
+            wheels = download_wheels(Path(scratch), WHEELS + resolve(COURSE))
+            packages = [pack_site(args.out / "site.tar.xz", wheels)]
+    else:
+        wheels = packages = download_wheels(args.out / "wheels")
     (args.out / "setup.sh").write_text(SETUP)
-    total = sum(path.stat().st_size for path in [server, numpy, *wheels])
+    total = sum(path.stat().st_size for path in [server, numpy, *packages])
     print(
-        f"wrote {args.out}: {server.name}, {numpy.name} and {len(wheels)} wheels, "
-        f"{total / 2**20:.1f} MiB"
+        f"wrote {args.out}: {server.name}, {numpy.name} and {len(wheels)} wheels"
+        f"{' (in site.tar.xz)' if args.course else ''}, {total / 2**20:.1f} MiB"
     )
     return 0
 
