@@ -88,17 +88,6 @@ def process_tree(pid: int) -> list[int]:
     return [pid, *(child.pid for child in children)]
 
 
-def tree_rss_bytes(pids: Iterable[int]) -> int:
-    """Resident memory of the given processes together (those that exited count 0)."""
-    total = 0
-    for pid in pids:
-        try:
-            total += psutil.Process(pid).memory_info().rss
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    return total
-
-
 def normalise_address(address: str) -> str:
     """``::ffff:127.0.0.1`` (an IPv4 address on an IPv6 socket, as gRPC binds) -> ``127.0.0.1``."""
     ip = ipaddress.ip_address(address.split("%")[0])

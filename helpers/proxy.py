@@ -238,19 +238,16 @@ def _stop(process: subprocess.Popen, workdir: Path, grace_period: float = 5.0) -
     return code
 
 
-def replica_arguments(models: Sequence[str]) -> list[str]:
-    """tritonserver flags for a replica behind a proxy: load ``models`` before saying ready.
-
-    ``--strict-readiness=true`` makes ``/v2/health/ready`` answer 200 only once every loaded
-    model is ready, so a health check (Envoy's, or Kubernetes' readinessProbe) never sends
-    traffic to a replica that is still loading (notebook 09).
-    """
-    return ["--strict-readiness=true", *(f"--load-model={name}" for name in models)]
-
-
 def triton_replica(model_repository: str | Path, models: Sequence[str], **kwargs: Any) -> Any:
-    """A ``TritonServer`` (not started) that serves ``models`` as a replica (notebook 09)."""
+    """A ``TritonServer`` (not started) that serves ``models`` as a replica (notebook 09).
+
+    It loads ``models`` before saying ready: ``--strict-readiness=true`` makes
+    ``/v2/health/ready`` answer 200 only once every loaded model is ready, so a health check
+    (Envoy's, or Kubernetes' readinessProbe) never sends traffic to a replica still loading.
+    """
     from helpers.server import TritonServer
 
-    extra = [*replica_arguments(models), *kwargs.pop("extra_args", ())]
-    return TritonServer(model_repository, extra_args=extra, **kwargs)
+    replica = ["--strict-readiness=true", *(f"--load-model={name}" for name in models)]
+    return TritonServer(
+        model_repository, extra_args=[*replica, *kwargs.pop("extra_args", ())], **kwargs
+    )

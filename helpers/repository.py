@@ -17,7 +17,7 @@ import json
 import time
 from fnmatch import fnmatch
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pandas as pd
 
@@ -174,18 +174,12 @@ def config_table(file_config: ModelConfig, loaded_config: ModelConfig) -> pd.Dat
     return pd.DataFrame(rows).set_index("field")
 
 
-class _Indexed(Protocol):
-    """What ``wait_until_unloaded`` needs of a server: ``TritonServer.repository_index``."""
-
-    def repository_index(self) -> list[dict[str, Any]]: ...
-
-
-def wait_until_unloaded(server: _Indexed, name: str, timeout: float = 60.0) -> float:
+def wait_until_unloaded(server: Any, name: str, timeout: float = 60.0) -> float:
     """Wait until no version of ``name`` is READY or UNLOADING; the seconds waited (notebook 03).
 
     An unload request (tritonclient's ``unload_model``) returns while the model's instances
     may still be finishing their requests; the repository index says when they are gone.
-    ``TritonServer.unload_model`` waits with this.
+    ``server`` is a ``TritonServer`` (its ``repository_index``); ``unload_model`` waits with this.
     """
     started = time.monotonic()
     while time.monotonic() - started < timeout:

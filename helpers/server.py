@@ -180,7 +180,6 @@ def server_arguments(
     host: str,
     ports: Ports,
     models: Sequence[str] = (),
-    log_verbose: int = 0,
     extra_args: Sequence[str] = (),
 ) -> list[str]:
     """The tritonserver options both launchers use (explicit model control, given ports)."""
@@ -196,7 +195,7 @@ def server_arguments(
         "--allow-metrics=true",
         "--strict-readiness=false",
         "--exit-timeout-secs=5",
-        f"--log-verbose={log_verbose}",
+        "--log-verbose=0",
         f"--backend-config=python,shm-default-byte-size={PYTHON_SHM_BYTES}",
         f"--backend-config=python,shm-growth-byte-size={PYTHON_SHM_BYTES}",
     ]
@@ -266,7 +265,6 @@ def docker_command(
     gpus: bool = False,
     shm_size: str = "2g",
     models: Sequence[str] = (),
-    log_verbose: int = 0,
     extra_args: Sequence[str] = (),
 ) -> list[str]:
     """The ``docker run`` argument list for the NGC Triton image serving ``model_repository``.
@@ -305,7 +303,6 @@ def docker_command(
         "0.0.0.0",
         Ports(8000, 8001, 8002),
         models,
-        log_verbose,
         [*release_arguments(tag), *extra_args],
     )
     return command
@@ -354,7 +351,6 @@ class TritonServer(ChildServer):
     mode: Mode = "auto"
     host: str = "127.0.0.1"
     startup_timeout: float = 60.0
-    log_verbose: int = 0
     docker_tag: str = DEFAULT_DOCKER_TAG  # the NGC release of mode="docker"
     extra_args: Sequence[str] = ()
     ports: Ports | None = None
@@ -413,13 +409,7 @@ class TritonServer(ChildServer):
                 extra_args += response_cache_arguments(self.cache_size, embedded.cache_directory)
             backends = assemble_backend_directory(self._workdir / "backends", embedded)
             command = [str(embedded.binary)] + server_arguments(
-                repository,
-                backends,
-                self.host,
-                self.ports,
-                (),
-                self.log_verbose,
-                extra_args,
+                repository, backends, self.host, self.ports, extra_args=extra_args
             )
             self._spawn(command, log_name, env=embedded_environment(embedded), cwd=self._workdir)
         else:
@@ -433,7 +423,6 @@ class TritonServer(ChildServer):
                 name=self._container,
                 host=self.host,
                 gpus=nvidia_gpu_present(),
-                log_verbose=self.log_verbose,
                 extra_args=extra_args,
             )
             subprocess.run(command, check=True, capture_output=True)

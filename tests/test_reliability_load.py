@@ -22,12 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import psutil
 import pytest
 
 from helpers.batching import model_stats, settled_stats
 from helpers.clients import client_module, infer
 from helpers.paths import MODEL_REPOSITORY
-from helpers.processes import process_tree, tree_rss_bytes
+from helpers.processes import process_tree
 from helpers.server import TritonServer
 from tests.reliability_models import add_model, yolo11n_files
 
@@ -39,6 +40,17 @@ MAX_MEMORY_GROWTH = 0.10
 
 
 pytestmark = pytest.mark.usefixtures("no_leftover_server_processes")
+
+
+def tree_rss_bytes(pids: list[int]) -> int:
+    """Resident memory of the given processes together (those that exited count 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            total += psutil.Process(pid).memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return total
 
 
 @pytest.fixture(scope="module")

@@ -287,8 +287,5 @@ def _numpy_dtype(array: Any) -> np.dtype | Any:
 
 
 def _error_response(message: str) -> Any:
-    try:
-        error = pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG)
-    except (AttributeError, TypeError):
-        error = pb_utils.TritonError(message)
+    error = pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG)
     return pb_utils.InferenceResponse(output_tensors=[], error=error)
