@@ -1,13 +1,13 @@
-"""Which server processes the course started, what they listen on, and whether they are gone.
+"""The course's server processes: how they start and stop, and whether they are gone.
 
-The servers (``tritonserver`` with its Python stub processes, ``netron``, ``uvicorn``) run as
-child processes of the notebook's kernel. These functions look at them by process id with
-``psutil``, the way the reliability tests (``tests/test_reliability_*.py``) check that none
-outlives the kernel or test that started it and that each listens on loopback only:
+The servers (``tritonserver`` with its Python stub processes, ``netron``, ``uvicorn``,
+``envoy``) run as child processes of the notebook's kernel, through one lifecycle
+(``ChildServer``) that never lets one outlive the process that started it. These functions
+look at them by process id with ``psutil``, as the reliability tests
+(``tests/test_reliability_*.py``) do:
 
-    from helpers.processes import course_processes, listening_addresses
+    from helpers.processes import course_processes
     [(p.pid, p.name()) for p in course_processes()]
-    listening_addresses(server.pid)        # {port: {"127.0.0.1"}, ...}
 """
 
 from __future__ import annotations
@@ -95,16 +95,6 @@ def normalise_address(address: str) -> str:
     return str(mapped or ip)
 
 
-def listening_addresses(pid: int) -> dict[int, set[str]]:
-    """The TCP ports ``pid`` listens on, each with the addresses it is bound to."""
-    found: dict[int, set[str]] = {}
-    for connection in psutil.Process(pid).net_connections(kind="inet"):
-        if connection.status == psutil.CONN_LISTEN:
-            address = normalise_address(connection.laddr.ip)
-            found.setdefault(connection.laddr.port, set()).add(address)
-    return found
-
-
 def is_loopback_address(address: str) -> bool:
     """True for 127.0.0.0/8 and ::1 (and ``localhost``); False for 0.0.0.0, :: and real interfaces."""
     if address == "localhost":
@@ -113,16 +103,6 @@ def is_loopback_address(address: str) -> bool:
         return ipaddress.ip_address(normalise_address(address)).is_loopback
     except ValueError:  # a host name: it may resolve to any interface
         return False
-
-
-def non_loopback_addresses() -> list[str]:
-    """This machine's IPv4 addresses other than loopback (where another machine could connect)."""
-    addresses = []
-    for entries in psutil.net_if_addrs().values():
-        for entry in entries:
-            if entry.family.name == "AF_INET" and not is_loopback_address(entry.address):
-                addresses.append(entry.address)
-    return addresses
 
 
 #: Runs as the child's first program: asks Linux for a signal when the parent (argv[2]) dies, and

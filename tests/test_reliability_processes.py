@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import tritonclient.grpc as grpcclient
 from jupyter_client.manager import KernelManager, start_new_kernel
@@ -31,8 +32,7 @@ from helpers.netron_view import NetronServer
 from helpers.paths import REPO_ROOT
 from helpers.processes import (
     is_loopback_address,
-    listening_addresses,
-    non_loopback_addresses,
+    normalise_address,
     process_tree,
     wait_until_gone,
 )
@@ -45,6 +45,26 @@ from tests.tiny_models import sample_batch
 def _no_leftover_processes():
     with no_new_server_processes():
         yield
+
+
+def listening_addresses(pid: int) -> dict[int, set[str]]:
+    """The TCP ports ``pid`` listens on, each with the addresses it is bound to."""
+    found: dict[int, set[str]] = {}
+    for connection in psutil.Process(pid).net_connections(kind="inet"):
+        if connection.status == psutil.CONN_LISTEN:
+            address = normalise_address(connection.laddr.ip)
+            found.setdefault(connection.laddr.port, set()).add(address)
+    return found
+
+
+def non_loopback_addresses() -> list[str]:
+    """This machine's IPv4 addresses other than loopback (where another machine could connect)."""
+    addresses = []
+    for entries in psutil.net_if_addrs().values():
+        for entry in entries:
+            if entry.family.name == "AF_INET" and not is_loopback_address(entry.address):
+                addresses.append(entry.address)
+    return addresses
 
 
 # ----------------------------------------------------------------------------- notebooks
