@@ -18,12 +18,14 @@ The GPU machines the course was measured on (docs/results) run Ubuntu 24.04 with
   a venv with numpy 1.26 first, then the image's own packages (torch).
 
 ``--course`` packs what ``python -m tools.run_course`` needs too (``COURSE``: nbclient,
-nbconvert, ipykernel and their needs, onnxslim, tritonclient's HTTP extra through
+nbconvert, ipykernel and their needs, onnxslim, netron, tritonclient's HTTP extra through
 geventhttpclient 2.6.1, FastAPI for notebook 06), resolved by pip for Python 3.12 less what the
 image has (``IMAGE_HAS``), with the wheels above, installed and stripped into one
 ``site.tar.xz`` (about 22 MB) so that server, numpy and packages fit the 64 MiB a call
 carries. It cannot carry notebook 05's faster-whisper (ctranslate2 43 MB and PyAV 36 MB
-wheels, a 75 MB model) nor notebook 09's envoy binary (107 MB) beside them.
+wheels, a 75 MB model) nor notebook 09's envoy binary (107 MB, 24 MB as xz) beside them:
+on 2026-12-06 envoy went in a second call to the same, still warm machine
+(docs/results/gpu-course-2026-12-06.md).
 
 On the GPU machine::
 
@@ -83,6 +85,7 @@ COURSE = [
     "psutil==7.2.2",
     "prometheus-client==0.26.0",
     "pyyaml==6.0.4",
+    "netron==9.3.3",
 ]
 #: Resolved for ``COURSE`` but already in the GPU image (torch's, pandas' and onnxruntime's
 #: needs): left out, so the image's builds are used. protobuf travels in ``WHEELS``.
@@ -141,6 +144,9 @@ def pack_server(target: Path, python: str = PYTHON) -> Path:
             filter=lambda info: None if "__pycache__" in info.name else info,
         )
         archive.add(stub, f"pytriton/tritonserver/python_backend_stubs/{python}")
+        caches = package / "tritonserver" / "caches"  # the response cache (notebooks 07, 08)
+        if caches.is_dir():
+            archive.add(caches, "pytriton/tritonserver/caches")
         for library in sorted(embedded.library_dir.iterdir()):
             if library.name.startswith("libpython"):  # the GPU machine has its own libpython
                 continue
