@@ -13,7 +13,7 @@ server-side split (queue, compute input/infer/output) from the statistics API
 (``helpers.statistics.model_stats``: consistent snapshots) over exactly the measured window.
 ``sweep`` runs every target at every concurrency, interleaved. The same engine drives
 notebook 04's fallback generator (``helpers.measure``), notebook 06's FastAPI-vs-Triton
-comparison, the Whisper client (``helpers.whisper_client``) and ``tools/bench``, so a p99
+comparison, notebook 05's throughput cells (``helpers.lessons.whisper``) and ``tools/bench``, so a p99
 means the same thing everywhere.
 
 Targets:
@@ -50,6 +50,8 @@ from helpers.statistics import ModelStats, model_stats
 #: perf_analyzer's default stability rule: the last 3 windows within 10% of their mean.
 STABILITY_WINDOWS = 3
 STABILITY_TOLERANCE = 0.10
+#: A window in which no request finished measured nothing: it is stretched until one does, at most this long.
+EMPTY_WINDOW_LIMIT_S = 60.0
 #: The latency percentiles every load generator of the course reports.
 PERCENTILES: tuple[int, ...] = (50, 90, 95, 99)
 #: How they are computed: numpy's default, interpolating linearly between the two closest
@@ -316,6 +318,8 @@ def closed_loop_window(
     warm-up goes on for ``warmup_s``. Then windows of ``window_s`` follow until the
     throughput of the last ``STABILITY_WINDOWS`` agrees within ``STABILITY_TOLERANCE``
     (perf_analyzer's rule) or ``max_windows`` were measured; the measurement spans them all.
+    A window in which no request finished is stretched until one does (at most
+    ``EMPTY_WINDOW_LIMIT_S``): one request can outlast a short window on a busy machine.
     A failed request stops the run when ``stop_on_error`` (``Window.first_error`` says why);
     otherwise it is counted and the thread goes on after a short pause. ``sample()`` (CPU
     counters, server statistics) is taken when the window opens and, last, when it closes.
@@ -365,6 +369,13 @@ def closed_loop_window(
         rates: list[float] = []
         while len(rates) < max_windows and not stop.is_set():
             stop.wait(window_s)  # a failure with stop_on_error ends the window early
+            # on a slow or busy machine one request can outlast a short window: wait for one
+            limit = boundaries[-1] + max(window_s, EMPTY_WINDOW_LIMIT_S)
+            while not stop.is_set() and time.perf_counter() < limit:
+                with lock:
+                    if any(boundaries[-1] <= end for _, end, _ in finished):
+                        break
+                stop.wait(0.05)
             boundaries.append(time.perf_counter())
             with lock:
                 done = sum(1 for _, end, _ in finished if boundaries[-2] <= end < boundaries[-1])
