@@ -19,11 +19,11 @@ The GPU machines the course was measured on (docs/results) run Ubuntu 24.04 with
 
 ``--course`` packs what ``python -m tools.run_course`` needs too (``COURSE``: nbclient,
 nbconvert, ipykernel and their needs, onnxslim, netron, tritonclient's HTTP extra through
-geventhttpclient 2.6.1, FastAPI for notebook 06), resolved by pip for Python 3.12 less what the
+geventhttpclient 2.6.1, FastAPI for notebook 07), resolved by pip for Python 3.12 less what the
 image has (``IMAGE_HAS``), with the wheels above, installed and stripped into one
 ``site.tar.xz`` (about 22 MB) so that server, numpy and packages fit the 64 MiB a call
-carries. It cannot carry notebook 05's faster-whisper (ctranslate2 43 MB and PyAV 36 MB
-wheels, a 75 MB model) nor notebook 09's envoy binary (107 MB, 24 MB as xz) beside them:
+carries. It cannot carry notebook 06's faster-whisper (ctranslate2 43 MB and PyAV 36 MB
+wheels, a 75 MB model) nor notebook 10's envoy binary (107 MB, 24 MB as xz) beside them:
 on 2026-12-06 envoy went in a second call to the same, still warm machine
 (docs/results/gpu-course-2026-12-06.md).
 
@@ -68,7 +68,7 @@ WHEELS = [
     "ultralytics-thop==2.2.3",
     "python-rapidjson==1.25",
 ]
-#: What the course runner and notebooks 00-04 and 06-08 need beyond ``WHEELS`` (their
+#: What the course runner and notebooks 00-05 and 07-09 need beyond ``WHEELS`` (their
 #: dependencies are resolved by pip), as the course venv pins them.
 COURSE = [
     "nbclient==0.11.0",
@@ -144,7 +144,7 @@ def pack_server(target: Path, python: str = PYTHON) -> Path:
             filter=lambda info: None if "__pycache__" in info.name else info,
         )
         archive.add(stub, f"pytriton/tritonserver/python_backend_stubs/{python}")
-        caches = package / "tritonserver" / "caches"  # the response cache (notebooks 07, 08)
+        caches = package / "tritonserver" / "caches"  # the response cache (notebooks 08, 09)
         if caches.is_dir():
             archive.add(caches, "pytriton/tritonserver/caches")
         for library in sorted(embedded.library_dir.iterdir()):

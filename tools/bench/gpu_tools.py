@@ -1,6 +1,6 @@
 """perf_analyzer vs the course's fallback generator, same model, server and transport, on a GPU.
 
-Notebook 04 measures with the fallback generator wherever perf_analyzer cannot run (its
+Notebook 05 measures with the fallback generator wherever perf_analyzer cannot run (its
 wheel needs glibc >= 2.38). This checks how far the two tools' figures are apart: the
 ``gpu`` YOLO11n export with dynamic batching on one GPU instance, at each concurrency,
 over system shared memory and over plain gRPC, the two tools taking turns ``--repeats``
