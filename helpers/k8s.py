@@ -1,4 +1,4 @@
-"""Render the course's Kubernetes manifests offline and validate them (notebook 09).
+"""Render the course's Kubernetes manifests offline and validate them (notebook 10).
 
 No cluster runs here. ``render_chart`` renders ``deploy/helm/triton`` with Helm's own library
 (the ``helm-python-sdk`` wheel, no helm binary); ``validate_objects`` checks every object
@@ -29,7 +29,7 @@ PLAIN_MANIFESTS = [DEPLOY / "kserve" / "inferenceservice.yaml"]
 def render_chart(
     chart: Path = CHART, values: dict[str, Any] | None = None, release: str = "lab"
 ) -> list[dict[str, Any]]:
-    """The objects Helm renders from ``chart`` with ``values`` (offline, notebook 09)."""
+    """The objects Helm renders from ``chart`` with ``values`` (offline, notebook 10)."""
     import helm_python as helm
 
     manifests = helm.Chart.load(str(chart)).render(
@@ -82,7 +82,7 @@ def validate_object(obj: dict[str, Any], version: str) -> tuple[str, str]:
 
 
 def validate_objects(objects: Iterable[dict[str, Any]], version: str | None = None) -> list[dict]:
-    """One row per object: kind, name, apiVersion, status and detail (notebook 09)."""
+    """One row per object: kind, name, apiVersion, status and detail (notebook 10)."""
     version = version or latest_kubernetes()
     rows = []
     for obj in objects:

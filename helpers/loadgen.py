@@ -1,4 +1,4 @@
-"""The course's one load engine: a closed loop, measured like perf_analyzer (notebooks 04 and 06).
+"""The course's one load engine: a closed loop, measured like perf_analyzer (notebooks 05 and 07).
 
 ``concurrency`` client threads each send their next request as soon as the previous one
 returns, like ``perf_analyzer --concurrency-range`` (``closed_loop_window``). After a warm-up
@@ -12,8 +12,8 @@ backend stubs), the client and everything else on the machine used over the wind
 server-side split (queue, compute input/infer/output) from the statistics API
 (``helpers.statistics.model_stats``: consistent snapshots) over exactly the measured window.
 ``sweep`` runs every target at every concurrency, interleaved. The same engine drives
-notebook 04's fallback generator (``helpers.measure``), notebook 06's FastAPI-vs-Triton
-comparison, notebook 05's throughput cells (``helpers.lessons.whisper``) and ``tools/bench``, so a p99
+notebook 05's fallback generator (``helpers.measure``), notebook 07's FastAPI-vs-Triton
+comparison, notebook 06's throughput cells (``helpers.lessons.whisper``) and ``tools/bench``, so a p99
 means the same thing everywhere.
 
 Targets:
@@ -21,13 +21,13 @@ Targets:
 * ``triton_target``: requests built once with ``tritonclient`` (gRPC or HTTP), as perf_analyzer
   builds its own (``tools/bench/shm.py`` places their tensors in system shared memory, as
   ``perf_analyzer --shared-memory=system`` does).
-* ``fastapi_target`` and ``triton_http_target`` (notebook 06): every service gets the same
+* ``fastapi_target`` and ``triton_http_target`` (notebook 07): every service gets the same
   client (raw HTTP with ``http.client``, one keep-alive connection per thread) and the same
   bytes; only the URL and the envelope around the tensor change: the FastAPI baseline takes
   the float32 tensor as the body, its shape in ``X-Shape``; Triton's HTTP/REST endpoint the
   binary tensor extension (a small JSON header, its length in
   ``Inference-Header-Content-Length``, then the same raw bytes), built by ``triton_request``
-  of notebook 06's cell (``helpers.lessons.fastapi_vs_triton``).
+  of notebook 07's cell (``helpers.lessons.fastapi_vs_triton``).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ Send = Callable[[], Any]
 
 @dataclass
 class Target:
-    """A service to load: a name, a factory of per-thread senders, the server's pid (notebook 06).
+    """A service to load: a name, a factory of per-thread senders, the server's pid (notebook 07).
 
     ``stats``, when given, reads the served model's statistics (a ``ModelStats``) at both
     ends of the measured window.
@@ -414,7 +414,7 @@ def triton_target(
     place: Callable[[Prepared, Inputs, Outputs], None] | None = None,
     pid: int | None = None,
 ) -> Target:
-    """``payload`` sent to ``model`` with ``tritonclient``, its statistics read (notebook 04).
+    """``payload`` sent to ``model`` with ``tritonclient``, its statistics read (notebook 05).
 
     Each sender is a client of its own with its request built once (``prepare``, which
     passes ``place`` on).
@@ -433,7 +433,7 @@ def triton_target(
 def http_sender(
     url: str, path: str, body: bytes, headers: dict[str, str], check: Callable[[Any, bytes], None]
 ) -> Send:
-    """A sender with its own keep-alive HTTP connection; ``check(reply, data)`` validates (notebook 06)."""
+    """A sender with its own keep-alive HTTP connection; ``check(reply, data)`` validates (notebook 07)."""
     host, port = url.removeprefix("http://").rsplit(":", 1)
     connection = http.client.HTTPConnection(host, int(port), timeout=120)
 
@@ -467,7 +467,7 @@ def _expect_bytes(
 
 
 def fastapi_target(name: str, url: str, images: np.ndarray, pid: int | None) -> Target:
-    """POST the tensor to the FastAPI baseline's /predict (introduced in notebook 06)."""
+    """POST the tensor to the FastAPI baseline's /predict (introduced in notebook 07)."""
     images = np.ascontiguousarray(images, dtype=np.float32)
     body = images.tobytes()
     headers = {
@@ -489,7 +489,7 @@ def triton_http_target(
     input_name: str = "images",
     output_name: str = "output0",
 ) -> Target:
-    """POST the same tensor to Triton's HTTP/REST endpoint, binary data (introduced in notebook 06)."""
+    """POST the same tensor to Triton's HTTP/REST endpoint, binary data (introduced in notebook 07)."""
     body, headers = triton_request(images, input_name, output_name)
     check = _expect_bytes(
         images.shape[0] * 84 * 8400 * 4,
@@ -501,7 +501,7 @@ def triton_http_target(
 
 
 def cpu_seconds(pid: int | None, children: bool = True) -> float:
-    """User + system CPU seconds of a process and its live descendants (notebook 06)."""
+    """User + system CPU seconds of a process and its live descendants (notebook 07)."""
     if pid is None:
         return float("nan")
     try:
@@ -520,7 +520,7 @@ def cpu_seconds(pid: int | None, children: bool = True) -> float:
 
 
 def busy_cpu_seconds() -> float:
-    """CPU seconds the whole machine spent busy (all processes, all cores) (notebook 06)."""
+    """CPU seconds the whole machine spent busy (all processes, all cores) (notebook 07)."""
     times = psutil.cpu_times()
     return sum(times) - times.idle - getattr(times, "iowait", 0.0)
 
@@ -534,7 +534,7 @@ def measure(
     max_windows: int = 1,
     stop_on_error: bool = False,
 ) -> dict[str, Any]:
-    """Load ``target`` at one concurrency: warm up, then the measured windows; one row (notebook 06).
+    """Load ``target`` at one concurrency: warm up, then the measured windows; one row (notebook 07).
 
     A failed request is counted (``errors``) and its thread goes on; ``first_error`` says why.
     With ``stop_on_error`` the first failure (or a window without a finished request) raises
@@ -598,7 +598,7 @@ def sweep(
     progress: bool = True,
     **options: Any,
 ) -> pd.DataFrame:
-    """Every target at every concurrency, interleaved level by level; one row each (notebook 06).
+    """Every target at every concurrency, interleaved level by level; one row each (notebook 07).
 
     Interleaving (A@1, B@1, A@8, B@8, ...) spreads any background load on the machine over
     all targets instead of penalising whichever ran last. ``options`` go to ``measure``.
@@ -615,7 +615,7 @@ def sweep(
 
 
 def ratios(frame: pd.DataFrame, numerator: str, denominator: str) -> pd.DataFrame:
-    """Per concurrency: throughput and p99 of ``numerator`` / ``denominator`` (notebook 06)."""
+    """Per concurrency: throughput and p99 of ``numerator`` / ``denominator`` (notebook 07)."""
     table = frame.pivot(
         index="concurrency", columns="service", values=["throughput_infer_per_s", "latency_p99_ms"]
     )

@@ -98,7 +98,7 @@ def nvidia_gpu_present() -> bool:
 
 
 def gpu_names() -> str:
-    """The NVIDIA GPUs' names joined with " + ", or ``"none"`` (notebook 04)."""
+    """The NVIDIA GPUs' names joined with " + ", or ``"none"`` (notebook 05)."""
     return " + ".join(gpu.name for gpu in gpus()) or "none"
 
 
@@ -112,7 +112,7 @@ def cuda_version() -> str | None:
 
 
 def glibc_version() -> tuple[int, int] | None:
-    """This system's glibc version, e.g. ``(2, 36)``; ``None`` on non-glibc systems (notebook 04)."""
+    """This system's glibc version, e.g. ``(2, 36)``; ``None`` on non-glibc systems (notebook 05)."""
     try:
         text = os.confstr("CS_GNU_LIBC_VERSION") or ""
     except (AttributeError, ValueError, OSError):
@@ -200,7 +200,7 @@ def docker_engine_available() -> tuple[bool, str]:
 
 
 def cpu_name() -> str:
-    """The CPU model and the number of cores Python sees, e.g. ``AMD EPYC 7B13, 2 cores`` (notebook 04)."""
+    """The CPU model and the number of cores Python sees, e.g. ``AMD EPYC 7B13, 2 cores`` (notebook 05)."""
     name = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -1,4 +1,4 @@
-"""One call to sweep concurrency with whichever load tool runs here (introduced in notebook 04).
+"""One call to sweep concurrency with whichever load tool runs here (introduced in notebook 05).
 
 ``measure_sweep`` dispatches to ``helpers.perf_analyzer.run`` when perf_analyzer runs on this
 machine (or when asked for it), otherwise to the course's fallback generator (a
@@ -52,7 +52,7 @@ COMPARISON_METRICS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class ToolChoice:
-    """The load tool a sweep uses and why (introduced in notebook 04)."""
+    """The load tool a sweep uses and why (introduced in notebook 05)."""
 
     name: str  # "perf_analyzer" or "fallback generator"
     reason: str
@@ -63,7 +63,7 @@ class ToolChoice:
 
 
 def choose_tool(tool: str | ToolChoice = "auto") -> ToolChoice:
-    """Resolve ``"auto"``, ``"perf_analyzer"`` or ``"fallback"`` to a tool and its reason (notebook 04).
+    """Resolve ``"auto"``, ``"perf_analyzer"`` or ``"fallback"`` to a tool and its reason (notebook 05).
 
     ``"auto"`` takes perf_analyzer whenever a runnable one is found, as the environment check
     does; ``"perf_analyzer"`` raises ``PerfAnalyzerError`` with the reason when none runs.
@@ -83,7 +83,7 @@ def choose_tool(tool: str | ToolChoice = "auto") -> ToolChoice:
 
 
 def payload_for(model: str, images: np.ndarray, repository: str | Path | None = None) -> Payload:
-    """The request for a one-input model: ``images`` under the input name its config.pbtxt gives (notebook 04).
+    """The request for a one-input model: ``images`` under the input name its config.pbtxt gives (notebook 05).
 
     YOLO11n's ONNX model calls its input ``images``, the TorchScript one ``INPUT__0``.
     """
@@ -109,7 +109,7 @@ def measure_sweep(
     progress: bool = True,
     **perf_options: Any,
 ) -> pd.DataFrame:
-    """Sweep ``concurrencies`` on a running ``TritonServer`` with perf_analyzer or the fallback (notebook 04).
+    """Sweep ``concurrencies`` on a running ``TritonServer`` with perf_analyzer or the fallback (notebook 05).
 
     Returns one row per level: ``RESULT_COLUMNS`` (``tool`` says which ran), then ``model``,
     ``config`` (your label), ``launcher`` and ``requests_per_execution`` (from the server's
@@ -203,7 +203,7 @@ def _perf_analyzer_sweep(
 
 
 def missing_reason(model: str, repository: str | Path | None = None) -> str:
-    """Why ``model`` cannot be served from the repository, or ``""`` when its files are there (notebook 04).
+    """Why ``model`` cannot be served from the repository, or ``""`` when its files are there (notebook 05).
 
     The model file itself is checked by ``helpers.repository.missing_model_file``, the same
     check ``TritonServer.load_model`` makes, which also names the notebook that creates it.
@@ -217,7 +217,7 @@ def missing_reason(model: str, repository: str | Path | None = None) -> str:
 def comparison_table(
     frame: pd.DataFrame, baseline: str | None = None, label: str = "model"
 ) -> pd.DataFrame:
-    """``| metric | value |`` per model, plus speed-up ratios against ``baseline`` (notebook 04).
+    """``| metric | value |`` per model, plus speed-up ratios against ``baseline`` (notebook 05).
 
     ``frame`` holds one row per model (same concurrency). Ratios are throughput / baseline
     throughput and baseline latency / latency, so above 1 always means faster.
@@ -246,7 +246,7 @@ def comparison_table(
 
 
 def default_threads(instances: int) -> int:
-    """CPU threads per instance so that all instances together use every core once (notebook 04)."""
+    """CPU threads per instance so that all instances together use every core once (notebook 05)."""
     return max(1, (os.cpu_count() or 1) // max(1, instances))
 
 
@@ -258,7 +258,7 @@ def measure_configs(
     concurrencies: Sequence[int],
     **options: Any,
 ) -> pd.DataFrame:
-    """Load each config variant of ``model`` in turn and sweep it; ``config`` holds its label (notebook 04).
+    """Load each config variant of ``model`` in turn and sweep it; ``config`` holds its label (notebook 05).
 
     ``configs`` maps a label to a config dict (``helpers.model_config.config_variant``); the
     model stays loaded with the last one. ``options`` go to ``measure_sweep``.

@@ -1,4 +1,4 @@
-"""Scrape and read Triton's Prometheus metrics (introduced in notebook 03).
+"""Scrape and read Triton's Prometheus metrics (introduced in notebook 04).
 
 Triton publishes counters per model and version on ``http://<host>:<port>/metrics`` in the
 Prometheus text format, the page Prometheus itself scrapes. They only ever grow, so what a
@@ -41,13 +41,13 @@ CACHE_HITS = "nv_cache_num_hits_per_model"
 
 
 def scrape(url: str, timeout: float = 5.0) -> str:
-    """GET the metrics page (``TritonServer.metrics_url``) as text (introduced in notebook 03)."""
+    """GET the metrics page (``TritonServer.metrics_url``) as text (introduced in notebook 04)."""
     with urllib.request.urlopen(url, timeout=timeout) as reply:
         return reply.read().decode()
 
 
 def parse_metrics(text: str) -> pd.DataFrame:
-    """Every sample of a Prometheus text page: metric, type, labels, value (notebook 03).
+    """Every sample of a Prometheus text page: metric, type, labels, value (notebook 04).
 
     ``metric`` is the family name (``prometheus_client`` adds ``_total`` to counter samples;
     the family keeps the name Triton wrote). ``model`` and ``version`` are split out of the
@@ -75,7 +75,7 @@ def parse_metrics(text: str) -> pd.DataFrame:
 def model_metrics(
     page: str | pd.DataFrame, model: str, metrics: list[str] | None = None
 ) -> pd.Series:
-    """One model's counters, summed over versions and other labels (notebook 03).
+    """One model's counters, summed over versions and other labels (notebook 04).
 
     ``page`` is the scraped text or ``parse_metrics`` of it; ``metrics`` defaults to
     ``KEY_METRICS``. A counter the page does not have yet reads 0.
@@ -89,7 +89,7 @@ def model_metrics(
 def wait_for_model_metrics(
     url: str, model: str, success: float, timeout: float = 10.0
 ) -> pd.Series:
-    """Scrape until the model's success counter reaches ``success``, or ``timeout`` s (notebook 03).
+    """Scrape until the model's success counter reaches ``success``, or ``timeout`` s (notebook 04).
 
     Triton counts a request a moment after the client has its response, so a scrape right
     after the last response can miss the last requests; it also counts a request's success
@@ -112,7 +112,7 @@ def wait_for_model_metrics(
 
 
 def metrics_delta(before: pd.Series, after: pd.Series) -> pd.DataFrame:
-    """Before, after and the increase of each counter, with what it counts (notebook 03)."""
+    """Before, after and the increase of each counter, with what it counts (notebook 04)."""
     table = pd.DataFrame({"before": before, "after": after})
     table["increase"] = table["after"] - table["before"]
     table["what it counts"] = [KEY_METRICS.get(name, "") for name in table.index]
@@ -120,7 +120,7 @@ def metrics_delta(before: pd.Series, after: pd.Series) -> pd.DataFrame:
 
 
 def per_request_us(delta: pd.DataFrame) -> pd.Series:
-    """Average microseconds per request in each phase, from a ``metrics_delta`` (notebook 03)."""
+    """Average microseconds per request in each phase, from a ``metrics_delta`` (notebook 04)."""
     requests = max(delta.loc["nv_inference_request_success", "increase"], 1.0)
     return pd.Series(
         {
@@ -133,7 +133,7 @@ def per_request_us(delta: pd.DataFrame) -> pd.Series:
 
 
 def plot_metrics_delta(delta: pd.DataFrame, title: str = "") -> Figure:
-    """Counts that grew (left) and the per-request time split they imply (right) (notebook 03)."""
+    """Counts that grew (left) and the per-request time split they imply (right) (notebook 04)."""
     import matplotlib.pyplot as plt
 
     labels = {

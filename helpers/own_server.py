@@ -1,5 +1,5 @@
 """A Triton the learner started (the NGC container on their GPU box), used in place of the
-server a notebook would start: ``TRITON_URL`` in notebooks 03-08.
+server a notebook would start: ``TRITON_URL`` in notebooks 03-09.
 
     server = use_triton(TRITON_URL, models=["yolo11n_onnx"]).start()
 
@@ -9,8 +9,8 @@ defaults and the course's ``docker run`` have them) the notebook loads what it n
 the repository API, and at the end unloads what it loaded and reloads from disk what it
 changed: the learner's server keeps running as it was. That server must see the course's
 ``model_repository/`` (the ``docker run`` command mounts it at ``/models``) and run with
-``--model-control-mode=explicit``; notebooks 07 and 08 also need its response cache
-(``--cache-config=local,size=67108864``) and 08 its rate limiter (``--rate-limit=execution_count``).
+``--model-control-mode=explicit``; notebooks 08 and 09 also need its response cache
+(``--cache-config=local,size=67108864``) and 09 its rate limiter (``--rate-limit=execution_count``).
 """
 
 from __future__ import annotations
@@ -102,5 +102,5 @@ class OwnTriton(TritonServer):
 
 
 def use_triton(url: str | None = None, **options: Any) -> TritonServer:
-    """The server a notebook starts (``url`` None) or the learner's own at ``url`` (notebooks 03-08)."""
+    """The server a notebook starts (``url`` None) or the learner's own at ``url`` (notebooks 03-09)."""
     return TritonServer(**options) if url is None else OwnTriton(url=url, **options)

@@ -1,4 +1,4 @@
-"""Run Triton's ``perf_analyzer`` and read its CSV into the course's result schema (notebook 04).
+"""Run Triton's ``perf_analyzer`` and read its CSV into the course's result schema (notebook 05).
 
 - ``find_perf_analyzer``: where a runnable binary is (``PATH``, the ``perf-analyzer`` wheel's
   binary, or the NGC ``tritonserver:<tag>-py3-sdk`` image when a Docker engine answers), or
@@ -97,7 +97,7 @@ class PerfAnalyzerError(RuntimeError):
 
 @dataclass(frozen=True)
 class PerfAnalyzerLocation:
-    """Where perf_analyzer runs from, or why it cannot run here (introduced in notebook 04)."""
+    """Where perf_analyzer runs from, or why it cannot run here (introduced in notebook 05)."""
 
     available: bool
     command: tuple[str, ...] = ()  # the prefix to put before perf_analyzer's arguments
@@ -134,7 +134,7 @@ def _probe(binary: str, timeout_s: float = 30.0) -> str | None:
 
 
 def docker_command(tag: str = DEFAULT_SDK_TAG, results_dir: Path | None = None) -> tuple[str, ...]:
-    """``docker run`` prefix for perf_analyzer in the NGC SDK image (notebook 04).
+    """``docker run`` prefix for perf_analyzer in the NGC SDK image (notebook 05).
 
     Host networking reaches a server on 127.0.0.1, host IPC lets ``--shared-memory=system``
     work, and the results folder is mounted at the same path so ``-f`` CSVs land on the host.
@@ -156,7 +156,7 @@ def docker_command(tag: str = DEFAULT_SDK_TAG, results_dir: Path | None = None) 
 def find_perf_analyzer(
     sdk_tag: str = DEFAULT_SDK_TAG, use_docker: bool = True
 ) -> PerfAnalyzerLocation:
-    """Find a runnable perf_analyzer: PATH, the wheel's binary, then the NGC SDK image (notebook 04)."""
+    """Find a runnable perf_analyzer: PATH, the wheel's binary, then the NGC SDK image (notebook 05)."""
     checked: list[str] = []
     candidates: list[tuple[str, str]] = []
     on_path = shutil.which("perf_analyzer")
@@ -218,7 +218,7 @@ def build_command(
     extra: Iterable[str] = (),
     prefix: Sequence[str] = ("perf_analyzer",),
 ) -> list[str]:
-    """perf_analyzer's argument list (never a shell string) (notebook 04).
+    """perf_analyzer's argument list (never a shell string) (notebook 05).
 
     ``concurrency`` is one level (``--concurrency-range=C:C``) or ``(start, end[, step])``;
     ``shape`` maps input names to shapes without the batch dimension
@@ -264,7 +264,7 @@ def build_command(
 
 
 def parse_csv(path_or_text: str | os.PathLike[str]) -> pd.DataFrame:
-    """perf_analyzer's ``-f`` CSV (a path or the text itself) -> ``RESULT_COLUMNS`` (notebook 04)."""
+    """perf_analyzer's ``-f`` CSV (a path or the text itself) -> ``RESULT_COLUMNS`` (notebook 05)."""
     if isinstance(path_or_text, os.PathLike) or "\n" not in str(path_or_text):
         text = Path(path_or_text).read_text()  # a file name: CSV text always has a newline
     else:
@@ -312,7 +312,7 @@ def run(
     timeout_s: float | None = 600.0,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Sweep concurrency levels with perf_analyzer; one CSV per level, one DataFrame back (notebook 04).
+    """Sweep concurrency levels with perf_analyzer; one CSV per level, one DataFrame back (notebook 05).
 
     Each level's CSV is ``level_csv(results_dir, model, level)``, with perf_analyzer's console
     output beside it (``console_path``).

@@ -1,8 +1,8 @@
-"""Bytes in, boxes out: the client of notebook 07 and the load targets that compare pipelines.
+"""Bytes in, boxes out: the client of notebook 08 and the load targets that compare pipelines.
 
 The ``*_target`` functions wrap each way of serving "image in, boxes out" as a
-``helpers.loadgen.Target`` for notebook 07's measurement and ``python -m tools.bench pipeline``;
-the Triton ones send with ``detect_http``, the client notebook 07's cell teaches
+``helpers.loadgen.Target`` for notebook 08's measurement and ``python -m tools.bench pipeline``;
+the Triton ones send with ``detect_http``, the client notebook 08's cell teaches
 (``helpers.lessons.pipeline_client``).
 """
 
@@ -21,7 +21,7 @@ from helpers.yolo import coco_names
 def triton_target(
     name: str, url: str, model: str, data: bytes, conf: float, pid: int | None
 ) -> Target:
-    """``model`` (an ensemble or BLS pipeline) fed ``data``, one client per thread (notebook 07)."""
+    """``model`` (an ensemble or BLS pipeline) fed ``data``, one client per thread (notebook 08)."""
 
     def new_sender():
         client = httpclient.InferenceServerClient(url)
@@ -31,7 +31,7 @@ def triton_target(
 
 
 def client_side_target(name: str, url: str, data: bytes, conf: float, pid: int | None) -> Target:
-    """Notebook 03's pipeline: decode and letterbox here, ``yolo11n_onnx`` there, NMS here (notebook 07)."""
+    """Notebook 03's pipeline: decode and letterbox here, ``yolo11n_onnx`` there, NMS here (notebook 08)."""
     names = coco_names()
 
     def new_sender():
@@ -51,7 +51,7 @@ def client_side_target(name: str, url: str, data: bytes, conf: float, pid: int |
 
 
 def fastapi_detect_target(name: str, url: str, data: bytes, conf: float, pid: int | None) -> Target:
-    """The FastAPI baseline's ``POST /detect`` with the image file (notebook 07)."""
+    """The FastAPI baseline's ``POST /detect`` with the image file (notebook 08)."""
 
     def check(reply, body: bytes) -> None:
         if reply.status != 200:

@@ -1,4 +1,4 @@
-"""The pictures of notebook 04: latency-throughput curves, model bars, server-time breakdowns.
+"""The pictures of notebook 05: latency-throughput curves, model bars, server-time breakdowns.
 
 Every function takes a DataFrame in the course's result schema (``RESULT_COLUMNS`` plus the
 ``model``/``config`` labels ``helpers.measure.measure_sweep`` adds), draws with matplotlib
@@ -40,7 +40,7 @@ _LINES = {"p50": "-", "p90": "-.", "p95": ":", "p99": "--"}
 
 
 def new_figure(width: float = 7.0, height: float = 4.5) -> Figure:
-    """A new Figure that a notebook shows once, as the result of the cell that returns it (notebook 04).
+    """A new Figure that a notebook shows once, as the result of the cell that returns it (notebook 05).
 
     Made by pyplot (which sets up Jupyter's inline display) and closed there at once, so the
     inline backend does not show it a second time at the end of the cell.
@@ -51,12 +51,12 @@ def new_figure(width: float = 7.0, height: float = 4.5) -> Figure:
 
 
 def new_axes(width: float = 7.0, height: float = 4.5) -> Axes:
-    """Axes on a ``new_figure`` (notebook 04)."""
+    """Axes on a ``new_figure`` (notebook 05)."""
     return new_figure(width, height).subplots()
 
 
 def group_label(frame: pd.DataFrame, by: str = "config") -> pd.Series:
-    """The label of each row: ``by`` where it is filled in, else the model, else "run" (notebook 04).
+    """The label of each row: ``by`` where it is filled in, else the model, else "run" (notebook 05).
 
     Where one table mixes tools (the same config measured by perf_analyzer and by the
     fallback generator), the tool is added, so each makes its own curve; where a group still
@@ -98,7 +98,7 @@ def latency_throughput(
     color_offset: int = 0,
     alpha: float = 1.0,
 ) -> Axes:
-    """Latency (p50, p99) against throughput, one curve per ``by`` group, concurrency annotated (notebook 04)."""
+    """Latency (p50, p99) against throughput, one curve per ``by`` group, concurrency annotated (notebook 05)."""
     if ax is None:
         ax = new_axes(7, 4.5)
     labels = group_label(frame, by)
@@ -133,7 +133,7 @@ def latency_throughput(
 
 
 def compare_bars(frame: pd.DataFrame, by: str = "model") -> Figure:
-    """Throughput and p50/p99 latency side by side, one group of bars per model (notebook 04)."""
+    """Throughput and p50/p99 latency side by side, one group of bars per model (notebook 05)."""
     labels = group_label(frame, by).tolist()
     figure = new_figure(10, 4)
     left, right = figure.subplots(1, 2)
@@ -174,7 +174,7 @@ def compare_bars(frame: pd.DataFrame, by: str = "model") -> Figure:
 def server_breakdown(
     frame: pd.DataFrame, by: str = "config", ax: Axes | None = None, outside: bool = True
 ) -> Axes:
-    """Stacked bars of a request's average time: queue, compute input/infer/output, the rest (notebook 04).
+    """Stacked bars of a request's average time: queue, compute input/infer/output, the rest (notebook 05).
 
     With ``outside``, the remainder of the average client latency (client, network,
     (de)serialisation) is drawn as a grey last segment.

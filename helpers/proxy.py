@@ -1,4 +1,4 @@
-"""Envoy in front of several Triton replicas on this machine (introduced in notebook 09).
+"""Envoy in front of several Triton replicas on this machine (introduced in notebook 10).
 
 The proxy runs the committed, commented ``deploy/envoy/envoy.yaml``; this module only changes
 its ports (free ones on loopback), its replicas and its balancing policy, writes the result
@@ -83,7 +83,7 @@ def envoy_config(
     host: str = "127.0.0.1",
     template: Path = ENVOY_CONFIG,
 ) -> dict[str, Any]:
-    """The committed Envoy config with these ports, replicas and policy (notebook 09)."""
+    """The committed Envoy config with these ports, replicas and policy (notebook 10)."""
     config = yaml.safe_load(template.read_text())
     config["admin"]["address"] = _address(host, admin_port)
     ports = {"triton_http": http_port, "triton_grpc": grpc_port}
@@ -110,7 +110,7 @@ def envoy_config(
 
 
 def envoy_command(config: str | Path = "deploy/envoy/envoy.yaml") -> list[str]:
-    """The command that runs Envoy with ``config`` (notebook 09 shows it; EnvoyProxy runs it).
+    """The command that runs Envoy with ``config`` (notebook 10 shows it; EnvoyProxy runs it).
 
     ``--disable-hot-restart``: several Envoys can run on one machine (no shared memory);
     ``--concurrency 1``: one worker thread, enough for a few replicas on a laptop.
@@ -119,7 +119,7 @@ def envoy_command(config: str | Path = "deploy/envoy/envoy.yaml") -> list[str]:
 
 
 class EnvoyProxy(ChildServer):
-    """Envoy balancing HTTP and gRPC over Triton replicas, as a child process (notebook 09).
+    """Envoy balancing HTTP and gRPC over Triton replicas, as a child process (notebook 10).
 
     ``replicas`` are ``TritonServer`` objects (started) or ``Replica`` addresses. Listens on
     loopback on free ports; the course's one child-server lifecycle
@@ -239,7 +239,7 @@ def _stop(process: subprocess.Popen, workdir: Path, grace_period: float = 5.0) -
 
 
 def triton_replica(model_repository: str | Path, models: Sequence[str], **kwargs: Any) -> Any:
-    """A ``TritonServer`` (not started) that serves ``models`` as a replica (notebook 09).
+    """A ``TritonServer`` (not started) that serves ``models`` as a replica (notebook 10).
 
     It loads ``models`` before saying ready: ``--strict-readiness=true`` makes
     ``/v2/health/ready`` answer 200 only once every loaded model is ready, so a health check

@@ -175,7 +175,7 @@ def config_table(file_config: ModelConfig, loaded_config: ModelConfig) -> pd.Dat
 
 
 def wait_until_unloaded(server: Any, name: str, timeout: float = 60.0) -> float:
-    """Wait until no version of ``name`` is READY or UNLOADING; the seconds waited (notebook 03).
+    """Wait until no version of ``name`` is READY or UNLOADING; the seconds waited (notebook 04).
 
     An unload request (tritonclient's ``unload_model``) returns while the model's instances
     may still be finishing their requests; the repository index says when they are gone.

@@ -1,4 +1,4 @@
-"""Save measured tables as CSV with where/when they were measured, and plot runs together (notebook 04).
+"""Save measured tables as CSV with where/when they were measured, and plot runs together (notebook 05).
 
 ``save_results(frame, "concurrency")`` writes ``build/results/concurrency-<host>-<date>.csv``
 with the machine columns ``host``, ``cpu``, ``gpu``, ``date``, ``tool`` and ``launcher`` added
@@ -34,7 +34,7 @@ _SAFE = re.compile(r"[^A-Za-z0-9_.]+")
 
 
 def machine_info(when: datetime | None = None) -> dict[str, str]:
-    """``host``, ``cpu``, ``gpu`` and ``date`` (ISO, local time zone) of this machine (notebook 04)."""
+    """``host``, ``cpu``, ``gpu`` and ``date`` (ISO, local time zone) of this machine (notebook 05)."""
     when = when or datetime.now().astimezone()
     return {
         "host": platform.node() or "unknown-host",
@@ -45,7 +45,7 @@ def machine_info(when: datetime | None = None) -> dict[str, str]:
 
 
 def results_path(name: str, host: str, when: datetime, directory: str | Path | None = None) -> Path:
-    """``<directory>/<name>-<host>-<YYYY-MM-DD>.csv`` with unsafe characters replaced (notebook 04)."""
+    """``<directory>/<name>-<host>-<YYYY-MM-DD>.csv`` with unsafe characters replaced (notebook 05)."""
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ValueError(f"result names are letters, digits, '_', '.' and '-': got {name!r}")
     folder = Path(directory) if directory is not None else RESULTS_DIR
@@ -61,7 +61,7 @@ def save_results(
     when: datetime | None = None,
     host: str | None = None,
 ) -> Path:
-    """Write ``frame`` with the machine columns to ``build/results/<name>-<host>-<date>.csv`` (notebook 04).
+    """Write ``frame`` with the machine columns to ``build/results/<name>-<host>-<date>.csv`` (notebook 05).
 
     ``frame`` must hold ``RESULT_COLUMNS`` (``tool`` included); ``launcher`` fills the column
     when the frame has none (``measure_sweep`` adds it). ``host`` replaces this machine's
@@ -87,7 +87,7 @@ def save_results(
 
 
 def load_results(path: str | Path) -> pd.DataFrame:
-    """Read a CSV ``save_results`` wrote (here or on another machine); check its columns (notebook 04)."""
+    """Read a CSV ``save_results`` wrote (here or on another machine); check its columns (notebook 05)."""
     frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
     missing = [c for c in (*RESULT_COLUMNS, *MACHINE_COLUMNS) if c not in frame.columns]
     if missing:
@@ -102,7 +102,7 @@ def find_results(
     directories: Iterable[str | Path] = (RESULTS_DIR, REFERENCE_DIR),
     exclude: Iterable[str | Path] = (),
 ) -> list[Path]:
-    """Saved result CSVs (all, or those of sweep ``name``), newest first (notebook 04)."""
+    """Saved result CSVs (all, or those of sweep ``name``), newest first (notebook 05)."""
     skip = {Path(p).resolve() for p in exclude}
     found = []
     for folder in directories:
@@ -114,7 +114,7 @@ def find_results(
 
 
 def dated_runs(name: str, directory: str | Path = REFERENCE_DIR, suffix: str = ".csv") -> list[Path]:
-    """Files ``<name>-<host>-<yyyy-mm-dd><suffix>``, newest date first (notebook 04).
+    """Files ``<name>-<host>-<yyyy-mm-dd><suffix>``, newest date first (notebook 05).
 
     A name that goes on after the date (``...-2026-11-28-mps.csv``) is a variant run and is
     left out: the newest plain run is the reference.
@@ -129,7 +129,7 @@ def dated_runs(name: str, directory: str | Path = REFERENCE_DIR, suffix: str = "
 
 
 def run_label(frame: pd.DataFrame) -> str:
-    """Where, on what, when and with which tool a table was measured, for a legend (notebook 04)."""
+    """Where, on what, when and with which tool a table was measured, for a legend (notebook 05)."""
     first = frame.iloc[0] if len(frame) else pd.Series(dtype=object)
 
     def value(column: str) -> str:
@@ -153,7 +153,7 @@ def plot_against(
     ax: Axes | None = None,
     log: bool = False,
 ) -> Axes:
-    """Plot saved runs (CSV paths or frames) and the current run on one chart (notebook 04).
+    """Plot saved runs (CSV paths or frames) and the current run on one chart (notebook 05).
 
     ``kind="curve"``: latency p50/p99 against throughput, saved runs dashed and faded;
     ``kind="bars"``: ``metric`` per configuration, one bar per run. Legends say where and

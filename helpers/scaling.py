@@ -1,9 +1,9 @@
-"""Replicas' request counts, the committed autoscaling target and the plots of notebook 09.
+"""Replicas' request counts, the committed autoscaling target and the plots of notebook 10.
 
 The load that runs while a replica is killed, restarted or replaced (``BackgroundLoad``,
 ``kill_and_restart``, ``rolling_replace``) and the autoscaling signal read the way
 prometheus-adapter and the Horizontal Pod Autoscaler read it (``queue_signal_over_time``) are
-notebook 09's cells, generated into ``helpers.lessons.replicas``.
+notebook 10's cells, generated into ``helpers.lessons.replicas``.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def successes_since(
 
 
 def committed_autoscaling(values_file: str | None = None) -> dict[str, Any]:
-    """The ``autoscaling`` block of the committed Helm chart's values.yaml (notebook 09)."""
+    """The ``autoscaling`` block of the committed Helm chart's values.yaml (notebook 10)."""
     import yaml
 
     path = values_file or REPO_ROOT / "deploy" / "helm" / "triton" / "values.yaml"

@@ -43,7 +43,7 @@ from typing import Any, Literal
 import psutil
 
 from helpers.backends import BACKENDS_DIR, SHARED_MODULES, STAND_IN_BACKENDS
-from helpers.machine import (  # also importable from here: notebooks 03, 05 and 06 do
+from helpers.machine import (  # also importable from here: notebooks 03, 06 and 07 do
     docker_engine_available,
     missing_libpython_hint,
     nvidia_gpu_present,
@@ -206,7 +206,7 @@ def server_arguments(
 
 
 def response_cache_arguments(size: int, cache_directory: Path | None = None) -> list[str]:
-    """tritonserver flags for a local response cache of ``size`` bytes (notebook 07).
+    """tritonserver flags for a local response cache of ``size`` bytes (notebook 08).
 
     The wheel's server does not look in /opt/tritonserver/caches, so it needs
     ``--cache-directory`` (that spelling: the ``--cache-dir`` of the docs is refused).
@@ -220,7 +220,7 @@ def response_cache_arguments(size: int, cache_directory: Path | None = None) -> 
 
 
 def rate_limit_arguments(rate_limit: bool, resources: Sequence[str] = ()) -> list[str]:
-    """tritonserver flags for the rate limiter and its resource counts (notebook 08).
+    """tritonserver flags for the rate limiter and its resource counts (notebook 09).
 
     Each resource is ``NAME:COUNT`` (global, or on every device) or ``NAME:COUNT:DEVICE``;
     without one, Triton makes each resource as large as the largest instance that asks for it.
@@ -249,7 +249,7 @@ def ngc_image(tag: str = DEFAULT_DOCKER_TAG) -> str:
 def release_arguments(tag: str) -> list[str]:
     """tritonserver flags release ``tag`` needs for what the course does (notebook 03).
 
-    Since 26.05 client shared memory (notebook 04's ``--shared-memory=system``) is off unless
+    Since 26.05 client shared memory (notebook 05's ``--shared-memory=system``) is off unless
     asked for; older servers do not know the flag and would refuse to start with it.
     """
     return ["--allow-client-shm=true"] if tag >= CLIENT_SHM_OFF_SINCE else []
@@ -551,7 +551,7 @@ class TritonServer(ChildServer):
         return self._get(path) == 200
 
     def served_by(self, model: str) -> str:
-        """Which backend serves ``model``, from its served config (notebooks 03, 04, 06).
+        """Which backend serves ``model``, from its served config (notebooks 04, 05, 07).
 
         A Python-based backend (the course's stand-ins in the embedded server) reports a
         ``runtime`` of ``model.py``; Triton's native C++ backends do not.

@@ -1,4 +1,4 @@
-"""Speech samples for notebook 05: synthesise with espeak-ng, load, score and plot.
+"""Speech samples for notebook 06: synthesise with espeak-ng, load, score and plot.
 
 The committed samples live in ``data/speech/`` (16 kHz mono 16-bit WAVs) with their texts
 in ``data/speech/samples.json``; :func:`synthesise` makes more when espeak-ng is installed
@@ -43,12 +43,12 @@ class Sample:
     voice: str = "en-us"
 
     def read_bytes(self) -> bytes:
-        """The encoded WAV file, as a client would send it (introduced in notebook 05)."""
+        """The encoded WAV file, as a client would send it (introduced in notebook 06)."""
         return self.path.read_bytes()
 
 
 def espeak_available() -> bool:
-    """True when the espeak-ng command is on PATH (introduced in notebook 05)."""
+    """True when the espeak-ng command is on PATH (introduced in notebook 06)."""
     return shutil.which("espeak-ng") is not None
 
 
@@ -59,7 +59,7 @@ def synthesise(
     speed: int = 150,
     sample_rate: int = SAMPLE_RATE,
 ) -> Path:
-    """Speak ``text`` with espeak-ng into a mono 16-bit WAV at ``sample_rate`` (notebook 05).
+    """Speak ``text`` with espeak-ng into a mono 16-bit WAV at ``sample_rate`` (notebook 06).
 
     ``speed`` is in words per minute (espeak-ng's ``-s``). espeak-ng writes 22.05 kHz; the
     audio is resampled with PyAV (the decoder faster-whisper uses) before it is saved.
@@ -87,14 +87,14 @@ def synthesise(
 
 
 def decode_audio_bytes(data: bytes, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Decode any audio file held in memory to mono float32 samples (notebook 05)."""
+    """Decode any audio file held in memory to mono float32 samples (notebook 06)."""
     from faster_whisper.audio import decode_audio
 
     return decode_audio(io.BytesIO(data), sampling_rate=sample_rate)
 
 
 def wav_bytes(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
-    """Encode mono float32 samples in [-1, 1] as a 16-bit PCM WAV file (notebook 05)."""
+    """Encode mono float32 samples in [-1, 1] as a 16-bit PCM WAV file (notebook 06)."""
     pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as wav:
@@ -106,7 +106,7 @@ def wav_bytes(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
 
 
 def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
-    """Read a mono 16-bit PCM WAV as float32 samples and its sample rate (notebook 05)."""
+    """Read a mono 16-bit PCM WAV as float32 samples and its sample rate (notebook 06)."""
     with wave.open(str(path), "rb") as wav:
         if wav.getnchannels() != 1 or wav.getsampwidth() != 2:
             raise ValueError(f"{path}: expected mono 16-bit PCM; use decode_audio_bytes() for other files")
@@ -118,7 +118,7 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
 def concatenate(
     parts: Sequence[np.ndarray], gap_seconds: float = 0.6, sample_rate: int = SAMPLE_RATE
 ) -> np.ndarray:
-    """Join audio clips with ``gap_seconds`` of silence between them (notebook 05)."""
+    """Join audio clips with ``gap_seconds`` of silence between them (notebook 06)."""
     gap = np.zeros(int(gap_seconds * sample_rate), dtype=np.float32)
     pieces: list[np.ndarray] = []
     for i, part in enumerate(parts):
@@ -127,7 +127,7 @@ def concatenate(
 
 
 def load_samples(folder: str | Path = SPEECH_DIR) -> list[Sample]:
-    """The committed speech samples listed in ``samples.json`` (introduced in notebook 05)."""
+    """The committed speech samples listed in ``samples.json`` (introduced in notebook 06)."""
     folder = Path(folder)
     index = json.loads((folder / "samples.json").read_text(encoding="utf-8"))
     return [
@@ -142,7 +142,7 @@ def load_samples(folder: str | Path = SPEECH_DIR) -> list[Sample]:
 
 
 def normalise(text: str) -> list[str]:
-    """Words for scoring: lower case, punctuation dropped, hyphens split (notebook 05)."""
+    """Words for scoring: lower case, punctuation dropped, hyphens split (notebook 06)."""
     text = text.lower().replace("-", " ")
     text = re.sub(r"[^\w\s']", " ", text)
     return text.split()
@@ -164,7 +164,7 @@ def edit_distance(reference: Sequence[str], hypothesis: Sequence[str]) -> int:
 
 
 def word_error_rate(reference: str, hypothesis: str) -> float:
-    """WER = (substitutions + deletions + insertions) / reference words (notebook 05).
+    """WER = (substitutions + deletions + insertions) / reference words (notebook 06).
 
     Both texts are normalised first (case and punctuation ignored), as ASR scoring does.
     """
@@ -181,7 +181,7 @@ def plot_waveform(
     title: str | None = None,
     ax: Any = None,
 ) -> Any:
-    """Draw the waveform, shade each segment and write its text under it (notebook 05).
+    """Draw the waveform, shade each segment and write its text under it (notebook 06).
 
     Each segment's text is wrapped to the width of its span, so a long recording with many
     segments stays readable.

@@ -1,4 +1,4 @@
-"""The one reader of Triton's statistics API (introduced in notebook 03).
+"""The one reader of Triton's statistics API (introduced in notebook 04).
 
 Triton counts a request in two steps, after its answer has gone out: the backend reports the
 request (``success``, ``inference_count``, the queue and compute times), then the execution
@@ -44,7 +44,7 @@ class StatisticsWarning(UserWarning):
 
 @dataclass(frozen=True)
 class ModelStats:
-    """Cumulative statistics of one model, summed over its versions (notebook 03).
+    """Cumulative statistics of one model, summed over its versions (notebook 04).
 
     ``*_ns`` are summed over requests; ``batches`` maps a batch size to how many executions
     ran with it, ``batch_infer_ns`` to the compute-infer time those executions took.
@@ -198,7 +198,7 @@ def model_stats(
     until: Callable[[ModelStats], bool] | None = None,
     timeout: float = TIMEOUT_S,
 ) -> ModelStats:
-    """A consistent snapshot of a model's statistics (``ModelStats.consistent``), for which ``until`` holds (notebook 03)."""
+    """A consistent snapshot of a model's statistics (``ModelStats.consistent``), for which ``until`` holds (notebook 04)."""
 
     def read() -> ModelStats:
         return read_statistics(client, model, version).get(model, ModelStats())
@@ -212,7 +212,7 @@ def model_stats(
 def settled_stats(
     client: Any, model: str, success_count: int, timeout: float = TIMEOUT_S
 ) -> ModelStats:
-    """``model_stats`` once at least ``success_count`` successful requests are counted (notebook 03).
+    """``model_stats`` once at least ``success_count`` successful requests are counted (notebook 04).
 
     Triton counts a request a moment after its answer has gone out: read right after the last
     answer, the counters can be short.

@@ -2,7 +2,8 @@
 
 A learner copies these cells into a project that has the public libraries and nothing of
 ours, so the test does the same: the notebook's parameters cell, then the names the test
-provides (a server URL instead of the server a helper started), then every cell tagged
+provides (a server URL instead of the server a helper started; an array is passed as a
+``.npy`` file), then every cell tagged
 ``copyable`` in order, in a fresh Python process whose working folder is a temporary one
 and in which ``import helpers`` fails. It returns what each cell showed (the repr of its
 last expression) and the values of the names asked for, for the test to assert on.
@@ -19,6 +20,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 COPYABLE = "copyable"
@@ -74,7 +76,14 @@ def run_copyable(
         magic = [line for line in source.splitlines() if line.lstrip().startswith(("%", "!"))]
         assert not magic, f"copyable cell {index} of {notebook.name} uses IPython syntax: {magic}"
     parameters = tagged_cells(notebook, "parameters")
-    preamble = "\n".join(f"{name} = {value!r}" for name, value in (provided or {}).items())
+    lines = []
+    for name, value in (provided or {}).items():
+        if isinstance(value, np.ndarray):  # an array the notebook's plumbing computed
+            np.save(workdir / f"{name}.npy", value)
+            lines.append(f"{name} = __import__('numpy').load({f'{name}.npy'!r})")
+        else:
+            lines.append(f"{name} = {value!r}")
+    preamble = "\n".join(lines)
     job = workdir / "copyable.json"
     job.write_text(
         json.dumps({"cells": [*parameters, preamble, *cells], "names": list(names)}),

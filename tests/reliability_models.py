@@ -82,12 +82,12 @@ def success_count(server, model: str, at_least: int = 0) -> int:
         return settled_stats(client, model, at_least).success_count
 
 
-#: The committed folders of notebook 07's pipelines (Python and ensemble: no model file to add).
+#: The committed folders of notebook 08's pipelines (Python and ensemble: no model file to add).
 PIPELINE_MODELS = ["yolo11n_preprocess", "yolo11n_postprocess", "yolo11n_pipeline", "yolo11n_bls"]
 
 
 def pipeline_repository(factory: pytest.TempPathFactory) -> Path:
-    """A repository with YOLO11n (ONNX and TorchScript) and notebook 07's pipeline models."""
+    """A repository with YOLO11n (ONNX and TorchScript) and notebook 08's pipeline models."""
     files = yolo11n_files(factory)
     root = factory.mktemp("pipeline_repository")
     add_model(root, "yolo11n_onnx", "yolo11n_onnx", files["onnx"])

@@ -1,4 +1,4 @@
-"""A tiny real model repository for the scaling tests (tests/test_scaling.py, notebook 09's)."""
+"""A tiny real model repository for the scaling tests (tests/test_scaling.py, notebook 10's)."""
 
 from __future__ import annotations
 

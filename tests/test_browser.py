@@ -170,7 +170,7 @@ def intended_error_positions(notebook: Path) -> set[int]:
 
 
 @pytest.mark.parametrize(
-    "name", ["03_triton_serving.ipynb", "05_faster_whisper_python_backend.ipynb"]
+    "name", ["03_triton_serving.ipynb", "06_faster_whisper_python_backend.ipynb"]
 )
 def test_run_all_cells_goes_past_the_intended_errors(
     chromium: str, tmp_path: Path, name: str

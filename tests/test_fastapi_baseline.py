@@ -1,4 +1,4 @@
-"""The FastAPI + PyTorch baseline of notebook 06, against a real uvicorn server."""
+"""The FastAPI + PyTorch baseline of notebook 07, against a real uvicorn server."""
 
 from __future__ import annotations
 

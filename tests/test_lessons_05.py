@@ -1,141 +1,173 @@
-"""Notebook 05's lessons: the Whisper request over HTTP and gRPC and the streaming client, run
-against a real server where ``helpers`` cannot be imported; the Dockerfile and docker commands
-shown as text equal to the committed file and the builders' output.
-
-The checks the notebook's cells used to assert live in ``tests/test_whisper.py``, against the
-same models: one ``model.py`` for both folders, gRPC gives the HTTP transcript, a bad file fails
-alone in a dynamic batch, streamed segments equal the one-shot answer, served equals in-process,
-the throughput loop counts every request, ``LANGUAGE="zh"`` reaches a multilingual model."""
+"""Notebook 05's lessons: a closed loop written by hand against a real server, the one
+perf_analyzer command (and the NGC SDK image's prefix) shown as text equal to the builders' output,
+and section 6's parser of perf_analyzer's console output, on the committed GPU reference run."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from helpers import whisper_client as wc
 from helpers.commands import format_command
-from helpers.lessons.whisper import (
-    MULTILINGUAL_HOWTO,
-    ModelCheck,
-    multilingual_model,
-    transcribe,
-)
-from helpers.paths import REPO_ROOT
+from helpers.model_config import read_config
+from helpers.paths import MODEL_REPOSITORY, REPO_ROOT
+from helpers.perf_analyzer import build_command, docker_command
+from helpers.results import REFERENCE_DIR, dated_runs
 from helpers.server import TritonServer
-from helpers.speech import load_samples, word_error_rate
-from tests.copyable import fenced_blocks, run_copyable
+from tests.copyable import fenced_blocks, run_copyable, tagged_cells
+from tests.reliability_models import add_model, success_count, yolo11n_files
 
-NOTEBOOK = REPO_ROOT / "notebooks" / "05_faster_whisper_python_backend.ipynb"
-SAMPLE = load_samples()[0]
-#: The committed Dockerfile that adds faster-whisper to the NGC Triton image, and its tag.
-DOCKERFILE = "docker/faster-whisper/Dockerfile"
-IMAGE = "triton-serving-lab/faster-whisper:25.03"
+NOTEBOOK = REPO_ROOT / "notebooks" / "05_perf_analyzer_comparisons.ipynb"
+MODEL = "yolo11n_onnx"
+SERVER_PARTS = ["overhead", "queue", "compute input", "compute infer", "compute output"]
 
 
-def dockerfile_text() -> str:
-    return (REPO_ROOT / DOCKERFILE).read_text()
+def parameters() -> dict:
+    """The notebook's parameters cell, executed."""
+    values: dict = {}
+    exec("\n".join(tagged_cells(NOTEBOOK, "parameters")), values)  # noqa: S102 - our notebook
+    return values
 
 
-def faster_whisper_build_command() -> list[str]:
-    """``docker build`` of the faster-whisper image, run from the repository root."""
-    return ["docker", "build", "-t", IMAGE, "-f", DOCKERFILE, DOCKERFILE.rsplit("/", 1)[0]]
+def markdown_cells(notebook: Path) -> list[str]:
+    """The notebook's markdown cells, as text."""
+    cells = json.loads(notebook.read_text())["cells"]
+    return ["".join(c["source"]) for c in cells if c["cell_type"] == "markdown"]
 
 
-def faster_whisper_run_command(gpus: bool = True) -> list[str]:
-    """``docker run`` of Triton serving the Whisper models from that image.
-
-    Ports 8000-8002 are published on loopback only; ``./model_repository`` (a path relative
-    to where it runs: Docker 23 or newer) is mounted read-only at ``/models``.
-    """
-    command = ["docker", "run", "--rm", *(["--gpus=all"] if gpus else []), "--shm-size=2g"]
-    for port in (8000, 8001, 8002):
-        command += ["-p", f"127.0.0.1:{port}:{port}"]
-    command += ["-v", "./model_repository:/models:ro", IMAGE]
-    command += ["tritonserver", "--model-repository=/models", "--model-control-mode=explicit"]
-    return command + [f"--load-model={wc.MODEL_NAME}", f"--load-model={wc.STREAM_MODEL_NAME}"]
-
-
-def test_dockerfile_and_commands_shown_are_the_committed_file_and_the_builders() -> None:
-    assert dockerfile_text().rstrip("\n") in fenced_blocks(NOTEBOOK, "dockerfile")
-    blocks = fenced_blocks(NOTEBOOK)
-    assert format_command(faster_whisper_build_command()) in blocks
-    assert format_command(faster_whisper_run_command()) in blocks
-    assert "FROM nvcr.io/nvidia/tritonserver:25.03-py3" in dockerfile_text()  # CUDA 12
+def perf_analyzer_call(model: str, level: int, p: dict, prefix=("perf_analyzer",)) -> list[str]:
+    """One point's perf_analyzer call, as measure_sweep runs it, for a server on localhost:8001."""
+    shape = {t.name: list(t.dims) for t in read_config(MODEL_REPOSITORY / model).input}
+    return build_command(
+        model,
+        url="localhost:8001",
+        protocol=p["PROTOCOL"],
+        concurrency=level,
+        shape=shape,
+        measurement_interval_ms=int(p["WINDOW_S"] * 1000),
+        extra=["--max-trials", str(p["MAX_WINDOWS"])],
+        csv_path=f"/tmp/perf_analyzer/{model}_c{level}.csv",
+        prefix=prefix,
+    )
 
 
-def test_the_run_command_serves_both_models_on_loopback_read_only() -> None:
-    command = faster_whisper_run_command(gpus=False)
-    assert "--gpus=all" not in command and "--gpus=all" in faster_whisper_run_command()
-    assert "./model_repository:/models:ro" in command
-    published = [command[i + 1] for i, part in enumerate(command) if part == "-p"]
-    assert published == [f"127.0.0.1:{port}:{port}" for port in (8000, 8001, 8002)]
-    assert command[-2:] == [f"--load-model={wc.MODEL_NAME}", f"--load-model={wc.STREAM_MODEL_NAME}"]
+def test_the_one_perf_analyzer_command_shown_is_the_builders_output() -> None:
+    p = parameters()
+    first = perf_analyzer_call(p["MODELS"][0], p["CONCURRENCY_LEVELS"][0], p)
+    blocks = [block for block in fenced_blocks(NOTEBOOK) if "perf_analyzer" in block]
+    assert blocks == [format_command(first)]  # one command, shown once
+    assert "-u localhost:8001" in blocks[0] and "-i grpc" in blocks[0]
+    # the NGC SDK image's prefix, inline, before the same options
+    sdk = docker_command(results_dir=Path("/tmp/perf_analyzer"))
+    assert sdk[-1] == "perf_analyzer"
+    shown = "\n".join(cell for cell in markdown_cells(NOTEBOOK) if format_command(first) in cell)
+    assert f"`{' '.join(sdk[:-1])}`" in shown.replace("\n", " ")
+    assert "tritonserver:24.10-py3-sdk" in shown
+
+
+def test_configs_start_without_a_queue_delay_and_the_notebook_measures_it() -> None:
+    p = parameters()
+    for model in (
+        "yolo11n_onnx",
+        "yolo11n_onnx_ortopt",
+        "yolo11n_onnx_int8",
+        "yolo11n_torchscript",
+    ):
+        config = read_config(MODEL_REPOSITORY / model)
+        assert config.HasField("dynamic_batching"), model
+        assert config.dynamic_batching.max_queue_delay_microseconds == 0, model
+    assert 0 in p["QUEUE_DELAYS_US"] and max(p["QUEUE_DELAYS_US"]) > 0
+    assert p["INSTANCE_COUNTS"] == [1, 2]
+
+
+def newest_console() -> Path:
+    """The reference runs' newest console file, by the date that ends its name (as the notebook)."""
+    return dated_runs("gpu", REFERENCE_DIR, suffix=".console.txt")[0]
+
+
+def console_block(path: Path, point: str) -> str:
+    """The text under ``### <point>`` in a console file, up to the next header."""
+    text = path.read_text()
+    header = f"### {point}\n"
+    assert header in text, f"{path.name} has no block {point!r}"
+    return text.split(header, 1)[1].split("\n### ", 1)[0]
+
+
+def test_the_block_the_notebook_reads_is_in_the_newest_console_file() -> None:
+    point = parameters()["CONSOLE_POINT"]
+    path = newest_console()
+    block = console_block(path, point)
+    assert "Client:" in block and "Server:" in block and "Avg request latency" in block
+    assert path.with_name(path.name.replace(".console.txt", ".csv")).exists()
 
 
 @pytest.fixture(scope="module")
-def server():
-    with TritonServer(models=[wc.MODEL_NAME, wc.STREAM_MODEL_NAME]) as running:
+def server(tmp_path_factory):
+    repository = tmp_path_factory.mktemp("repository_04")
+    add_model(repository, MODEL, MODEL, yolo11n_files(tmp_path_factory)["onnx"])
+    with TritonServer(repository, models=[MODEL]) as running:
         yield running
 
 
-def test_transcribe_and_stream_by_hand(server, tmp_path) -> None:
-    with server.http_client() as client:
-        expected = transcribe(client, SAMPLE.read_bytes(), beam_size=5).text
-    assert word_error_rate(SAMPLE.text, expected) < 0.2, expected
+@pytest.fixture(scope="module")
+def copyable(server, tmp_path_factory) -> dict:
+    """Every copyable cell, once: the closed loop against the server, the parser on the reference."""
+    before = success_count(server, MODEL)
     result = run_copyable(
         NOTEBOOK,
-        tmp_path,
+        tmp_path_factory.mktemp("lessons04"),
         provided={
-            "TRITON_HTTP_URL": server.http_url,
             "TRITON_GRPC_URL": server.grpc_url,
-            "AUDIO_PATH": str(SAMPLE.path),
-            "BEAM_SIZE": 5,
+            "WINDOW_S": 1.0,
+            "CONCURRENCY_LEVELS": [1, 2],
+            "PERF_ANALYZER_CONSOLE": console_block(newest_console(), parameters()["CONSOLE_POINT"]),
         },
-        names=["over_http", "over_grpc", "streamed_short"],
+        names=["plain", "numbers", "parts_us", "average_batch"],
     )
-    values = result["values"]
-    # the cells' Transcript has no JSON form: its repr carries the text
-    assert f"text={expected!r}" in values["over_http"]
-    assert values["over_grpc"] == values["over_http"]
-    streamed = values["streamed_short"]
-    assert streamed, "the stream sent no segment"
-    assert all(arrived > 0 for arrived, _ in streamed)
-    assert "".join(segment["text"] for _, segment in streamed).strip() == expected
+    answered = sum(row["requests"] for row in result["values"]["plain"])
+    return {"before": before, "after": success_count(server, MODEL, before + answered), **result}
 
 
-# --------------------------------------------------------------------------- Mandarin (section 10)
-def offline(name: str) -> str:
-    """faster-whisper's download_model with no network and an empty Hugging Face cache."""
-    raise OSError(f"cannot reach the Hub for {name}\nsecond line")
+def test_the_closed_loop_by_hand_counts_every_request(copyable) -> None:
+    plain = copyable["values"]["plain"]
+    assert [row["concurrency"] for row in plain] == [1, 2]
+    assert copyable["after"] - copyable["before"] == sum(row["requests"] for row in plain)
+    for row in plain:
+        assert row["requests"] >= row["concurrency"]  # every client got at least one answer
+        assert row["throughput_infer_per_s"] > 0
+        assert 0 < row["latency_p50_ms"] <= row["latency_p99_ms"]
+    assert plain in copyable["shown"]
 
 
-def test_an_english_only_model_is_not_taken_for_a_multilingual_one(tmp_path) -> None:
-    for check in (
-        multilingual_model("tiny.en", download=offline),
-        multilingual_model(wc.local_model_path("tiny.en")),  # the folder, asked of CTranslate2
-    ):
-        assert check.path is None
-        assert "English-only" in check.reason and MULTILINGUAL_HOWTO in check.reason
-    not_a_model = multilingual_model(str(tmp_path))
-    assert not_a_model.path is None and "not a CTranslate2 Whisper model" in not_a_model.reason
-
-
-def test_offline_the_reason_says_what_is_missing_and_how_to_get_it() -> None:
-    check = multilingual_model("tiny", download=offline)
-    assert check.path is None
-    assert check.reason.startswith(
-        "'tiny' is neither in the Hugging Face cache nor downloadable here "
-        "(OSError: cannot reach the Hub for tiny). "
+def test_the_console_parser_reads_the_numbers_the_csv_has(copyable) -> None:
+    point = parameters()["CONSOLE_POINT"]
+    config, level = point.rsplit(", concurrency ", 1)
+    path = newest_console()
+    runs = pd.read_csv(path.with_name(path.name.replace(".console.txt", ".csv")))
+    row = runs[
+        (runs["config"] == config) & (runs["concurrency"] == int(level)) & (runs["repeat"] == 0)
+    ].iloc[0]  # the console block is the point's first run
+    numbers = copyable["values"]["numbers"]
+    assert numbers["Request concurrency"] == int(level)
+    assert numbers["Throughput"] == pytest.approx(row["throughput_infer_per_s"], abs=0.005)
+    # the console prints microseconds, the CSV milliseconds
+    for line, column in [
+        ("p50 latency", "latency_p50_ms"),
+        ("p99 latency", "latency_p99_ms"),
+        ("queue", "server_queue_ms"),
+        ("compute infer", "server_compute_infer_ms"),
+    ]:
+        assert numbers[line] == round(row[column] * 1000), line
+    # the server's parts add up to its average request latency, each rounded to a microsecond
+    total = sum(numbers[part] for part in SERVER_PARTS)
+    assert abs(total - numbers["Avg request latency"]) <= len(SERVER_PARTS) / 2
+    # the breakdown: the server's parts plus client and network make the client's average
+    parts_us = copyable["values"]["parts_us"]
+    assert [name.removeprefix("server: ") for name in parts_us][:5] == SERVER_PARTS
+    # up to the same rounding: the console prints each server part to the microsecond
+    assert abs(sum(parts_us.values()) - numbers["Avg latency"]) <= len(SERVER_PARTS) / 2
+    assert copyable["values"]["average_batch"] == pytest.approx(
+        numbers["Inference count"] / numbers["Execution count"]
     )
-    for needed in ("tiny.en", "English-only", "Hugging Face", "ZH_MODEL", "folder"):
-        assert needed in check.reason
-
-
-def test_the_mandarin_cell_prints_why_it_is_skipped(capsys) -> None:
-    cells = {c["id"]: "".join(c["source"]) for c in json.loads(NOTEBOOK.read_text())["cells"]}
-    reason = multilingual_model("tiny", download=offline).reason
-    exec(cells["7a3c5e28"], {"zh_audio": b"RIFF", "zh_model": ModelCheck(None, reason)})
-    assert capsys.readouterr().out == f"skipped: {reason}\n"
-    exec(cells["7a3c5e28"], {"zh_audio": None, "zh_model": ModelCheck(None, reason)})
-    assert "espeak-ng is not installed" in capsys.readouterr().out

@@ -299,7 +299,7 @@ def test_closed_loop_keeps_every_sender_busy_and_counts_what_they_return():
 
 
 def test_a_window_shorter_than_one_request_is_stretched_until_one_finishes():
-    """On a busy machine one request can outlast a short window (notebook 04's test parameters)."""
+    """On a busy machine one request can outlast a short window (notebook 05's test parameters)."""
 
     def slow() -> float:
         time.sleep(0.4)

@@ -89,7 +89,7 @@ def test_without_an_address_the_notebook_starts_its_own(tiny_repository):
 
 
 #: The notebooks that talk to one server, run as a learner with their own Triton would.
-LEARNER_NOTEBOOKS = ["03", "04", "06", "07", "08"]
+LEARNER_NOTEBOOKS = ["03", "04", "05", "07", "08", "09"]
 #: Shorter measurements than a learner's, through the notebooks' own parameters.
 SHORT_RUN = ["WARMUP_S=0.5", "WINDOW_S=1.0", "MAX_WINDOWS=1", "LOOP_SECONDS=1.0", "RUNTIME_SECONDS=1.0"]
 
@@ -101,7 +101,7 @@ def server_processes() -> set[int]:
 def test_own_server_the_notebooks_run_against_the_learners_triton_and_leave_it_serving():
     """The learner starts tritonserver with the flags of the course's docker command (the
     wheel's binary standing in for the container) plus the cache and rate limiter that notebooks
-    07 and 08 use, then runs `make run TRITON_URL=...`: every notebook passes, none of them
+    08 and 09 use, then runs `make run TRITON_URL=...`: every notebook passes, none of them
     starts a server of its own or leaves one behind, and the learner's server still serves
     exactly the models it had."""
     if not all(path.is_file() for path in NOTEBOOK_01_FILES.values()):

@@ -78,7 +78,7 @@ def test_parse_every_committed_export(name, concurrency, throughput, p99_ms, que
 
 
 def test_batching_beats_no_batching_in_the_real_exports():
-    """What notebook 04 teaches, read off the real files: same concurrency, more throughput."""
+    """What notebook 05 teaches, read off the real files: same concurrency, more throughput."""
     batched = pa.parse_csv(DATA / "yolo_dyn_c32.csv").iloc[0]
     unbatched = pa.parse_csv(DATA / "yolo_nobatch_c32.csv").iloc[0]
     assert batched["throughput_infer_per_s"] / unbatched["throughput_infer_per_s"] > 1.5

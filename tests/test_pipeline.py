@@ -1,4 +1,4 @@
-"""Server-side pipelines (notebook 07): bytes in, boxes out, by ensemble and by BLS.
+"""Server-side pipelines (notebook 08): bytes in, boxes out, by ensemble and by BLS.
 
 Against a real embedded Triton serving the committed ``yolo11n_preprocess``,
 ``yolo11n_postprocess``, ``yolo11n_pipeline`` (ensemble) and ``yolo11n_bls`` folders with a

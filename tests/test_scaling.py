@@ -1,4 +1,4 @@
-"""Replicas behind a real proxy, and the autoscaling signal (notebook 09), on loopback only.
+"""Replicas behind a real proxy, and the autoscaling signal (notebook 10), on loopback only.
 
 Two real embedded Triton replicas serve the tiny ONNX model behind Envoy (deploy/envoy/
 envoy.yaml). Every load here is bounded (at most a few seconds, a few

@@ -1,4 +1,4 @@
-"""Many models, one server (notebook 08): what Triton's scheduler does, against a real server.
+"""Many models, one server (notebook 09): what Triton's scheduler does, against a real server.
 
 One embedded Triton with the rate limiter and a response cache serves copies of the committed
 ``timed_work`` (a Python model that sleeps a known time and reports when it ran),

@@ -104,7 +104,7 @@ def test_plot_waveform_marks_each_segment() -> None:
 
 
 def test_synthesise_speaks_mandarin_into_real_audio(tmp_path) -> None:
-    """Notebook 05's Mandarin sample: a WAV that decodes, lasts seconds and is not silence."""
+    """Notebook 06's Mandarin sample: a WAV that decodes, lasts seconds and is not silence."""
     require_system("espeak-ng", "espeak-ng")
     sentence = "我们明天上午十点开会。"
     path = speech.synthesise(

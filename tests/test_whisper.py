@@ -1,4 +1,4 @@
-"""faster-whisper on a real embedded Triton server (notebook 05's models).
+"""faster-whisper on a real embedded Triton server (notebook 06's models).
 
 One server for the module: ``faster_whisper_python`` and its decoupled twin
 ``faster_whisper_python_stream`` from the repository, plus copies loaded through the

@@ -5,7 +5,7 @@ Writes into ``docs/screenshots/`` (``--out`` to change it):
 * ``jupyterlab-environment-report.png``: notebook 00 opened in JupyterLab in headless
   Chromium, run through the menu (Run → Run All Cells), scrolled to its environment report;
 * ``netron-yolo11n.png``: the YOLO11n ONNX graph in Netron, served as notebook 01 does;
-* ``latency-throughput.png``: notebook 04's first figure, latency against throughput for a
+* ``latency-throughput.png``: notebook 05's first figure, latency against throughput for a
   concurrency sweep of YOLO11n ONNX on the embedded Triton, measured on this machine now.
 
 ``tests/test_browser.py`` calls the first two functions too (writing into
@@ -129,7 +129,7 @@ def netron_graph(
 def latency_throughput(
     screenshot: Path, concurrency: Sequence[int] = (1, 2, 4), window_s: float = 2.0
 ) -> pd.DataFrame:
-    """Measure notebook 04's concurrency sweep of YOLO11n ONNX on Triton now and save its figure."""
+    """Measure notebook 05's concurrency sweep of YOLO11n ONNX on Triton now and save its figure."""
     from helpers.lessons.yolo_client import preprocess
     from helpers.loadgen import busy_cpu_seconds, cpu_seconds
     from helpers.measure import choose_tool, measure_sweep, missing_reason, payload_for

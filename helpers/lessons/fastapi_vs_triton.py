@@ -1,4 +1,4 @@
-# Generated from notebooks/06_fastapi_vs_triton.ipynb by `make export`: do not edit.
+# Generated from notebooks/07_fastapi_vs_triton.ipynb by `make export`: do not edit.
 # Edit the cells marked `#| export fastapi_vs_triton` there, then run `make export`.
 
 
@@ -99,7 +99,7 @@ def decode_image(body: bytes) -> np.ndarray:
 
 @app.post("/detect")
 def detect(body: Annotated[bytes, Depends(raw_body)], conf: float = CONF_THRESHOLD) -> dict[str, list]:
-    """Notebook 07's route: image bytes in, boxes in original pixels out, all in this process."""
+    """Notebook 08's route: image bytes in, boxes in original pixels out, all in this process."""
     if not 0.0 <= conf <= 1.0:
         raise HTTPException(400, f"conf must be between 0 and 1, got {conf}")
     batch, letterbox = preprocess(decode_image(body))
@@ -136,7 +136,7 @@ import numpy as np
 def triton_request(
     images: np.ndarray, input_name: str = "images", output_name: str = "output0"
 ) -> tuple[bytes, dict[str, str]]:
-    """Body and headers of a Triton HTTP/REST inference request with binary tensor data (notebook 06)."""
+    """Body and headers of a Triton HTTP/REST inference request with binary tensor data (notebook 07)."""
     images = np.ascontiguousarray(images, dtype=np.float32)
     data = images.tobytes()
     header = json.dumps(
@@ -160,7 +160,7 @@ def triton_request(
 
 
 def split_triton_reply(reply_headers: Any, data: bytes) -> tuple[dict[str, Any], bytes]:
-    """A binary Triton reply -> (its JSON header, the raw output bytes) (notebook 06)."""
+    """A binary Triton reply -> (its JSON header, the raw output bytes) (notebook 07)."""
     length = int(reply_headers.get("Inference-Header-Content-Length", len(data)))
     return json.loads(data[:length]), data[length:]
 

@@ -1,4 +1,4 @@
-# Generated from notebooks/07_server_side_pipelines.ipynb by `make export`: do not edit.
+# Generated from notebooks/08_server_side_pipelines.ipynb by `make export`: do not edit.
 # Edit the cells marked `#| export pipeline_client` there, then run `make export`.
 
 
@@ -8,7 +8,7 @@ import tritonclient.http as httpclient
 
 
 def detect_http(client: httpclient.InferenceServerClient, data: bytes, conf: float, model: str = "yolo11n_pipeline"):
-    """Send an image file's bytes to a pipeline; return its boxes [K, 6] and labels (notebook 07)."""
+    """Send an image file's bytes to a pipeline; return its boxes [K, 6] and labels (notebook 08)."""
     image = httpclient.InferInput("IMAGE", [1, 1], "BYTES")
     image.set_data_from_numpy(np.array([[data]], dtype=object))
     threshold = httpclient.InferInput("CONF", [1, 1], "FP32")

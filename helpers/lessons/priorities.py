@@ -1,4 +1,4 @@
-# Generated from notebooks/08_many_models_one_server.ipynb by `make export`: do not edit.
+# Generated from notebooks/09_many_models_one_server.ipynb by `make export`: do not edit.
 # Edit the cells marked `#| export priorities` there, then run `make export`.
 
 

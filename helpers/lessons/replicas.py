@@ -1,4 +1,4 @@
-# Generated from notebooks/09_scaling_out.ipynb by `make export`: do not edit.
+# Generated from notebooks/10_scaling_out.ipynb by `make export`: do not edit.
 # Edit the cells marked `#| export replicas` there, then run `make export`.
 
 
@@ -15,7 +15,7 @@ MAX_REQUESTS = 50_000
 
 
 class BackgroundLoad:
-    """Threads sending requests until stopped, each request recorded (notebook 09).
+    """Threads sending requests until stopped, each request recorded (notebook 10).
 
     ``make_send()`` is called once per thread and returns that thread's ``send()``: a function
     sending one request and returning what to record (e.g. the model version that answered).
@@ -125,7 +125,7 @@ def wait_serving(server: Any, model: str, since: int, timeout: float = 60.0) -> 
 
 @dataclass
 class FailoverResult:
-    """What killing and restarting one replica under load did (notebook 09)."""
+    """What killing and restarting one replica under load did (notebook 10)."""
 
     requests: pd.DataFrame
     killed_at: float  # s since the load started
@@ -173,7 +173,7 @@ def kill_and_restart(
 
 @dataclass
 class RollingResult:
-    """What replacing each replica in turn under load did (notebook 09)."""
+    """What replacing each replica in turn under load did (notebook 10)."""
 
     requests: pd.DataFrame
     steps: pd.DataFrame  # per replica: stopped at, ready at, healthy in the proxy at

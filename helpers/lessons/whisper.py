@@ -1,4 +1,4 @@
-# Generated from notebooks/05_faster_whisper_python_backend.ipynb by `make export`: do not edit.
+# Generated from notebooks/06_faster_whisper_python_backend.ipynb by `make export`: do not edit.
 # Edit the cells marked `#| export whisper` there, then run `make export`.
 
 
@@ -12,7 +12,7 @@ import numpy as np
 
 @dataclass
 class Transcript:
-    """What the served model returns for one audio file (introduced in notebook 05)."""
+    """What the served model returns for one audio file (introduced in notebook 06)."""
 
     text: str
     segments: list[dict[str, Any]] = field(default_factory=list)
@@ -30,7 +30,7 @@ def build_inputs(
     beam_size: int | None = None,
     word_timestamps: bool | None = None,
 ) -> list[Any]:
-    """The InferInputs for one audio file: AUDIO plus the options given (notebook 05).
+    """The InferInputs for one audio file: AUDIO plus the options given (notebook 06).
 
     ``protocol`` is the ``tritonclient.http`` or ``tritonclient.grpc`` module. Every
     tensor has shape [1, 1]: a batch of one, one element.
@@ -73,7 +73,7 @@ def parse_result(result: Any, index: int = 0) -> Transcript:
 def transcribe(
     client: Any, audio: bytes, model_name: str = "faster_whisper_python", **options: Any
 ) -> Transcript:
-    """Transcribe one audio file with a tritonclient HTTP or gRPC client (notebook 05)."""
+    """Transcribe one audio file with a tritonclient HTTP or gRPC client (notebook 06)."""
     if type(client).__module__.startswith("tritonclient.grpc"):
         import tritonclient.grpc as protocol
     else:
@@ -96,7 +96,7 @@ def stream_segments(
 ) -> Iterator[tuple[float, dict[str, Any]]]:
     """Yield ``(seconds since sent, segment)`` as the decoupled model sends each one.
 
-    Introduced in notebook 05. Uses a gRPC bidirectional stream; the empty final response
+    Introduced in notebook 06. Uses a gRPC bidirectional stream; the empty final response
     (``enable_empty_final_response``) says the request is complete. A request error is
     raised as ``tritonclient.utils.InferenceServerException``.
     """
@@ -141,7 +141,7 @@ from helpers.loadgen import percentiles
 def summarise(
     records: list[tuple[float, float]], wall: float, concurrency: int, errors: Sequence[Any]
 ) -> dict[str, float]:
-    """Throughput and latency percentiles of a measurement window (notebook 05).
+    """Throughput and latency percentiles of a measurement window (notebook 06).
 
     ``records`` holds (latency in seconds, audio seconds) per request; ``wall`` is the window.
     """
@@ -172,7 +172,7 @@ def alternate_served_inprocess(
     **options: Any,
 ) -> dict[str, dict[str, float]]:
     """Concurrency 1 both ways: one request served, the same file in-process (``model``, a
-    ``WhisperModel``), and so on for about ``seconds`` in all (notebook 05).
+    ``WhisperModel``), and so on for about ``seconds`` in all (notebook 06).
 
     Alternating file by file exposes both paths to the same moments of a machine whose speed
     drifts (a shared CI runner), so their ratio is steadier than two separate windows.
@@ -209,7 +209,7 @@ from helpers.loadgen import closed_loop_window
 
 
 def set_instance_count(server: Any, model_name: str, count: int, kind: str = "KIND_CPU") -> dict:
-    """Reload a model with ``count`` instances, keeping the rest of its config (notebook 05)."""
+    """Reload a model with ``count`` instances, keeping the rest of its config (notebook 06)."""
     with server.http_client() as client:
         config = client.get_model_config(model_name)
     config["instance_group"] = [{"count": count, "kind": kind}]
@@ -250,7 +250,7 @@ def measure_throughput(
     **options: Any,
 ) -> dict[str, float]:
     """Closed-loop load over HTTP: ``concurrency`` clients, each sending the next audio as
-    soon as its previous answer arrives, for about ``seconds`` (notebook 05).
+    soon as its previous answer arrives, for about ``seconds`` (notebook 06).
 
     Throughput in audio seconds per wall second, requests per second and latency percentiles,
     over the requests that ended inside the window. Each client sends one unmeasured warm-up
@@ -279,7 +279,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ModelCheck:
-    """Where a multilingual Whisper model is, or why none is here (introduced in notebook 05)."""
+    """Where a multilingual Whisper model is, or why none is here (introduced in notebook 06)."""
 
     path: str | None
     reason: str
@@ -291,14 +291,14 @@ MULTILINGUAL_HOWTO = (
     "model (tiny or larger: a name without '.en') is downloaded from Hugging Face when online. "
     "Keep ZH_MODEL = 'tiny' (Systran/faster-whisper-tiny, 75 MB) and run with a network, or "
     "set ZH_MODEL to a folder holding a multilingual CTranslate2 Whisper model "
-    "(make run ZH_MODEL=/path/to/model NOTEBOOKS=05)."
+    "(make run ZH_MODEL=/path/to/model NOTEBOOKS=06)."
 )
 
 
 def multilingual_model(
     model: str = "tiny", download: Callable[[str], str] | None = None
 ) -> ModelCheck:
-    """Find a multilingual CTranslate2 Whisper model for ``model`` (introduced in notebook 05).
+    """Find a multilingual CTranslate2 Whisper model for ``model`` (introduced in notebook 06).
 
     ``model`` is a folder or a faster-whisper name: the Hugging Face cache is used when it has
     it, otherwise it is downloaded (online only). ``download`` defaults to faster-whisper's

@@ -7,7 +7,7 @@ the environment allows (perf_analyzer, else the fallback generator), same reques
 at 640x640): batching off with 1 instance; batching on (the shipped max queue delay) with
 1 instance; batching on with 2 instances, the CPU threads split between them. Headline:
 ``gain`` = on / off throughput, ``instances_gain`` = 2 instances / 1 instance (both on).
-Introduced with notebook 04, which runs the same sweeps with plots.
+Introduced with notebook 05, which runs the same sweeps with plots.
 """
 
 from __future__ import annotations

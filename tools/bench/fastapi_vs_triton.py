@@ -4,17 +4,17 @@
 on loopback, all driven by ``helpers.loadgen`` (the same raw-HTTP client, the same bytes of
 bus.jpg at 1x3x640x640, the same warm-up and window, levels interleaved):
 
-* ``fastapi``: notebook 06's app (``helpers.lessons.fastapi_vs_triton``), YOLO11n in PyTorch, one forward pass per request in
+* ``fastapi``: notebook 07's app (``helpers.lessons.fastapi_vs_triton``), YOLO11n in PyTorch, one forward pass per request in
   FastAPI's thread pool, torch pinned to one thread per core;
 * ``fastapi+batching`` (unless ``--no-batching-baseline``): the same with a hand-written
-  asyncio batching queue (notebook 06, ``helpers.lessons.fastapi_vs_triton.batching_app``);
+  asyncio batching queue (notebook 07, ``helpers.lessons.fastapi_vs_triton.batching_app``);
 * ``triton``: the embedded Triton serving ``model_repository/yolo11n_onnx`` with dynamic
   batching (``preferred_batch_size`` ``--preferred-batch``, 4) and ``--instances`` instances,
   the cores split between them.
 
 Headline: ``ratio_c1`` and ``ratio_c8`` = Triton / FastAPI throughput at concurrency 1 and
 8, ``p99_ratio_c8`` = Triton / FastAPI p99 latency at 8 (below 1 is better for Triton).
-Introduced with notebook 06, which runs the same comparison with plots.
+Introduced with notebook 07, which runs the same comparison with plots.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from tools.bench import CannotRun, load_average
 
 MODEL = "yolo11n_onnx"
 FASTAPI, BATCHING, TRITON = "fastapi", "fastapi+batching", "triton"
-#: Triton's settings by default (notebook 06's parameters are the same): 2 instances, and a
+#: Triton's settings by default (notebook 07's parameters are the same): 2 instances, and a
 #: preferred batch of 4 for the 8 requests in flight at the top level.
 INSTANCES, PREFERRED_BATCH = 2, 4
 
@@ -45,7 +45,7 @@ def triton_config(instances: int, preferred_batch: int = 0) -> dict:
 
     ``preferred_batch`` (0: none) is dynamic batching's ``preferred_batch_size``: with 8
     requests in flight and 2 instances, 4 gives each instance a batch instead of one of them
-    all 8 (notebook 04 measures the knob; notebook 06 uses the same settings).
+    all 8 (notebook 05 measures the knob; notebook 07 uses the same settings).
     """
     return config_variant(
         MODEL,

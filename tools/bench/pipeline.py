@@ -1,4 +1,4 @@
-"""Bytes in, boxes out: Triton's ensemble vs the alternatives, one run (notebook 07).
+"""Bytes in, boxes out: Triton's ensemble vs the alternatives, one run (notebook 08).
 
 ``python -m tools.bench pipeline``: the same JPEG (bus.jpg) through three services on this
 machine, all on loopback, all driven by ``helpers.loadgen`` at one concurrency, in
@@ -8,7 +8,7 @@ alternating rounds (this machine's speed drifts from minute to minute):
   the course's onnxruntime stand-in, post-processing), no response cache;
 * ``client-side``: notebook 03's pipeline, decoding, letterbox and NMS in the client, the
   4.9 MB tensor to ``yolo11n_onnx`` on the same server;
-* ``fastapi``: notebook 06's app's ``POST /detect`` (``helpers.lessons.fastapi_vs_triton``), the JPEG in and boxes out, all in
+* ``fastapi``: notebook 07's app's ``POST /detect`` (``helpers.lessons.fastapi_vs_triton``), the JPEG in and boxes out, all in
   PyTorch in one process.
 
 Headline: ``vs_fastapi_c8`` = ensemble / FastAPI throughput, ``vs_clientside_c8`` = ensemble /

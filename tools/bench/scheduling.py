@@ -9,7 +9,7 @@ levels: first come, first served) and with ``priority_levels: 2``. Then ``--swit
 clients call ``score_calibrator`` continuously while its version policy goes from [1] to [1, 2]
 to [2]; every failed request is counted. Headline: ``priority_p99_gain`` = p99 of the urgent
 stream without / with priority levels, ``switch_failures`` = requests failed during the switch.
-Introduced with notebook 08, which runs the same experiments step by step.
+Introduced with notebook 09, which runs the same experiments step by step.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ TIMED, VERSIONED = "timed_work", "score_calibrator"
 
 
 def switch_under_load(server: TritonServer, clients: int, pause_s: float) -> tuple[Counter, list]:
-    """Versions [1] -> [1, 2] -> [2] of score_calibrator while clients call it (notebook 08)."""
+    """Versions [1] -> [1, 2] -> [2] of score_calibrator while clients call it (notebook 09)."""
     import tritonclient.http as httpclient
 
     base = config_to_dict(read_config(MODEL_REPOSITORY / VERSIONED))

@@ -1,6 +1,6 @@
 """``python -m tools.bench whisper``: served faster-whisper vs in-process, 1 vs 2 instances.
 
-Introduced in notebook 05. Throughput is audio seconds transcribed per wall second over
+Introduced in notebook 06. Throughput is audio seconds transcribed per wall second over
 the committed speech samples (``data/speech``), the same encoded WAV bytes both ways:
 
 * ``ratio``: served (1 instance, concurrency 1, HTTP) / in-process faster-whisper

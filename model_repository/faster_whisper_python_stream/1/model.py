@@ -1,4 +1,4 @@
-"""faster-whisper speech-to-text as a Triton Python-backend model (introduced in notebook 05).
+"""faster-whisper speech-to-text as a Triton Python-backend model (introduced in notebook 06).
 
 Self-contained: copy this folder (``config.pbtxt`` and ``1/model.py``) into any model
 repository whose Python environment has ``faster-whisper`` (and, for the default offline

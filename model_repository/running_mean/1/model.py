@@ -1,4 +1,4 @@
-"""The running mean of each sequence's values: state kept in the model (notebook 08).
+"""The running mean of each sequence's values: state kept in the model (notebook 09).
 
 Self-contained: copy this folder into any model repository (numpy only). Triton's sequence
 batcher sends every request of a sequence to this instance with the control inputs START,

@@ -1,4 +1,4 @@
-"""Version 1 of score_calibrator: probability = sigmoid(score) (notebook 08).
+"""Version 1 of score_calibrator: probability = sigmoid(score) (notebook 09).
 
 Self-contained (numpy only). Version 2 (../2/model.py) is calibrated with a temperature.
 """

@@ -1,4 +1,4 @@
-"""Version 2 of score_calibrator: probability = sigmoid(score / temperature) (notebook 08).
+"""Version 2 of score_calibrator: probability = sigmoid(score / temperature) (notebook 09).
 
 Self-contained (numpy only). Version 1 was over-confident; dividing the score by a
 temperature above 1 (fitted on held-out data, here a constant) softens its probabilities.

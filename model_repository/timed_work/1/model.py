@@ -1,4 +1,4 @@
-"""A model with a known service time, for scheduling lessons (notebook 08).
+"""A model with a known service time, for scheduling lessons (notebook 09).
 
 Self-contained: copy this folder into any model repository (numpy only). Each execution
 sleeps ``service_ms`` (a config parameter) per request it was given, like a model whose work

@@ -1,4 +1,4 @@
-"""YOLO11n bytes-in, boxes-out written as code with BLS (notebook 07).
+"""YOLO11n bytes-in, boxes-out written as code with BLS (notebook 08).
 
 Self-contained: copy this folder with ``yolo11n_preprocess``, ``yolo11n_postprocess`` and a
 detector (``yolo11n_onnx`` or ``yolo11n_torchscript``) into any model repository. Nothing

@@ -1,4 +1,4 @@
-"""Decode YOLO11n's output on the server: boxes in original-image pixels out (notebook 07).
+"""Decode YOLO11n's output on the server: boxes in original-image pixels out (notebook 08).
 
 Self-contained: copy this folder into any model repository whose Python environment has
 numpy and opencv-python. Nothing here imports the course's ``helpers``. Its decode and NMS have

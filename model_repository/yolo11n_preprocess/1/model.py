@@ -1,4 +1,4 @@
-"""Decode and letterbox images on the server: bytes in, YOLO11n's input out (notebook 07).
+"""Decode and letterbox images on the server: bytes in, YOLO11n's input out (notebook 08).
 
 Self-contained: copy this folder into any model repository whose Python environment has
 numpy and opencv-python. Nothing here imports the course's ``helpers``. Its letterbox has a twin
