@@ -43,7 +43,7 @@ from typing import Any, Literal
 import psutil
 
 from helpers.backends import BACKENDS_DIR, SHARED_MODULES, STAND_IN_BACKENDS
-from helpers.machine import (  # also importable from here: notebooks 03, 06 and 07 do
+from helpers.machine import (  # also importable from here: notebooks 03, 04, 06 and 07 do
     docker_engine_available,
     missing_libpython_hint,
     nvidia_gpu_present,
