@@ -274,6 +274,14 @@ def pack_site(target: Path, wheels: list[Path], python: str = PYTHON) -> Path:
         for platform in PLATFORMS:
             command += ["--platform", platform]
         subprocess.run([*command, *map(str, wheels)], check=True)
+        for script in (site / "bin").glob("*"):
+            # pip wrote this machine's interpreter into the scripts' first line (#!/work/...
+            # /.venv/bin/python): the GPU machine has none there, so perf_analyzer, which
+            # helpers.perf_analyzer finds on PATH, failed to start and notebook 05 fell back to
+            # the course's generator (both GPU course runs of 2026-12-06).
+            first, _, rest = script.read_bytes().partition(b"\n")
+            if first.startswith(b"#!") and b"python" in first:
+                script.write_bytes(b"#!/usr/bin/env python3\n" + rest)
         shutil.rmtree(site / "jedi" / "third_party" / "typeshed", ignore_errors=True)
         binaries = [*site.rglob("*.so"), *site.rglob("*.so.*"), *site.glob("*/bin/*")]
         for binary in binaries:
