@@ -264,7 +264,7 @@ def pack_site(target: Path, wheels: list[Path], python: str = PYTHON) -> Path:
     """Install ``wheels`` for ``python`` into one tar.xz to unpack as ``/tmp/site``.
 
     Shared libraries and binaries are stripped of symbols and jedi's type stubs (completion
-    only) are left out: the tree shrinks from 145 to 100 MB, about 22 MB packed.
+    only) are left out: the tree shrinks from 145 to 100 MB, about 25 MiB packed with --course.
     """
     with tempfile.TemporaryDirectory() as scratch:
         site = Path(scratch) / "site"
