@@ -81,8 +81,8 @@ class OwnTriton(TritonServer):
         """Unknown: the server is the learner's process (or container)."""
         return None
 
-    def log_tail(self, lines: int = 40, containing: Any = ()) -> str:
-        """Empty: the log is where the learner started the server (``docker logs``)."""
+    def log_tail(self, lines: int = 40, containing: Any = (), **waiting: Any) -> str:
+        """Empty, at once: the log is where the learner started the server (``docker logs``)."""
         return ""
 
     def _has_cache(self) -> bool:

@@ -228,15 +228,30 @@ class ChildServer:
         message = f"{self.program} was not ready after {self.startup_timeout:.0f} s"
         raise self.error(message + self._log_excerpt())
 
-    def log_tail(self, lines: int = 40, containing: Iterable[str] = ()) -> str:
-        """The last ``lines`` lines of the server log (only those containing a word, if given)."""
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        text = self.log_path.read_text(errors="replace").splitlines()
+    def log_tail(
+        self,
+        lines: int = 40,
+        containing: Iterable[str] = (),
+        at_least: int = 0,
+        timeout: float = 30.0,
+    ) -> str:
+        """The last ``lines`` lines of the server log (only those containing a word, if given).
+
+        ``at_least``: wait up to ``timeout`` s until that many such lines are there. A line a
+        process writes through another one (Triton's Python stubs log through the server, by a
+        message queue) lands a moment after the event it tells of; what is there is returned.
+        """
         words = [word for word in containing if word]
-        if words:
-            text = [line for line in text if any(word in line for word in words)]
-        return "\n".join(text[-lines:])
+        deadline = time.monotonic() + timeout
+        while True:
+            text = []
+            if self.log_path is not None and self.log_path.exists():
+                text = self.log_path.read_text(errors="replace").splitlines()
+            if words:
+                text = [line for line in text if any(word in line for word in words)]
+            if len(text) >= at_least or time.monotonic() >= deadline:
+                return "\n".join(text[-lines:])
+            time.sleep(0.1)
 
     def _log_excerpt(self, word: str = "") -> str:
         """The log's last lines (those naming ``word``, if any do) to end an error message."""

@@ -248,7 +248,7 @@ def test_two_instances_serve_concurrent_requests(server, http) -> None:
         assert loaded["instance_group"][0]["count"] == 2
         # cpu_threads=0 in the config: the cores are shared among the 2 instances.
         threads = max(1, len(os.sched_getaffinity(0)) // 2)
-        log = server.log_tail(400, containing=["whisper_two_instances ("])
+        log = server.log_tail(400, containing=["whisper_two_instances ("], at_least=2)
         assert log.count(f"cpu_threads={threads},") == 2, log
         audios = [SAMPLES[name].read_bytes() for name in ("meeting_start", "report_friday")] * 2
         with ThreadPoolExecutor(4) as pool:
