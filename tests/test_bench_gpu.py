@@ -26,6 +26,7 @@ import torch
 from helpers.model_config import config_from_dict
 from helpers.paths import REPO_ROOT
 from helpers.server import EmbeddedTriton, TritonServer
+from tests.conftest import require_system
 from tools.bench import gpu, gpu_bundle, gpu_tools, headline
 
 RESULTS = REPO_ROOT / "docs" / "results"
@@ -379,3 +380,58 @@ def test_committed_h100_transport_report_is_what_its_csv_says(name: str):
     assert f"`{csv.stem}.console.txt`" in report
     assert figures["ceiling_ratio_cuda_shm"] == pytest.approx(H100_RUNS[name], abs=5e-4)
     assert "CUDA shm: 8 of 8 answers nearest their own image" in report
+
+
+# ------------------------------------------------------------------------ payload in parts
+def _parts_call(tmp_path: Path, carried: list[Path], sent: Path) -> subprocess.CompletedProcess:
+    """One device call as ``parts.sh`` sees it: the parts it carried, beside ``parts.txt``."""
+    call = tmp_path / "call"
+    shutil.rmtree(call, ignore_errors=True)
+    (call / "parts").mkdir(parents=True)
+    for part in carried:
+        shutil.copy(part, call / "parts" / part.name)
+    shutil.copy(sent / "parts.txt", call / "parts.txt")
+    script = gpu_bundle.PARTS.replace("/tmp/gpu-parts", str(tmp_path / "store"))
+    (call / "parts.sh").write_text(script.replace("/tmp/extra", str(tmp_path / "extra")))
+    return subprocess.run(  # noqa: S603 - an argument list
+        ["sh", str(call / "parts.sh")], capture_output=True, text=True, check=False
+    )
+
+
+def test_an_archive_split_over_calls_is_unpacked_once_its_last_part_arrives(tmp_path: Path):
+    """split_archive here, parts.sh on the device: parts kept between calls, checksum checked."""
+    for program, package in (("xz", "xz-utils"), ("sha256sum", "coreutils")):
+        require_system(program, package)
+    payload = tmp_path / "payload"
+    payload.mkdir()
+    content = os.urandom(300_000)  # random bytes: xz cannot shrink them below three parts
+    (payload / "model.bin").write_bytes(content)
+    sent = tmp_path / "sent"
+    archive = sent / "extra.tar.xz"
+    sent.mkdir()
+    with tarfile.open(archive, "w:xz") as tar:
+        tar.add(payload / "model.bin", arcname="model/model.bin")
+    parts = gpu_bundle.split_archive(archive, sent / "parts", most=120_000)
+    assert [p.name for p in parts] == ["extra.tar.xz.00", "extra.tar.xz.01", "extra.tar.xz.02"]
+    assert not archive.exists()
+
+    first = _parts_call(tmp_path, parts[:2], sent)
+    assert first.returncode == 1 and "extra.tar.xz: 2 of 3 parts here" in first.stdout
+    second = _parts_call(tmp_path, parts[2:], sent)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert (tmp_path / "extra" / "model" / "model.bin").read_bytes() == content
+    third = _parts_call(tmp_path, [], sent)
+    assert third.returncode == 0 and "extra.tar.xz: unpacked" in third.stdout
+
+
+def test_parts_that_do_not_add_up_are_refused(tmp_path: Path):
+    require_system("sha256sum", "coreutils")
+    sent = tmp_path / "sent"
+    sent.mkdir()
+    archive = sent / "extra.tar.xz"
+    archive.write_bytes(b"not the bytes the checksum was taken of")
+    (part,) = gpu_bundle.split_archive(archive, sent / "parts")
+    part.write_bytes(b"changed on the way")
+    done = _parts_call(tmp_path, [part], sent)
+    assert done.returncode == 2 and "checksum mismatch" in done.stdout
+    assert not (tmp_path / "extra" / ".extra.tar.xz.done").exists()
