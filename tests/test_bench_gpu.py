@@ -435,3 +435,76 @@ def test_parts_that_do_not_add_up_are_refused(tmp_path: Path):
     done = _parts_call(tmp_path, [part], sent)
     assert done.returncode == 2 and "checksum mismatch" in done.stdout
     assert not (tmp_path / "extra" / ".extra.tar.xz.done").exists()
+
+
+# ------------------------------------------------------------------- outputs left on the GPU
+@pytest.fixture
+def pytorch_stand_in(monkeypatch):
+    """The PyTorch stand-in's ``model`` module as the stub imports it, on a fake ``pb_utils``.
+
+    The fake records what a response is built from: DLPack capsules (outputs left on the GPU)
+    or numpy arrays (outputs copied to the host).
+    """
+    import importlib.util
+    import types
+
+    from helpers.backends import BACKENDS_DIR
+
+    fake = types.ModuleType("triton_python_backend_utils")
+    fake.triton_string_to_numpy = lambda name: np.dtype(name[5:].lower().replace("fp", "float"))
+    fake.Tensor = type(
+        "Tensor",
+        (),
+        {
+            "__init__": lambda self, name, array: setattr(self, "sent", (name, "numpy", array)),
+            "from_dlpack": staticmethod(
+                lambda name, capsule: types.SimpleNamespace(
+                    sent=(name, "dlpack", torch.utils.dlpack.from_dlpack(capsule))
+                )
+            ),
+        },
+    )
+    fake.InferenceResponse = lambda output_tensors: output_tensors
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", fake)
+    monkeypatch.syspath_prepend(str(BACKENDS_DIR))
+    monkeypatch.syspath_prepend(str(BACKENDS_DIR / "pytorch"))
+    spec = importlib.util.spec_from_file_location(
+        "pytorch_stand_in", BACKENDS_DIR / "pytorch/model.py"
+    )
+    model = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(model)
+    yield model
+    for name in ("runtime_base", "host_buffers", "torch_runner"):
+        sys.modules.pop(name, None)
+
+
+def test_outputs_left_on_the_device_go_out_through_dlpack_without_a_copy(pytorch_stand_in):
+    instance = pytorch_stand_in.TritonPythonModel()
+    instance.output_dtypes = {"OUTPUT__0": np.float32, "OUTPUT__1": np.int32}
+    boxes = torch.arange(2 * 3 * 6, dtype=torch.float32).reshape(2, 3, 6)  # plays GPU memory
+    count = np.array([[3], [1]], dtype=np.int32)  # a host output beside it
+    sent = [t.sent for t in instance._response({"OUTPUT__0": boxes[1:], "OUTPUT__1": count[1:]})]
+    assert [(name, how) for name, how, _ in sent] == [
+        ("OUTPUT__0", "dlpack"),
+        ("OUTPUT__1", "numpy"),
+    ]
+    assert sent[0][2].data_ptr() == boxes[1:].data_ptr()  # the batch's own memory, no copy
+    np.testing.assert_array_equal(sent[1][2], [[1]])
+
+
+def test_outputs_of_host_inputs_come_back_in_host_memory_even_with_outputs_on_gpu(
+    pytorch_stand_in,
+):
+    """``OUTPUTS_ON_GPU`` acts only on a batch whose inputs all came in GPU memory."""
+    instance = pytorch_stand_in.TritonPythonModel()
+    instance.model_name, instance.max_batch_size = "tiny", 4
+    instance.input_names, instance.output_names = ["INPUT__0"], ["OUTPUT__0"]
+    instance.output_dtypes = {"OUTPUT__0": np.float32}
+    instance.optimized_execution, instance.graphed = False, None
+    instance.device = torch.device("cpu")
+    instance.outputs_on_gpu = True  # as load() sets it on a GPU instance
+    instance.module = torch.nn.Flatten()
+    outputs = instance.run({"INPUT__0": np.ones((2, 3), dtype=np.float32)})
+    assert isinstance(outputs["OUTPUT__0"], np.ndarray)
+    sent = [t.sent for t in instance._response(outputs)]
+    assert sent[0][1] == "numpy"

@@ -785,6 +785,19 @@ def run(argv: list[str]) -> dict[str, float]:
         default=list(TRANSPORTS),
         help="how the client sends boxes out's tensors (the raw exports: system shared memory)",
     )
+    parser.add_argument(
+        "--boxes-outputs",
+        choices=["host", "gpu"],
+        default="host",
+        help="where the stand-in leaves boxes out's outputs of a batch whose inputs came in GPU "
+        "memory: copied to host memory, or on the GPU (its OUTPUTS_ON_GPU parameter)",
+    )
+    parser.add_argument(
+        "--cuda-pool-mb",
+        type=int,
+        help="Triton's CUDA memory pool on GPU 0 in MiB (--cuda-memory-pool-byte-size; "
+        "default: Triton's 64 MiB)",
+    )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "results")
     parser.add_argument("--host", help="label for this machine in the results (default: its name)")
     parser.add_argument(
@@ -845,7 +858,10 @@ def run(argv: list[str]) -> dict[str, float]:
     checks: dict[str, str] = {}
     answers = {"answers_own": 0, "answers": 0}  # over every configuration's check
     results = build_dir("gpu_perf_analyzer")
-    with TritonServer(repository, startup_timeout=180) as server:
+    pool = (
+        [f"--cuda-memory-pool-byte-size=0:{args.cuda_pool_mb << 20}"] if args.cuda_pool_mb else []
+    )
+    with TritonServer(repository, startup_timeout=180, extra_args=pool) as server:
         for name, batching, instances, levels in plan(
             args.concurrency, args.top, args.boxes_instances
         ):
@@ -853,9 +869,10 @@ def run(argv: list[str]) -> dict[str, float]:
                 continue
             config = label(name, batching, instances)
             threads = args.threads or max(1, (os.cpu_count() or 1) // instances)
-            server.load_model(
-                models[name].name, config=variant(models[name], batching, instances, threads)
-            )
+            values = variant(models[name], batching, instances, threads)
+            if name == "boxes" and args.boxes_outputs == "gpu":
+                values["parameters"]["OUTPUTS_ON_GPU"] = {"string_value": "true"}
+            server.load_model(models[name].name, config=values)
             transports = args.transports if name == "boxes" else ["system"]
             images = check_images(name)
             for transport in ["grpc", "cuda"] if "cuda" in transports else ["grpc"]:
@@ -914,6 +931,8 @@ def run(argv: list[str]) -> dict[str, float]:
                     threads=threads,
                     shared_memory=shared_memory,
                     ceiling_ips=ceilings[name],
+                    outputs=args.boxes_outputs if name == "boxes" else "host",
+                    cuda_pool_mb=args.cuda_pool_mb or 64,
                 )
                 frames.append(frame)
                 path = save_results(  # after every configuration: a cut-short run keeps its rows
@@ -951,6 +970,13 @@ TRANSPORTS_TEXT = (
     '"no"`) receives them as GPU tensors through DLPack and stacks the batch on the GPU; '
     "its outputs (7.2 kB per image) still come back through host memory into the client's "
     "CUDA region."
+)
+#: What replaces the last sentence of ``TRANSPORTS_TEXT`` when the stand-in left the outputs of
+#: GPU inputs on the GPU (``--boxes-outputs gpu``).
+GPU_OUTPUTS_TEXT = (
+    "its outputs (7.2 kB per image) stay on the GPU too (the stand-in's `OUTPUTS_ON_GPU`, "
+    "`--boxes-outputs gpu`): handed to the Python backend through DLPack and copied on the GPU "
+    "into the client's CUDA region."
 )
 #: The machine facts (``machine_facts``) that a run's CSV carries as columns.
 FACTS = ("device", "cpu", "driver", "cuda", "torch", "python", "os")
@@ -991,6 +1017,22 @@ def report(
         commands[transport] = " ".join(command)
     write_report(path, results, table, figures, facts, tool, commands, ceilings, checks)
     return figures
+
+
+def transports_text(results: pd.DataFrame) -> str:
+    """``TRANSPORTS_TEXT``, its last sentence as the run's boxes-out outputs travelled."""
+    if "outputs" not in results or not (results.outputs == "gpu").any():
+        return TRANSPORTS_TEXT
+    head = TRANSPORTS_TEXT[: TRANSPORTS_TEXT.index("its outputs")]
+    return head + GPU_OUTPUTS_TEXT
+
+
+def pool_text(results: pd.DataFrame) -> str:
+    """A sentence on Triton's CUDA memory pool when the run set its size (``--cuda-pool-mb``)."""
+    if "cuda_pool_mb" not in results or (results.cuda_pool_mb == 64).all():
+        return ""
+    sizes = ", ".join(f"{int(size)} MiB" for size in results.cuda_pool_mb.unique())
+    return f" Triton's CUDA memory pool on GPU 0: {sizes} (`--cuda-memory-pool-byte-size`)."
 
 
 def threads_text(results: pd.DataFrame) -> str:
@@ -1048,7 +1090,8 @@ def write_report(
         f"same model file at batch {MAX_BATCH}, input and output on the GPU: "
         + ", ".join(f"{kind} {value:.0f} images/s" for kind, value in ceilings.items())
         + "."
-        + (TRANSPORTS_TEXT if len(commands) > 1 else "")
+        + (transports_text(results) if len(commands) > 1 else "")
+        + pool_text(results)
         + "\n\nEach point was measured by perf_analyzer several times in a row (runs); "
         "infer/s min, median and max of the runs, latencies the medians, in ms.\n\n"
         + markdown_table(table.round(2))

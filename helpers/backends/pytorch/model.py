@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 from runtime_base import StandInModel
-from torch.utils.dlpack import from_dlpack
+from torch.utils.dlpack import from_dlpack, to_dlpack
 from torch_runner import GraphCaptureError, GraphedModule, as_list, graph_batch_sizes
 
 try:  # registers torchvision's operators (NMS, RoI align) for TorchScript files that use them
@@ -55,6 +55,7 @@ class TritonPythonModel(StandInModel):
             "DISABLE_OPTIMIZED_EXECUTION",
             "CUDA_GRAPHS",
             "CUDA_GRAPH_BATCH_SIZES",
+            "OUTPUTS_ON_GPU",
         }
     )
 
@@ -78,6 +79,8 @@ class TritonPythonModel(StandInModel):
             self.device = torch.device("cpu")
             described = "CPU" if kind != "GPU" else "CPU (KIND_GPU asked, but torch sees no GPU)"
         self.module = torch.jit.load(model_path, map_location=self.device).eval()
+        gpu_outputs = (self.parameter("OUTPUTS_ON_GPU", "false") or "").strip().lower() in _TRUE
+        self.outputs_on_gpu = gpu_outputs and self.device.type == "cuda"
         self.graphed: GraphedModule | None = None
         if (self.parameter("CUDA_GRAPHS", "false") or "").strip().lower() in _TRUE:
             described += ", " + self.capture_graphs()
@@ -150,7 +153,7 @@ class TritonPythonModel(StandInModel):
                 value = torch.from_numpy(value)
         return value.to(self.device, non_blocking=True)
 
-    def run(self, inputs: dict[str, np.ndarray | torch.Tensor]) -> dict[str, np.ndarray]:
+    def run(self, inputs: dict[str, np.ndarray | torch.Tensor]) -> dict[str, Any]:
         tensors = [self.on_device(inputs[name]) for name in self.input_names]
         with torch.inference_mode(), torch.jit.optimized_execution(self.optimized_execution):
             if self.graphed is not None:
@@ -159,10 +162,31 @@ class TritonPythonModel(StandInModel):
                 result = self.module(*tensors)
         if isinstance(result, dict):
             result = [result[name] for name in self.output_names]
+        # Outputs stay on the GPU only for a batch whose inputs all came in GPU memory.
+        on_gpu = self.outputs_on_gpu and all(
+            isinstance(inputs[name], torch.Tensor) and inputs[name].is_cuda
+            for name in self.input_names
+        )
         return {
-            name: self.to_host(name, value)
+            name: value.detach() if on_gpu and value.is_cuda else self.to_host(name, value)
             for name, value in zip(self.output_names, as_list(result))
         }
+
+    def _response(self, outputs: dict[str, Any]) -> Any:
+        """GPU outputs handed to the Python backend through DLPack; host outputs as the base does."""
+        if not any(isinstance(value, torch.Tensor) for value in outputs.values()):
+            return super()._response(outputs)
+        tensors = []
+        for name, value in outputs.items():
+            if name not in self.output_dtypes:
+                continue
+            if isinstance(value, torch.Tensor):
+                tensor = pb_utils.Tensor.from_dlpack(name, to_dlpack(value.contiguous()))
+            else:
+                array = np.ascontiguousarray(value, dtype=self.output_dtypes[name])
+                tensor = pb_utils.Tensor(name, array)
+            tensors.append(tensor)
+        return pb_utils.InferenceResponse(output_tensors=tensors)
 
     def to_host(self, name: str, value: torch.Tensor) -> np.ndarray:
         """A GPU output copied into a reused pinned buffer; a CPU output as it is."""
