@@ -22,6 +22,11 @@ Opt-in, this stand-in's own parameters (the native backend has no equivalent):
   (``torch_runner.py``); ``CUDA_GRAPH_BATCH_SIZES: "1,2,4,8,16,32"`` captures only those
   and pads a batch up to the next one. A model that cannot be captured is logged and runs
   without graphs.
+* ``OUTPUTS_ON_GPU: "true"``: the outputs of a batch whose inputs all came in GPU memory stay
+  on the GPU and go to the Python backend through DLPack, which copies them on the GPU into
+  a client's CUDA shared memory (without it they are copied into pinned host memory first,
+  and the Python backend copies them from the host to the client's GPU region per request).
+  Batches with host inputs always answer from host memory.
 """
 
 from __future__ import annotations
