@@ -8,37 +8,18 @@ notebook 10's cells, generated into ``helpers.lessons.replicas``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
 
 from helpers.paths import REPO_ROOT
-from helpers.statistics import model_stats, wait_for
+from helpers.statistics import model_stats
 
 
 def model_successes(server: Any, model: str) -> int:
     """Successful inference requests of ``model`` on one replica (its statistics API)."""
     with server.http_client() as client:
         return model_stats(client, model).success_count
-
-
-def successes_since(
-    servers: Sequence[Any], model: str, before: Sequence[int], total: int, timeout: float = 5.0
-) -> list[int]:
-    """Requests of ``model`` each replica ran since ``before``, once they add up to ``total``.
-
-    A replica counts a request in its statistics a moment after the answer has gone out, so
-    counts read right after the last answer can be short (seen: 9 + 10 for 20 answers). After
-    ``timeout`` seconds the counts are returned as they are, with a ``StatisticsWarning``.
-    """
-
-    def served() -> list[int]:
-        return [model_successes(server, model) - b for server, b in zip(servers, before)]
-
-    return wait_for(
-        served, lambda counts: sum(counts) >= total, f"{total} {model} requests counted", timeout
-    )
 
 
 def committed_autoscaling(values_file: str | None = None) -> dict[str, Any]:

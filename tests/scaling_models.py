@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from helpers.proxy import triton_replica
+from helpers.scaling import model_successes
+from helpers.statistics import wait_for
 from tests.tiny_models import SIZE, build_tiny_repository
 
 #: Served by the replicas: the tiny conv net (ONNX, through the course's ONNX Runtime stand-in).
@@ -75,3 +78,21 @@ def add_version(repository: Path, model: str, version: int) -> Path:
 def sample(size: int = SIZE) -> np.ndarray:
     """One input image for the tiny model: [1, 3, size, size] float32."""
     return np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
+
+
+def successes_since(
+    servers: Sequence[Any], model: str, before: Sequence[int], total: int, timeout: float = 5.0
+) -> list[int]:
+    """Requests of ``model`` each replica ran since ``before``, once they add up to ``total``.
+
+    A replica counts a request in its statistics a moment after the answer has gone out, so
+    counts read right after the last answer can be short (seen: 9 + 10 for 20 answers). After
+    ``timeout`` seconds the counts are returned as they are, with a ``StatisticsWarning``.
+    """
+
+    def served() -> list[int]:
+        return [model_successes(server, model) - b for server, b in zip(servers, before)]
+
+    return wait_for(
+        served, lambda counts: sum(counts) >= total, f"{total} {model} requests counted", timeout
+    )

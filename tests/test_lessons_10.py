@@ -15,9 +15,9 @@ import pytest
 from helpers.commands import format_command
 from helpers.paths import REPO_ROOT
 from helpers.proxy import EnvoyProxy, envoy_command
-from helpers.scaling import model_successes, successes_since
+from helpers.scaling import model_successes
 from tests.copyable import fenced_blocks, run_copyable
-from tests.scaling_models import MODEL, scaling_repository, started_replicas
+from tests.scaling_models import MODEL, scaling_repository, started_replicas, successes_since
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "10_scaling_out.ipynb"
 

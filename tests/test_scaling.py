@@ -30,7 +30,7 @@ from helpers.lessons.replicas import (
 )
 from helpers.processes import is_alive, wait_until_gone
 from helpers.proxy import EnvoyProxy, envoy_config
-from helpers.scaling import model_successes, successes_since
+from helpers.scaling import model_successes
 from helpers.server import TritonServer
 from helpers.statistics import StatisticsWarning, settled_stats
 from tests.scaling_models import (
@@ -41,6 +41,7 @@ from tests.scaling_models import (
     sample,
     scaling_repository,
     started_replicas,
+    successes_since,
 )
 
 pytestmark = pytest.mark.usefixtures("no_leftover_server_processes")
@@ -199,7 +200,7 @@ def test_envoy_dies_with_the_process_that_started_it(replicas):
 
 def test_successes_since_waits_for_a_count_that_lags(monkeypatch):
     """A replica's statistics may count the last request a moment after its answer."""
-    import helpers.scaling as scaling
+    import tests.scaling_models as scaling
 
     reads = {"a": iter([9, 9, 10]), "b": iter([10, 10, 10])}
     monkeypatch.setattr(scaling, "model_successes", lambda server, model: next(reads[server]))
