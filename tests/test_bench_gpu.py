@@ -186,6 +186,27 @@ def test_report_of_several_transports_gives_each_command_and_cuda_shm_last(tmp_p
     assert figures["ceiling_ratio_grpc"] == pytest.approx(2065.21 / 2 / ceiling, abs=1e-4)
     assert headline("gpu", figures).endswith(f"ceiling_ratio_cuda_shm={3100 / ceiling:.3g}")
     assert "| boxes, batching on, 4 instance(s), CUDA shm | 32 | 3 | 3000.0 | 3100.0 |" in report
+    assert "still come back through host memory" in report and "OUTPUTS_ON_GPU" not in report
+
+
+def test_report_says_where_the_outputs_went_and_the_cuda_pool_it_was_given(tmp_path: Path):
+    """``--boxes-outputs gpu`` and ``--cuda-pool-mb``, as recorded in the CSV, in the report."""
+    system = pd.read_csv(RESULTS / "gpu-lent_h200-2026-11-29-boxes-again.csv")
+    cuda = system.assign(
+        config=system.config + ", CUDA shm", shared_memory="cuda", outputs="gpu", cuda_pool_mb=1024
+    )
+    csv = tmp_path / "gpu-cuda.csv"
+    cuda.to_csv(csv, index=False)
+    gpu.run(["--report", str(csv)])
+    report = csv.with_suffix(".md").read_text()
+    assert "In CUDA shared memory, boxes out's outputs (7.2 kB per image) stay on the GPU" in report
+    assert "CUDA memory pool on GPU 0: 1024 MiB" in report
+    both = pd.concat([system.assign(outputs="gpu", cuda_pool_mb=64), cuda.assign(cuda_pool_mb=64)])
+    both.to_csv(csv, index=False)
+    gpu.run(["--report", str(csv)])
+    report = csv.with_suffix(".md").read_text()
+    assert "stacks the batch on the GPU; its outputs (7.2 kB per image) stay on the GPU" in report
+    assert "memory pool" not in report
 
 
 def _fake_embedded(root: Path, python: str) -> EmbeddedTriton:

@@ -974,7 +974,7 @@ TRANSPORTS_TEXT = (
 #: What replaces the last sentence of ``TRANSPORTS_TEXT`` when the stand-in left the outputs of
 #: GPU inputs on the GPU (``--boxes-outputs gpu``).
 GPU_OUTPUTS_TEXT = (
-    "its outputs (7.2 kB per image) stay on the GPU too (the stand-in's `OUTPUTS_ON_GPU`, "
+    "its outputs (7.2 kB per image) stay on the GPU (the stand-in's `OUTPUTS_ON_GPU`, "
     "`--boxes-outputs gpu`): handed to the Python backend through DLPack and copied on the GPU "
     "into the client's CUDA region."
 )
@@ -1019,12 +1019,18 @@ def report(
     return figures
 
 
-def transports_text(results: pd.DataFrame) -> str:
-    """``TRANSPORTS_TEXT``, its last sentence as the run's boxes-out outputs travelled."""
-    if "outputs" not in results or not (results.outputs == "gpu").any():
-        return TRANSPORTS_TEXT
-    head = TRANSPORTS_TEXT[: TRANSPORTS_TEXT.index("its outputs")]
-    return head + GPU_OUTPUTS_TEXT
+def transports_text(results: pd.DataFrame, several: bool) -> str:
+    """What the report says of the transports: ``TRANSPORTS_TEXT`` for a run over ``several``,
+    its last sentence as boxes out's outputs travelled; one sentence on outputs left on the GPU
+    (``--boxes-outputs gpu``) for a run over one transport; else nothing."""
+    on_gpu = "outputs" in results and bool((results.outputs == "gpu").any())
+    if several:
+        if not on_gpu:
+            return TRANSPORTS_TEXT
+        return TRANSPORTS_TEXT[: TRANSPORTS_TEXT.index("its outputs")] + GPU_OUTPUTS_TEXT
+    if on_gpu:
+        return " In CUDA shared memory, boxes out's " + GPU_OUTPUTS_TEXT.removeprefix("its ")
+    return ""
 
 
 def pool_text(results: pd.DataFrame) -> str:
@@ -1090,7 +1096,7 @@ def write_report(
         f"same model file at batch {MAX_BATCH}, input and output on the GPU: "
         + ", ".join(f"{kind} {value:.0f} images/s" for kind, value in ceilings.items())
         + "."
-        + (transports_text(results) if len(commands) > 1 else "")
+        + transports_text(results, several=len(commands) > 1)
         + pool_text(results)
         + "\n\nEach point was measured by perf_analyzer several times in a row (runs); "
         "infer/s min, median and max of the runs, latencies the medians, in ms.\n\n"
