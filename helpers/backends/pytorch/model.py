@@ -186,6 +186,9 @@ class TritonPythonModel(StandInModel):
             if name not in self.output_dtypes:
                 continue
             if isinstance(value, torch.Tensor):
+                # A capsule, not the tensor: the Python backend then adds no stream synchronise
+                # per output; its copies of the outputs run on the legacy default stream, the
+                # one torch ran the model on, so after it.
                 tensor = pb_utils.Tensor.from_dlpack(name, to_dlpack(value.contiguous()))
             else:
                 array = np.ascontiguousarray(value, dtype=self.output_dtypes[name])
