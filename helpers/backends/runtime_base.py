@@ -267,13 +267,17 @@ class StandInModel:
                     f"{self.backend_name} failed on this request: {error}"
                 )
 
-    def _response(self, outputs: dict[str, np.ndarray]) -> Any:
+    def _response(self, outputs: dict[str, Any]) -> Any:
         tensors = [
-            pb_utils.Tensor(name, np.ascontiguousarray(value, dtype=self.output_dtypes[name]))
+            self.output_tensor(name, value)
             for name, value in outputs.items()
             if name in self.output_dtypes
         ]
         return pb_utils.InferenceResponse(output_tensors=tensors)
+
+    def output_tensor(self, name: str, value: Any) -> Any:
+        """One output of a response: a host array, as the config's data type."""
+        return pb_utils.Tensor(name, np.ascontiguousarray(value, dtype=self.output_dtypes[name]))
 
 
 def _numpy_dtype(array: Any) -> np.dtype | Any:

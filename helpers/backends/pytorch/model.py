@@ -72,8 +72,7 @@ class TritonPythonModel(StandInModel):
         )
 
     def load(self, model_path: str, kind: str, device_id: int) -> str:
-        disable = self.parameter("DISABLE_OPTIMIZED_EXECUTION", "false")
-        self.optimized_execution = disable.strip().lower() not in _TRUE
+        self.optimized_execution = not self.flag("DISABLE_OPTIMIZED_EXECUTION")
         threads = self.parameter("NUM_THREADS")
         if threads:
             torch.set_num_threads(int(threads))
@@ -84,12 +83,15 @@ class TritonPythonModel(StandInModel):
             self.device = torch.device("cpu")
             described = "CPU" if kind != "GPU" else "CPU (KIND_GPU asked, but torch sees no GPU)"
         self.module = torch.jit.load(model_path, map_location=self.device).eval()
-        gpu_outputs = (self.parameter("OUTPUTS_ON_GPU", "false") or "").strip().lower() in _TRUE
-        self.outputs_on_gpu = gpu_outputs and self.device.type == "cuda"
+        self.outputs_on_gpu = self.flag("OUTPUTS_ON_GPU") and self.device.type == "cuda"
         self.graphed: GraphedModule | None = None
-        if (self.parameter("CUDA_GRAPHS", "false") or "").strip().lower() in _TRUE:
+        if self.flag("CUDA_GRAPHS"):
             described += ", " + self.capture_graphs()
         return described
+
+    def flag(self, key: str) -> bool:
+        """A yes/no parameter of the config (``"true"``, ``"1"``, ``"yes"``, ``"on"``), off when absent."""
+        return (self.parameter(key) or "").strip().lower() in _TRUE
 
     def capture_graphs(self) -> str:
         """Capture one CUDA graph per batch size; on failure log why and run without graphs."""
@@ -177,24 +179,14 @@ class TritonPythonModel(StandInModel):
             for name, value in zip(self.output_names, as_list(result))
         }
 
-    def _response(self, outputs: dict[str, Any]) -> Any:
-        """GPU outputs handed to the Python backend through DLPack; host outputs as the base does."""
-        if not any(isinstance(value, torch.Tensor) for value in outputs.values()):
-            return super()._response(outputs)
-        tensors = []
-        for name, value in outputs.items():
-            if name not in self.output_dtypes:
-                continue
-            if isinstance(value, torch.Tensor):
-                # A capsule, not the tensor: the Python backend then adds no stream synchronise
-                # per output; its copies of the outputs run on the legacy default stream, the
-                # one torch ran the model on, so after it.
-                tensor = pb_utils.Tensor.from_dlpack(name, to_dlpack(value.contiguous()))
-            else:
-                array = np.ascontiguousarray(value, dtype=self.output_dtypes[name])
-                tensor = pb_utils.Tensor(name, array)
-            tensors.append(tensor)
-        return pb_utils.InferenceResponse(output_tensors=tensors)
+    def output_tensor(self, name: str, value: Any) -> Any:
+        """A GPU output handed to the Python backend through DLPack; a host output as the base does."""
+        if not isinstance(value, torch.Tensor):
+            return super().output_tensor(name, value)
+        # A capsule, not the tensor: the Python backend then adds no stream synchronise per
+        # output; its copies of the outputs run on the legacy default stream, the one torch ran
+        # the model on, so after it.
+        return pb_utils.Tensor.from_dlpack(name, to_dlpack(value.contiguous()))
 
     def to_host(self, name: str, value: torch.Tensor) -> np.ndarray:
         """A GPU output copied into a reused pinned buffer; a CPU output as it is."""
