@@ -1,25 +1,16 @@
 """Build TensorRT engines from the course's ONNX model, by whichever route this machine has (notebook 02).
 
-Routes, tried in this order by ``choose_route``:
+``choose_route`` tries, in order: ``trtexec`` (on ``PATH`` or in the usual install folders);
+``docker``: trtexec in ``nvcr.io/nvidia/tensorrt:<tag>-py3``, whose default tag matches the
+``tritonserver`` image the course serves with (same TensorRT version, so the plan loads there);
+``python``: the ``tensorrt`` package's builder API (notebook 02's ``build_engine``).
 
-1. ``trtexec``: the TensorRT command-line tool, on ``PATH`` or in the usual install folders
-   (``/usr/src/tensorrt/bin`` for the Debian/Ubuntu packages and the NGC images,
-   ``$TENSORRT_HOME/bin`` or ``/opt/tensorrt/bin`` for the tar archives).
-2. ``docker``: ``trtexec`` inside ``nvcr.io/nvidia/tensorrt:<tag>-py3`` when a Docker engine
-   answers and a GPU is there. The default tag matches the ``tritonserver:<tag>-py3`` image
-   the course serves with, so the plan loads in that server (same TensorRT version).
-3. ``python``: the ``tensorrt`` package's builder API (notebook 02's ``build_engine``, called in
-   this process), when the package is installed and a GPU is there.
-
-Every route gets the same settings from an ``EngineSpec``: min/opt/max shape profile for the
-dynamic batch, FP32 or FP16, a timing cache, detailed profiling verbosity and the layer JSON.
-Each command is an argument list (never a shell string). A JSON sidecar next to the plan
+Every route gets the same settings from an ``EngineSpec``. A JSON sidecar next to the plan
 records the GPU, compute capability, TensorRT version and build flags: an engine only loads
 on the GPU model and TensorRT version it was built with.
 
 TensorRT 11 removed the precision flags (``--fp16``, ``BuilderFlag.FP16``): networks are
-strongly typed, so an FP16 engine is built from an FP16 ONNX made first with ModelOpt
-AutoCast. ``build_commands`` adds that step when the route's TensorRT is 11 or later.
+strongly typed, so an FP16 engine is built from an FP16 ONNX made first with ModelOpt AutoCast.
 """
 
 from __future__ import annotations
@@ -33,7 +24,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -239,7 +230,6 @@ def choose_route(env: BuildEnvironment, ngc_tag: str = DEFAULT_NGC_TAG) -> Build
             "docker",
             f"no local trtexec; a Docker engine answers, so trtexec runs in "
             f"{NGC_TENSORRT_IMAGE}:{ngc_tag}-py3",
-            tensorrt_version=None,
         )
     if env.tensorrt_python:
         return BuildRoute(
@@ -296,10 +286,6 @@ class EngineSpec:
         """Where the FP16 ONNX for TensorRT 11+ goes (ModelOpt AutoCast output)."""
         return self.plan.with_name(self.plan.stem + "_autocast_fp16.onnx")
 
-    def shape(self, batch: int) -> str:
-        """``images:4x3x640x640``: trtexec's shape syntax for one batch size."""
-        return f"{INPUT_NAME}:" + "x".join(str(d) for d in (batch, *INPUT_SHAPE))
-
     def profile(self) -> dict[str, list[int]]:
         """The optimisation profile as lists, for the sidecar."""
         return {
@@ -309,97 +295,50 @@ class EngineSpec:
         }
 
 
-def trtexec_build_args(
-    spec: EngineSpec, tensorrt_major: int = NGC_TENSORRT_MAJOR, path=str
-) -> list[str]:
-    """trtexec's arguments to build ``spec`` (no program name); ``path`` maps host paths (notebook 02).
-
-    ``--skipInference`` builds only; ``benchmark_command`` times the saved plan. For FP16
-    on TensorRT 11+, ``--onnx`` is the AutoCast FP16 model and there is no ``--fp16`` flag.
-    """
-    fp16_graph = spec.precision == "fp16" and tensorrt_major >= 11
-    args = [
-        f"--onnx={path(spec.fp16_onnx if fp16_graph else spec.onnx)}",
-        f"--saveEngine={path(spec.plan)}",
-        f"--minShapes={spec.shape(spec.min_batch)}",
-        f"--optShapes={spec.shape(spec.opt_batch)}",
-        f"--maxShapes={spec.shape(spec.max_batch)}",
-    ]
-    if spec.precision == "fp16" and not fp16_graph:
-        args.append("--fp16")
-    return args + [
-        f"--timingCacheFile={path(spec.timing_cache)}",
-        "--profilingVerbosity=detailed",
-        f"--exportLayerInfo={path(spec.layer_info)}",
-        "--skipInference",
-    ]
-
-
-def container_path(host_path: Path, repo_root: Path = REPO_ROOT) -> str:
-    """Where a path under the repository appears inside the container (notebook 02)."""
-    resolved = Path(host_path).resolve()
-    try:
-        relative = resolved.relative_to(Path(repo_root).resolve())
-    except ValueError:
-        raise ValueError(
-            f"{host_path} is outside {repo_root}, which is the only folder mounted in the container"
-        ) from None
-    return f"{CONTAINER_WORKDIR}/{relative.as_posix()}" if relative.parts else CONTAINER_WORKDIR
-
-
-def docker_prefix(ngc_tag: str = DEFAULT_NGC_TAG, repo_root: Path = REPO_ROOT) -> list[str]:
-    """``docker run`` arguments that run a program in the NGC TensorRT image (notebook 02).
-
-    The repository is mounted at ``/workspace/lab`` and the container runs as the calling
-    user, so the plan, cache and JSON files it writes belong to you.
-    """
-    uid_gid = f"{os.getuid()}:{os.getgid()}" if hasattr(os, "getuid") else "1000:1000"
-    return [
-        "docker",
-        "run",
-        "--rm",
-        "--gpus",
-        "all",
-        "--user",
-        uid_gid,
-        "-v",
-        f"{Path(repo_root).resolve()}:{CONTAINER_WORKDIR}",
-        "-w",
-        CONTAINER_WORKDIR,
-        f"{NGC_TENSORRT_IMAGE}:{ngc_tag}-py3",
-    ]
-
-
-def autocast_command(spec: EngineSpec, python: str = sys.executable) -> list[str]:
-    """ModelOpt AutoCast: FP32 ONNX -> mixed FP16 ONNX, for TensorRT 11+ FP16 engines (notebook 02)."""
-    return [
-        python,
-        "-m",
-        "modelopt.onnx.autocast",
-        "--onnx_path",
-        str(spec.onnx),
-        "--output_path",
-        str(spec.fp16_onnx),
-    ]
+def trtexec_shape(batch: int) -> str:
+    """``images:4x3x640x640``: trtexec's shape syntax for one batch size (notebook 02)."""
+    return f"{INPUT_NAME}:" + "x".join(str(d) for d in (batch, *INPUT_SHAPE))
 
 
 def trtexec_command(
     route: str,
-    make_args: Callable[[Callable[[Path], str]], list[str]],
+    options: Mapping[str, object],
     trtexec: str | os.PathLike[str] = "trtexec",
     ngc_tag: str = DEFAULT_NGC_TAG,
     repo_root: Path = REPO_ROOT,
 ) -> list[str]:
-    """trtexec with the arguments ``make_args(path)`` returns, here or in the NGC image (notebook 02).
+    """trtexec with ``--name=value`` options (``None``: a bare ``--name``), here or in the NGC image (notebook 02).
 
-    ``path`` is ``str`` for a local trtexec and maps host paths into the container for Docker.
+    In the image, the repository is mounted at ``/workspace/lab`` and ``Path`` values are
+    mapped there; the container runs as the calling user, so the files it writes are yours.
     """
+    root = Path(repo_root).resolve()
+
+    def argument(name: str, value: object) -> str:
+        if value is None:
+            return f"--{name}"
+        if route == "docker" and isinstance(value, Path):
+            host = value.resolve()
+            if not host.is_relative_to(root):
+                raise ValueError(
+                    f"{value} is outside {root}, which is the only folder mounted in the container"
+                )
+            value = f"{CONTAINER_WORKDIR}/{host.relative_to(root).as_posix()}"
+        return f"--{name}={value}"
+
     if route == "trtexec":
-        return [str(trtexec), *make_args(str)]
-    if route == "docker":
-        inside = lambda p: container_path(p, repo_root)  # noqa: E731
-        return [*docker_prefix(ngc_tag, repo_root), "trtexec", *make_args(inside)]
-    raise ValueError(f"trtexec runs on the 'trtexec' or 'docker' route, not {route!r}")
+        prefix = [str(trtexec)]
+    elif route == "docker":
+        user = f"{os.getuid()}:{os.getgid()}" if hasattr(os, "getuid") else "1000:1000"
+        prefix = [
+            *("docker", "run", "--rm", "--gpus", "all", "--user", user),
+            *("-v", f"{root}:{CONTAINER_WORKDIR}", "-w", CONTAINER_WORKDIR),
+            f"{NGC_TENSORRT_IMAGE}:{ngc_tag}-py3",
+            "trtexec",
+        ]
+    else:
+        raise ValueError(f"trtexec runs on the 'trtexec' or 'docker' route, not {route!r}")
+    return prefix + [argument(name, value) for name, value in options.items()]
 
 
 def build_commands(
@@ -409,23 +348,39 @@ def build_commands(
     trtexec: str | os.PathLike[str] = "trtexec",
     ngc_tag: str = DEFAULT_NGC_TAG,
     repo_root: Path = REPO_ROOT,
-    python: str = sys.executable,
 ) -> list[list[str]]:
     """The commands (argument lists, run in order) that build ``spec`` by ``route`` (notebook 02).
 
-    ``route`` is ``"trtexec"``, ``"docker"`` or ``"python"``. An FP16 build on TensorRT 11+
-    starts with the ModelOpt AutoCast step (run on the host, then the FP16 ONNX is built). The
-    ``python`` route has no build command: ``build_engines`` calls notebook 02's ``build_engine``.
+    An FP16 build on TensorRT 11+ starts with ModelOpt AutoCast (FP32 ONNX -> mixed FP16 ONNX,
+    run on the host); trtexec then builds that ONNX, with no ``--fp16`` flag. The ``python``
+    route has no build command: ``build_engines`` calls notebook 02's ``build_engine``.
+    ``--skipInference`` builds only; ``benchmark_command`` times the saved plan.
     """
     if route not in ("trtexec", "docker", "python"):
         raise ValueError(f"unknown build route {route!r}: use 'trtexec', 'docker' or 'python'")
+    fp16_graph = spec.precision == "fp16" and tensorrt_major >= 11
     commands: list[list[str]] = []
-    if spec.precision == "fp16" and tensorrt_major >= 11:
-        commands.append(autocast_command(spec, python))
+    if fp16_graph:
+        autocast = ["-m", "modelopt.onnx.autocast", "--onnx_path", str(spec.onnx)]
+        commands.append([sys.executable, *autocast, "--output_path", str(spec.fp16_onnx)])
     if route == "python":
         return commands
-    make_args = lambda path: trtexec_build_args(spec, tensorrt_major, path)  # noqa: E731
-    return [*commands, trtexec_command(route, make_args, trtexec, ngc_tag, repo_root)]
+    options: dict[str, object] = {
+        "onnx": spec.fp16_onnx if fp16_graph else Path(spec.onnx),
+        "saveEngine": spec.plan,
+        "minShapes": trtexec_shape(spec.min_batch),
+        "optShapes": trtexec_shape(spec.opt_batch),
+        "maxShapes": trtexec_shape(spec.max_batch),
+    }
+    if spec.precision == "fp16" and not fp16_graph:
+        options["fp16"] = None
+    options |= {
+        "timingCacheFile": spec.timing_cache,
+        "profilingVerbosity": "detailed",
+        "exportLayerInfo": spec.layer_info,
+        "skipInference": None,
+    }
+    return [*commands, trtexec_command(route, options, trtexec, ngc_tag, repo_root)]
 
 
 def benchmark_command(
@@ -438,19 +393,13 @@ def benchmark_command(
     duration_s: int = 10,
 ) -> list[str]:
     """trtexec timing a saved plan at one batch size, locally or in the NGC image (notebook 02)."""
-    shape = "x".join(str(d) for d in (batch, *INPUT_SHAPE))
-    return trtexec_command(
-        route,
-        lambda path: [
-            f"--loadEngine={path(plan)}",
-            f"--shapes={INPUT_NAME}:{shape}",
-            "--warmUp=500",
-            f"--duration={duration_s}",
-        ],
-        trtexec,
-        ngc_tag,
-        repo_root,
-    )
+    options = {
+        "loadEngine": Path(plan),
+        "shapes": trtexec_shape(batch),
+        "warmUp": 500,
+        "duration": duration_s,
+    }
+    return trtexec_command(route, options, trtexec, ngc_tag, repo_root)
 
 
 def inspect_command(
@@ -458,21 +407,15 @@ def inspect_command(
     plan: Path,
     trtexec: str | os.PathLike[str] = "trtexec",
     ngc_tag: str = DEFAULT_NGC_TAG,
-    repo_root: Path = REPO_ROOT,
 ) -> list[str]:
     """trtexec loading a saved plan and listing its layers, without running it (notebook 02)."""
-    return trtexec_command(
-        route,
-        lambda path: [
-            f"--loadEngine={path(plan)}",
-            "--skipInference",
-            "--dumpLayerInfo",
-            "--verbose",
-        ],
-        trtexec,
-        ngc_tag,
-        repo_root,
-    )
+    options = {
+        "loadEngine": Path(plan),
+        "skipInference": None,
+        "dumpLayerInfo": None,
+        "verbose": None,
+    }
+    return trtexec_command(route, options, trtexec, ngc_tag)
 
 
 def run_commands(commands: Sequence[Sequence[str]], log: Path | None = None) -> str:
@@ -508,9 +451,7 @@ def sidecar_path(plan: Path) -> Path:
     return plan.with_name(plan.name + ".json")
 
 
-def _sha256(path: Path) -> str | None:
-    if not path.exists():
-        return None
+def _sha256(path: Path) -> str:
     with path.open("rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
@@ -539,7 +480,7 @@ class EngineRecord:
     )
 
 
-def engine_record(
+def write_sidecar(
     spec: EngineSpec,
     route: str,
     commands: Sequence[Sequence[str]],
@@ -547,30 +488,24 @@ def engine_record(
     tensorrt_version: str | None,
     log_text: str = "",
 ) -> EngineRecord:
-    """Collect the sidecar facts; trtexec's own log wins over what the host saw (notebook 02)."""
-    logged = parse_build_info(log_text) if log_text else {}
-    flags = [str(part) for part in commands[-1]] if commands else []
-    return EngineRecord(
-        gpu_name=logged.get("gpu_name") or (gpu.name if gpu else None),
-        compute_capability=logged.get("compute_capability")
+    """Write ``<plan>.json`` next to ``spec``'s plan; trtexec's own log wins over what the host saw (notebook 02)."""
+    logged = parse_build_info(log_text)
+    record = EngineRecord(
+        gpu_name=logged["gpu_name"] or (gpu.name if gpu else None),
+        compute_capability=logged["compute_capability"]
         or (gpu.compute_capability if gpu else None),
-        tensorrt_version=logged.get("tensorrt_version") or tensorrt_version,
+        tensorrt_version=logged["tensorrt_version"] or tensorrt_version,
         precision=spec.precision,
         route=route,
-        build_flags=flags,
+        build_flags=list(commands[-1]) if commands else [],
         profile=spec.profile(),
         input_name=INPUT_NAME,
         onnx_sha256=_sha256(spec.onnx),
         plan_sha256=_sha256(spec.plan),
         driver_version=gpu.driver_version if gpu else None,
     )
-
-
-def write_sidecar(plan: Path, record: EngineRecord) -> Path:
-    """Write ``<plan>.json`` next to the plan (notebook 02)."""
-    path = sidecar_path(plan)
-    path.write_text(json.dumps(asdict(record), indent=2) + "\n")
-    return path
+    sidecar_path(spec.plan).write_text(json.dumps(asdict(record), indent=2) + "\n")
+    return record
 
 
 def read_sidecar(plan: Path) -> EngineRecord:
@@ -586,22 +521,19 @@ def sidecar_mismatches(
 ) -> list[str]:
     """Why the recorded engine would not load here (empty when GPU and TensorRT match; notebook 02)."""
     problems = []
+    capability = gpu.compute_capability if gpu else None
     if gpu is None:
         problems.append("no NVIDIA GPU here")
-    else:
-        if record.compute_capability and gpu.compute_capability not in (
-            None,
-            record.compute_capability,
-        ):
-            problems.append(
-                f"built for compute capability {record.compute_capability} "
-                f"({record.gpu_name}), this GPU is {gpu.compute_capability} ({gpu.name})"
-            )
-        elif record.gpu_name and gpu.name != record.gpu_name:
-            problems.append(
-                f"built on {record.gpu_name}, this GPU is {gpu.name} (same compute capability: "
-                "it may load, but the tactics were timed on the other GPU)"
-            )
+    elif record.compute_capability and capability not in (None, record.compute_capability):
+        problems.append(
+            f"built for compute capability {record.compute_capability} "
+            f"({record.gpu_name}), this GPU is {capability} ({gpu.name})"
+        )
+    elif record.gpu_name and gpu.name != record.gpu_name:
+        problems.append(
+            f"built on {record.gpu_name}, this GPU is {gpu.name} (same compute capability: "
+            "it may load, but the tactics were timed on the other GPU)"
+        )
     if tensorrt_version is None:
         problems.append("no TensorRT here")
     elif record.tensorrt_version and tensorrt_version != record.tensorrt_version:
@@ -626,11 +558,10 @@ def install_plan(plan: Path, model_repository: Path = MODEL_REPOSITORY) -> Path:
 
 @dataclass
 class EngineBuild:
-    """One engine built by ``build_engines``: its spec, sidecar record and log (notebook 02)."""
+    """One engine built by ``build_engines``: its spec and sidecar record (notebook 02)."""
 
     spec: EngineSpec
     record: EngineRecord
-    log: str
 
 
 def build_engines(
@@ -638,12 +569,12 @@ def build_engines(
     specs: Mapping[str, EngineSpec],
     env: BuildEnvironment,
     ngc_tag: str = DEFAULT_NGC_TAG,
-    log_dir: Path | None = None,
 ) -> tuple[dict[str, EngineBuild], list[str]]:
     """Build every spec by ``route`` and write its sidecar; return the builds and what was skipped (notebook 02).
 
     An FP16 build on TensorRT 11+ without ModelOpt is skipped with the reason (its AutoCast
-    step needs it). A failing build raises ``BuildError`` with the tail of trtexec's output.
+    step needs it). A failing build raises ``BuildError`` with the tail of trtexec's output;
+    each build's log is ``build_<precision>.log`` beside its plan.
     """
     if not route.available:
         raise BuildError(f"no build route: {route.reason}")
@@ -663,17 +594,15 @@ def build_engines(
             trtexec=route.trtexec or "trtexec",
             ngc_tag=ngc_tag,
         )
-        log_file = (log_dir or spec.plan.parent) / f"build_{precision}.log"
-        log = run_commands(commands, log=log_file)
+        log = run_commands(commands, log=spec.plan.parent / f"build_{precision}.log")
         if route.name == "python":  # the tensorrt package's builder API, in this process
             from helpers.lessons.optimized_models import build_engine
 
             fp16 = spec.precision == "fp16"
             onnx = spec.fp16_onnx if fp16 and route.tensorrt_major >= 11 else spec.onnx
             build_engine(onnx, spec.plan, spec.profile(), fp16, spec.timing_cache, spec.layer_info)
-        record = engine_record(spec, route.name, commands, env.gpu, route.tensorrt_version, log)
-        write_sidecar(spec.plan, record)
-        builds[precision] = EngineBuild(spec, record, log)
+        record = write_sidecar(spec, route.name, commands, env.gpu, route.tensorrt_version, log)
+        builds[precision] = EngineBuild(spec, record)
     return builds, skipped
 
 
@@ -683,9 +612,11 @@ def time_engines(
     batch_sizes: Sequence[int],
     duration_s: int = 10,
     ngc_tag: str = DEFAULT_NGC_TAG,
-    log_dir: Path | None = None,
 ):  # -> pandas.DataFrame
-    """trtexec-time every built engine at every batch size; one row per run with images/s (notebook 02)."""
+    """trtexec-time every built engine at every batch size; one row per run with images/s (notebook 02).
+
+    Each run's log is ``bench_<precision>_b<batch>.log`` beside the plan (notebook 02 reads one).
+    """
     import pandas as pd
 
     from helpers.lessons.optimized_models import parse_performance_summary
@@ -701,7 +632,7 @@ def time_engines(
                 ngc_tag=ngc_tag,
                 duration_s=duration_s,
             )
-            log_file = (log_dir or build.spec.plan.parent) / f"bench_{precision}_b{batch}.log"
+            log_file = build.spec.plan.parent / f"bench_{precision}_b{batch}.log"
             summary = parse_performance_summary(run_commands([command], log=log_file))
             rows.append({"precision": precision, "batch": batch, **summary})
     table = pd.DataFrame(rows)
