@@ -1,31 +1,28 @@
 """Run Triton's ``perf_analyzer`` and read its CSV into the course's result schema (notebook 05).
 
-- ``find_perf_analyzer``: where a runnable binary is (``PATH``, the ``perf-analyzer`` wheel's
-  binary, or the NGC ``tritonserver:<tag>-py3-sdk`` image when a Docker engine answers), or
-  why there is none. The wheel needs glibc >= 2.38; on older systems pip resolves a 0.1.0
-  placeholder without the binary.
-- ``build_command``: perf_analyzer's argument list for one model and concurrency.
-- ``parse_csv``: the ``-f <file>.csv`` export -> a DataFrame with ``RESULT_COLUMNS``, the
-  schema the course's fallback load generator returns too.
-- ``run``: one perf_analyzer call per concurrency level with a progress bar.
+``find_perf_analyzer`` looks on ``PATH``, for the ``perf-analyzer`` wheel's binary, then for the
+NGC ``tritonserver:<tag>-py3-sdk`` image; the wheel needs glibc >= 2.38, and on older systems
+pip resolves a 0.1.0 placeholder without the binary. ``run`` calls perf_analyzer once per
+concurrency level and returns ``RESULT_COLUMNS``, the schema the course's fallback load
+generator returns too.
 
-perf_analyzer writes latencies in microseconds; the schema is in milliseconds. Its CSV has no
-average latency column: ``latency_avg_ms`` is the sum of the component columns (client send,
-network + server send/recv, server queue, compute input, compute infer, compute output,
+perf_analyzer writes latencies in microseconds; the schema is in milliseconds. Its CSV may have
+no average latency column: ``latency_avg_ms`` is then the sum of the component columns (client
+send, network + server send/recv, server queue, compute input, compute infer, compute output,
 client recv), i.e. the average request latency as perf_analyzer breaks it down.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import shutil
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -84,6 +81,8 @@ UNSTABLE = "Failed to obtain stable measurement"
 UNSTABLE_TOOL = "perf_analyzer (unstable)"
 #: perf_analyzer's own ``--measurement-interval`` when none is given (ms).
 DEFAULT_WINDOW_MS = 5000
+#: How long ``run`` lets one perf_analyzer call run (s).
+RUN_TIMEOUT_S = 600
 _LOADER_ERRORS = re.compile(
     r"error while loading shared libraries|GLIBC_\d|GLIBCXX_\d|not found \(required by|"
     r"cannot execute binary file|Exec format error",
@@ -103,7 +102,6 @@ class PerfAnalyzerLocation:
     command: tuple[str, ...] = ()  # the prefix to put before perf_analyzer's arguments
     reason: str = ""
     source: str = "none"  # "path", "wheel", "docker" or "none"
-    checked: tuple[str, ...] = field(default_factory=tuple)  # what was tried, in order
 
 
 def _wheel_version() -> str | None:
@@ -115,25 +113,22 @@ def _wheel_version() -> str | None:
         return None
 
 
-def _probe(binary: str, timeout_s: float = 30.0) -> str | None:
+def _probe(binary: str) -> str | None:
     """``None`` when ``binary`` starts; otherwise the loader's complaint."""
     try:
         result = subprocess.run(  # noqa: S603 - fixed argument list
-            [binary, "--help"], capture_output=True, text=True, timeout=timeout_s
+            [binary, "--help"], capture_output=True, text=True, timeout=30
         )
     except OSError as error:
         return str(error)
     except subprocess.TimeoutExpired:
         return None  # it started, it just did not exit: runnable
     output = result.stdout + result.stderr
-    match = _LOADER_ERRORS.search(output)
-    if match:
-        line = next(line for line in output.splitlines() if _LOADER_ERRORS.search(line))
-        return line.strip()
-    return None
+    complaints = [line.strip() for line in output.splitlines() if _LOADER_ERRORS.search(line)]
+    return complaints[0] if complaints else None
 
 
-def docker_command(tag: str = DEFAULT_SDK_TAG, results_dir: Path | None = None) -> tuple[str, ...]:
+def docker_command(results_dir: Path | None = None) -> tuple[str, ...]:
     """``docker run`` prefix for perf_analyzer in the NGC SDK image (notebook 05).
 
     Host networking reaches a server on 127.0.0.1, host IPC lets ``--shared-memory=system``
@@ -148,40 +143,36 @@ def docker_command(tag: str = DEFAULT_SDK_TAG, results_dir: Path | None = None) 
         "--ipc=host",
         "-v",
         f"{results}:{results}",
-        f"{SDK_IMAGE}:{tag}-py3-sdk",
+        f"{SDK_IMAGE}:{DEFAULT_SDK_TAG}-py3-sdk",
         "perf_analyzer",
     )
 
 
-def find_perf_analyzer(
-    sdk_tag: str = DEFAULT_SDK_TAG, use_docker: bool = True
-) -> PerfAnalyzerLocation:
+def find_perf_analyzer(use_docker: bool = True) -> PerfAnalyzerLocation:
     """Find a runnable perf_analyzer: PATH, the wheel's binary, then the NGC SDK image (notebook 05)."""
     checked: list[str] = []
     candidates: list[tuple[str, str]] = []
     on_path = shutil.which("perf_analyzer")
     if on_path:
         candidates.append(("path", on_path))
-    wheel = _wheel_version()
     venv_binary = Path(sys.executable).parent / "perf_analyzer"
     if venv_binary.is_file() and str(venv_binary) != on_path:
         candidates.append(("wheel", str(venv_binary)))
     for source, binary in candidates:
         problem = _probe(binary)
         if problem is None:
-            return PerfAnalyzerLocation(
-                True, (binary,), f"{binary} runs", source, tuple(checked + [binary])
-            )
+            return PerfAnalyzerLocation(True, (binary,), f"{binary} runs", source)
         checked.append(f"{binary}: {problem}")
     if not candidates:
         checked.append("perf_analyzer is not on PATH nor in this Python's bin folder")
-    glibc = glibc_version()
+    wheel = _wheel_version()
     if wheel is None:
         hint = "the perf-analyzer wheel is not installed"
     elif wheel.startswith("0.1"):
         hint = f"perf-analyzer {wheel} is the placeholder pip picks where no real wheel fits"
     else:
         hint = f"perf-analyzer {wheel} is installed but its binary did not run"
+    glibc = glibc_version()
     if glibc is not None and glibc < WHEEL_MIN_GLIBC:
         hint += (
             f"; its wheels need glibc >= {WHEEL_MIN_GLIBC[0]}.{WHEEL_MIN_GLIBC[1]} "
@@ -190,27 +181,21 @@ def find_perf_analyzer(
     checked.append(hint)
     if use_docker:
         if docker_engine_available()[0]:
-            prefix = docker_command(sdk_tag)
+            image = f"{SDK_IMAGE}:{DEFAULT_SDK_TAG}-py3-sdk"
             return PerfAnalyzerLocation(
-                True,
-                prefix,
-                f"runs in {SDK_IMAGE}:{sdk_tag}-py3-sdk through Docker",
-                "docker",
-                tuple(checked),
+                True, docker_command(), f"runs in {image} through Docker", "docker"
             )
         checked.append("no Docker engine answers (for the NGC -py3-sdk image)")
-    return PerfAnalyzerLocation(False, (), "; ".join(checked), "none", tuple(checked))
+    return PerfAnalyzerLocation(False, (), "; ".join(checked), "none")
 
 
 def build_command(
     model: str,
     url: str = "127.0.0.1:8001",
     protocol: str = "grpc",
-    concurrency: int | Sequence[int] = 1,
+    concurrency: int = 1,
     shape: Mapping[str, Sequence[int]] | None = None,
     measurement_interval_ms: int | None = None,
-    request_count: int | None = None,
-    input_data: str | os.PathLike[str] | None = None,
     shared_memory: str = "none",
     output_shared_memory_size: int | None = None,
     csv_path: str | os.PathLike[str] | None = None,
@@ -218,12 +203,10 @@ def build_command(
     extra: Iterable[str] = (),
     prefix: Sequence[str] = ("perf_analyzer",),
 ) -> list[str]:
-    """perf_analyzer's argument list (never a shell string) (notebook 05).
+    """perf_analyzer's argument list for one concurrency level (never a shell string) (notebook 05).
 
-    ``concurrency`` is one level (``--concurrency-range=C:C``) or ``(start, end[, step])``;
     ``shape`` maps input names to shapes without the batch dimension
-    (``{"images": (3, 640, 640)}`` -> ``--shape=images:3,640,640``); ``input_data`` is
-    ``"zero"``, ``"random"`` or a JSON/folder path; ``extra`` is appended as is.
+    (``{"images": (3, 640, 640)}`` -> ``--shape=images:3,640,640``); ``extra`` is appended as is.
     """
     if not model or model.startswith("-"):
         raise ValueError(f"invalid model name {model!r}")
@@ -231,28 +214,18 @@ def build_command(
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     if shared_memory not in SHARED_MEMORY:
         raise ValueError(f"shared_memory must be one of {SHARED_MEMORY}, got {shared_memory!r}")
-    if isinstance(concurrency, int):
-        levels = [concurrency, concurrency]
-    else:
-        levels = [int(c) for c in concurrency]
-        if not 1 <= len(levels) <= 3:
-            raise ValueError("concurrency must be an int or (start, end[, step])")
-    if any(c < 1 for c in levels):
-        raise ValueError(f"concurrency levels must be >= 1, got {concurrency!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if concurrency < 1 or batch_size < 1:
+        raise ValueError(
+            f"concurrency and batch_size must be >= 1, got {concurrency}, {batch_size}"
+        )
     command = [*prefix, "-m", model, "-u", url, "-i", protocol]
-    command.append("--concurrency-range=" + ":".join(str(c) for c in levels))
+    command.append(f"--concurrency-range={concurrency}:{concurrency}")
     if batch_size != 1:
         command += ["-b", str(batch_size)]
     for name, dims in (shape or {}).items():
         command.append(f"--shape={name}:" + ",".join(str(int(d)) for d in dims))
     if measurement_interval_ms is not None:
         command += ["--measurement-interval", str(int(measurement_interval_ms))]
-    if request_count is not None:
-        command.append(f"--request-count={int(request_count)}")
-    if input_data is not None:
-        command.append(f"--input-data={input_data}")
     if shared_memory != "none":
         command.append(f"--shared-memory={shared_memory}")
         if output_shared_memory_size is not None:
@@ -263,13 +236,9 @@ def build_command(
     return command
 
 
-def parse_csv(path_or_text: str | os.PathLike[str]) -> pd.DataFrame:
-    """perf_analyzer's ``-f`` CSV (a path or the text itself) -> ``RESULT_COLUMNS`` (notebook 05)."""
-    if isinstance(path_or_text, os.PathLike) or "\n" not in str(path_or_text):
-        text = Path(path_or_text).read_text()  # a file name: CSV text always has a newline
-    else:
-        text = str(path_or_text)
-    raw = pd.read_csv(io.StringIO(text))
+def parse_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """perf_analyzer's ``-f`` CSV -> ``RESULT_COLUMNS`` (notebook 05)."""
+    raw = pd.read_csv(path)
     raw.columns = [c.strip() for c in raw.columns]
     if "Concurrency" not in raw.columns:
         raise ValueError(
@@ -297,30 +266,21 @@ def parse_csv(path_or_text: str | os.PathLike[str]) -> pd.DataFrame:
 def run(
     model: str,
     concurrency_levels: Sequence[int] = (1, 2, 4, 8),
-    url: str = "127.0.0.1:8001",
-    protocol: str = "grpc",
-    shape: Mapping[str, Sequence[int]] | None = None,
     measurement_interval_ms: int | None = None,
-    request_count: int | None = None,
-    input_data: str | os.PathLike[str] | None = None,
-    shared_memory: str = "none",
-    output_shared_memory_size: int | None = None,
-    batch_size: int = 1,
-    extra: Iterable[str] = (),
     location: PerfAnalyzerLocation | None = None,
     results_dir: Path | None = None,
-    timeout_s: float | None = 600.0,
     progress: bool = True,
+    **options: Any,
 ) -> pd.DataFrame:
     """Sweep concurrency levels with perf_analyzer; one CSV per level, one DataFrame back (notebook 05).
 
-    Each level's CSV is ``level_csv(results_dir, model, level)``, with perf_analyzer's console
-    output beside it (``console_path``).
+    ``options`` go to ``build_command``. Each level's CSV is ``level_csv(results_dir, model,
+    level)``, with perf_analyzer's console output beside it (``console_path``).
 
     A level perf_analyzer cannot measure stably runs once more with windows twice as long;
     unstable again, its row has only ``concurrency`` and ``tool == UNSTABLE_TOOL`` (a note on
     stderr says so). Raises ``PerfAnalyzerError`` when no runnable perf_analyzer is found, or
-    with the stderr tail when a run fails.
+    with the stderr tail when a run fails or runs past ``RUN_TIMEOUT_S``.
     """
     from tqdm.auto import tqdm
 
@@ -340,27 +300,19 @@ def run(
             csv_path.unlink(missing_ok=True)
             command = build_command(
                 model,
-                url=url,
-                protocol=protocol,
                 concurrency=level,
-                shape=shape,
                 measurement_interval_ms=window_ms,
-                request_count=request_count,
-                input_data=input_data,
-                shared_memory=shared_memory,
-                output_shared_memory_size=output_shared_memory_size,
                 csv_path=csv_path,
-                batch_size=batch_size,
-                extra=extra,
                 prefix=location.command,
+                **options,
             )
             try:
                 result = subprocess.run(  # noqa: S603 - an argument list, no shell
-                    command, capture_output=True, text=True, timeout=timeout_s
+                    command, capture_output=True, text=True, timeout=RUN_TIMEOUT_S
                 )
             except subprocess.TimeoutExpired as error:
                 raise PerfAnalyzerError(
-                    f"perf_analyzer at concurrency {level} ran past {timeout_s} s:\n"
+                    f"perf_analyzer at concurrency {level} ran past {RUN_TIMEOUT_S} s:\n"
                     + _tail(_as_text(error.stderr))
                 ) from None
             if csv_path.exists() or UNSTABLE not in result.stdout + result.stderr:
