@@ -8,8 +8,6 @@ pyplot's list of open figures: a cell ending in ``ax.figure`` shows the chart on
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -28,15 +26,8 @@ BREAKDOWN: dict[str, str] = {
 OUTSIDE = "outside the server (client, network)"
 #: Columns that never tell the curves of one table apart (they describe the run as a whole).
 _NOT_LABELS = frozenset({"config", "model", "tool", "host", "cpu", "gpu", "date", "launcher"})
-#: Axis labels of the schema's columns.
-AXIS_LABELS: dict[str, str] = {
-    "throughput_infer_per_s": "throughput (inferences/s)",
-    "latency_avg_ms": "average latency (ms)",
-    "latency_p50_ms": "p50 latency (ms)",
-    "latency_p99_ms": "p99 latency (ms)",
-}
-_MARKERS = {"p50": "o", "p90": "^", "p95": "v", "p99": "s"}
-_LINES = {"p50": "-", "p90": "-.", "p95": ":", "p99": "--"}
+#: The latency curves ``latency_throughput`` draws: percentile -> (line style, marker).
+_CURVES = {"p50": ("-", "o"), "p99": ("--", "s")}
 
 
 def new_figure(width: float = 7.0, height: float = 4.5) -> Figure:
@@ -91,26 +82,26 @@ def group_label(frame: pd.DataFrame, by: str = "config") -> pd.Series:
 def latency_throughput(
     frame: pd.DataFrame,
     ax: Axes | None = None,
-    by: str = "config",
-    percentiles: Sequence[str] = ("p50", "p99"),
     label: str = "",
     annotate: bool = True,
     color_offset: int = 0,
     alpha: float = 1.0,
 ) -> Axes:
-    """Latency (p50, p99) against throughput, one curve per ``by`` group, concurrency annotated (notebook 05)."""
+    """Latency (p50, p99) against throughput, one curve per ``group_label``, concurrency annotated (notebook 05).
+
+    ``label``, ``color_offset`` and ``alpha`` let ``plot_against`` draw several runs on one ``ax``.
+    """
     if ax is None:
         ax = new_axes(7, 4.5)
-    labels = group_label(frame, by)
-    for index, (name, rows) in enumerate(frame.groupby(labels, sort=False)):
+    for index, (name, rows) in enumerate(frame.groupby(group_label(frame), sort=False)):
         rows = rows.sort_values("concurrency")
         color = f"C{(index + color_offset) % 10}"
-        for percentile in percentiles:
+        for percentile, (linestyle, marker) in _CURVES.items():
             ax.plot(
                 rows["throughput_infer_per_s"],
                 rows[f"latency_{percentile}_ms"],
-                linestyle=_LINES.get(percentile, "-"),
-                marker=_MARKERS.get(percentile, "o"),
+                linestyle=linestyle,
+                marker=marker,
                 color=color,
                 alpha=alpha,
                 label=" · ".join(part for part in (label, str(name), percentile) if part),
@@ -119,7 +110,7 @@ def latency_throughput(
             for _, row in rows.iterrows():
                 ax.annotate(
                     f"c={int(row['concurrency'])}",
-                    (row["throughput_infer_per_s"], row[f"latency_{percentiles[0]}_ms"]),
+                    (row["throughput_infer_per_s"], row["latency_p50_ms"]),
                     textcoords="offset points",
                     xytext=(4, -10),
                     fontsize=8,
@@ -171,27 +162,23 @@ def compare_bars(frame: pd.DataFrame, by: str = "model") -> Figure:
     return figure
 
 
-def server_breakdown(
-    frame: pd.DataFrame, by: str = "config", ax: Axes | None = None, outside: bool = True
-) -> Axes:
+def server_breakdown(frame: pd.DataFrame, by: str = "config") -> Axes:
     """Stacked bars of a request's average time: queue, compute input/infer/output, the rest (notebook 05).
 
-    With ``outside``, the remainder of the average client latency (client, network,
-    (de)serialisation) is drawn as a grey last segment.
+    The rest of the average client latency (client, network, (de)serialisation) is the grey
+    last segment.
     """
     labels = group_label(frame, by).tolist()
-    if ax is None:
-        ax = new_axes(8, 0.55 * len(labels) + 1.6)
+    ax = new_axes(8, 0.55 * len(labels) + 1.6)
     positions = np.arange(len(labels))
     left = np.zeros(len(labels))
     for index, (column, name) in enumerate(BREAKDOWN.items()):
         values = frame[column].fillna(0).to_numpy(dtype=float)
         ax.barh(positions, values, left=left, label=name, color=f"C{index}")
         left += values
-    if outside:
-        rest = np.clip(frame["latency_avg_ms"].to_numpy(dtype=float) - left, 0, None)
-        ax.barh(positions, rest, left=left, label=OUTSIDE, color="0.85", hatch="..")
-        left += rest
+    rest = np.clip(frame["latency_avg_ms"].to_numpy(dtype=float) - left, 0, None)
+    ax.barh(positions, rest, left=left, label=OUTSIDE, color="0.85", hatch="..")
+    left += rest
     for position, total in zip(positions, left):
         ax.annotate(
             f"{total:.0f} ms",

@@ -23,7 +23,7 @@ from matplotlib.ticker import NullFormatter, ScalarFormatter
 from helpers.machine import cpu_name, gpu_names
 from helpers.paths import BUILD_DIR, REPO_ROOT
 from helpers.perf_analyzer import RESULT_COLUMNS
-from helpers.plots import AXIS_LABELS, group_label, latency_throughput, new_axes
+from helpers.plots import group_label, latency_throughput, new_axes
 
 #: Where ``save_results`` writes, and where the course keeps reference runs to compare with.
 RESULTS_DIR: Path = BUILD_DIR / "results"
@@ -44,15 +44,6 @@ def machine_info(when: datetime | None = None) -> dict[str, str]:
     }
 
 
-def results_path(name: str, host: str, when: datetime, directory: str | Path | None = None) -> Path:
-    """``<directory>/<name>-<host>-<YYYY-MM-DD>.csv`` with unsafe characters replaced (notebook 05)."""
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise ValueError(f"result names are letters, digits, '_', '.' and '-': got {name!r}")
-    folder = Path(directory) if directory is not None else RESULTS_DIR
-    host = _SAFE.sub("_", host).strip("_") or "unknown-host"
-    return folder / f"{name}-{host}-{when:%Y-%m-%d}.csv"
-
-
 def save_results(
     frame: pd.DataFrame,
     name: str,
@@ -65,21 +56,23 @@ def save_results(
 
     ``frame`` must hold ``RESULT_COLUMNS`` (``tool`` included); ``launcher`` fills the column
     when the frame has none (``measure_sweep`` adds it). ``host`` replaces this machine's
-    name as its label (a rented machine's name says nothing to a reader).
+    name as its label (a rented machine's name says nothing to a reader); characters unsafe
+    in a file name become ``_`` there.
     """
     missing = [c for c in RESULT_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"not a result table: it lacks {missing}")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ValueError(f"result names are letters, digits, '_', '.' and '-': got {name!r}")
     when = when or datetime.now().astimezone()
     info = machine_info(when)
     if host:
         info["host"] = host
-    table = frame.copy()
-    for column, value in info.items():
-        table[column] = value
+    table = frame.assign(**info)
     if "launcher" not in table.columns or launcher is not None:
         table["launcher"] = launcher or ""
-    path = results_path(name, info["host"], when, directory)
+    safe_host = _SAFE.sub("_", info["host"]).strip("_") or "unknown-host"
+    path = Path(directory or RESULTS_DIR) / f"{name}-{safe_host}-{when:%Y-%m-%d}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     ordered = [*RESULT_COLUMNS, *(c for c in table.columns if c not in RESULT_COLUMNS)]
     table[ordered].to_csv(path, index=False)
@@ -98,22 +91,21 @@ def load_results(path: str | Path) -> pd.DataFrame:
 
 
 def find_results(
-    name: str | None = None,
+    name: str,
     directories: Iterable[str | Path] = (RESULTS_DIR, REFERENCE_DIR),
     exclude: Iterable[str | Path] = (),
 ) -> list[Path]:
-    """Saved result CSVs (all, or those of sweep ``name``), newest first (notebook 05)."""
+    """Saved result CSVs of sweep ``name``, newest first (notebook 05)."""
     skip = {Path(p).resolve() for p in exclude}
     found = []
     for folder in directories:
-        folder = Path(folder)
-        if folder.is_dir():
-            pattern = f"{name}-*.csv" if name else "*.csv"
-            found += [p for p in folder.glob(pattern) if p.resolve() not in skip]
+        found += [p for p in Path(folder).glob(f"{name}-*.csv") if p.resolve() not in skip]
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
-def dated_runs(name: str, directory: str | Path = REFERENCE_DIR, suffix: str = ".csv") -> list[Path]:
+def dated_runs(
+    name: str, directory: str | Path = REFERENCE_DIR, suffix: str = ".csv"
+) -> list[Path]:
     """Files ``<name>-<host>-<yyyy-mm-dd><suffix>``, newest date first (notebook 05).
 
     A name that goes on after the date (``...-2026-11-28-mps.csv``) is a variant run and is
@@ -145,70 +137,59 @@ def run_label(frame: pd.DataFrame) -> str:
 
 
 def plot_against(
-    saved: str | Path | pd.DataFrame | Sequence[str | Path | pd.DataFrame] | None,
+    saved: Sequence[str | Path | pd.DataFrame],
     current: pd.DataFrame,
     kind: str = "curve",
-    by: str = "config",
-    metric: str = "throughput_infer_per_s",
-    ax: Axes | None = None,
     log: bool = False,
 ) -> Axes:
     """Plot saved runs (CSV paths or frames) and the current run on one chart (notebook 05).
 
-    ``kind="curve"``: latency p50/p99 against throughput, saved runs dashed and faded;
-    ``kind="bars"``: ``metric`` per configuration, one bar per run. Legends say where and
+    ``kind="curve"``: latency p50/p99 against throughput, saved runs faded;
+    ``kind="bars"``: throughput per configuration, one bar per run. Legends say where and
     when each run was measured (``run_label``). ``log`` puts the curve's axes on log scales,
     for runs orders of magnitude apart (a CPU next to a GPU).
     """
-    if saved is None:
-        others: list = []
-    elif isinstance(saved, (str, Path, pd.DataFrame)):
-        others = [saved]
-    else:
-        others = list(saved)
-    runs = [load_results(s) if not isinstance(s, pd.DataFrame) else s for s in others]
+    if kind not in ("curve", "bars"):
+        raise ValueError(f"kind must be 'curve' or 'bars', got {kind!r}")
+    runs = [s if isinstance(s, pd.DataFrame) else load_results(s) for s in saved]
     labels = [f"saved: {run_label(run)}" for run in runs]
     runs.append(current)
     labels.append(f"this run: {run_label(current)}")
     if kind == "curve":
-        if ax is None:
-            ax = new_axes(8, 5)
+        ax = new_axes(8, 5)
         offset = 0
         for index, (run, label) in enumerate(zip(runs, labels)):
             latest = index == len(runs) - 1
             latency_throughput(
                 run,
                 ax=ax,
-                by=by,
                 label=label,
                 annotate=latest,
                 color_offset=offset,
                 alpha=1.0 if latest else 0.55,
             )
-            offset += group_label(run, by).nunique()
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+            offset += group_label(run).nunique()
         if log:
             ax.set_xscale("log")
             ax.set_yscale("log")
             for axis in (ax.xaxis, ax.yaxis):
                 axis.set_major_formatter(ScalarFormatter())
                 axis.set_minor_formatter(NullFormatter())
-    elif kind == "bars":
-        table = pd.concat(
-            [
-                pd.DataFrame({"group": group_label(run, by), "run": label, metric: run[metric]})
-                for run, label in zip(runs, labels)
-            ]
-        )
-        wide = table.pivot_table(index="group", columns="run", values=metric, sort=False)
-        wide = wide[[label for label in labels if label in wide.columns]]
-        ax = wide.plot.barh(ax=ax or new_axes(8, 0.3 * len(wide) * len(labels) + 1.5))
-        ax.invert_yaxis()
-        ax.set_xlabel(AXIS_LABELS.get(metric, metric))
-        ax.set_ylabel("")
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-        ax.grid(True, axis="x", alpha=0.3)
     else:
-        raise ValueError(f"kind must be 'curve' or 'bars', got {kind!r}")
+        throughput = [
+            pd.DataFrame(
+                {"group": group_label(run), "run": label, "x": run["throughput_infer_per_s"]}
+            )
+            for run, label in zip(runs, labels)
+        ]
+        wide = pd.concat(throughput).pivot_table(
+            index="group", columns="run", values="x", sort=False
+        )
+        wide = wide[[label for label in labels if label in wide.columns]]
+        ax = wide.plot.barh(ax=new_axes(8, 0.3 * len(wide) * len(labels) + 1.5))
+        ax.invert_yaxis()
+        ax.set(xlabel="throughput (inferences/s)", ylabel="")
+        ax.grid(True, axis="x", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title("this run next to saved runs" if len(runs) > 1 else "this run (no saved run)")
     return ax
