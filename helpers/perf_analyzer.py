@@ -238,8 +238,7 @@ def build_command(
 
 def parse_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
     """perf_analyzer's ``-f`` CSV -> ``RESULT_COLUMNS`` (notebook 05)."""
-    raw = pd.read_csv(path)
-    raw.columns = [c.strip() for c in raw.columns]
+    raw = pd.read_csv(path).rename(columns=str.strip)
     if "Concurrency" not in raw.columns:
         raise ValueError(
             "not a perf_analyzer concurrency CSV (no 'Concurrency' column; request-rate runs "
@@ -248,14 +247,10 @@ def parse_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
     missing = [c for c in CSV_COLUMNS if c not in raw.columns and c != "Avg latency"]
     if missing:
         raise ValueError(f"perf_analyzer CSV lacks columns {missing}")
-    frame = pd.DataFrame(index=raw.index)
-    for source, target in CSV_COLUMNS.items():
-        if source not in raw.columns:
-            continue
-        values = pd.to_numeric(raw[source], errors="coerce")
-        if target.endswith("_ms"):
-            values = values / 1000.0  # microseconds -> milliseconds
-        frame[target] = values
+    present = [c for c in CSV_COLUMNS if c in raw.columns]
+    frame = raw[present].apply(pd.to_numeric, errors="coerce").rename(columns=CSV_COLUMNS)
+    latencies = [c for c in frame.columns if c.endswith("_ms")]
+    frame[latencies] /= 1000.0  # microseconds -> milliseconds
     frame["concurrency"] = frame["concurrency"].astype(int)
     if "latency_avg_ms" not in frame.columns:
         frame["latency_avg_ms"] = frame[list(LATENCY_COMPONENTS)].sum(axis=1)

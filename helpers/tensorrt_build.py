@@ -67,16 +67,14 @@ class BuildError(RuntimeError):
 
 def find_trtexec() -> Path | None:
     """``trtexec`` on PATH, in ``$TENSORRT_HOME/bin``, or the usual folders (notebook 02)."""
-    found = shutil.which("trtexec")
-    if found:
-        return Path(found)
-    folders = [Path(os.environ["TENSORRT_HOME"]) / "bin"] if os.environ.get("TENSORRT_HOME") else []
-    folders += [Path(d) for d in TRTEXEC_DIRS]
-    for folder in folders:
-        candidate = folder / "trtexec"
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return candidate
-    return None
+    home = os.environ.get("TENSORRT_HOME")
+    folders = [
+        os.environ.get("PATH", os.defpath),
+        *([f"{home}/bin"] if home else []),
+        *TRTEXEC_DIRS,
+    ]
+    found = shutil.which("trtexec", path=os.pathsep.join(folders))
+    return Path(found) if found else None
 
 
 def tensorrt_version_from_tag(digits: str) -> str:
@@ -143,26 +141,19 @@ class BuildEnvironment:
         """One row per thing checked, with what was found (notebook 02)."""
         import pandas as pd
 
-        rows = [
-            ("NVIDIA GPU", self.gpu.name if self.gpu else "none found (nvidia-smi, torch.cuda)"),
-            (
-                "compute capability",
-                (self.gpu.compute_capability or "unknown") if self.gpu else "-",
-            ),
-            (
-                "trtexec",
-                f"{self.trtexec} (TensorRT {self.trtexec_version or '?'})"
-                if self.trtexec
-                else "not on PATH nor in " + ", ".join(TRTEXEC_DIRS),
-            ),
-            ("Docker engine", "answers" if self.docker else "none answers"),
-            ("tensorrt Python package", self.tensorrt_python or "not installed"),
-            (
-                "ModelOpt (FP16 ONNX for TensorRT 11)",
-                "installed" if self.modelopt else "not installed",
-            ),
-        ]
-        return pd.DataFrame(rows, columns=["check", "found"]).set_index("check")
+        gpu = self.gpu
+        trtexec = f"{self.trtexec} (TensorRT {self.trtexec_version or '?'})"
+        found = {
+            "NVIDIA GPU": gpu.name if gpu else "none found (nvidia-smi, torch.cuda)",
+            "compute capability": (gpu.compute_capability or "unknown") if gpu else "-",
+            "trtexec": trtexec if self.trtexec else f"not on PATH nor in {', '.join(TRTEXEC_DIRS)}",
+            "Docker engine": "answers" if self.docker else "none answers",
+            "tensorrt Python package": self.tensorrt_python or "not installed",
+            "ModelOpt (FP16 ONNX for TensorRT 11)": "installed"
+            if self.modelopt
+            else "not installed",
+        }
+        return pd.DataFrame({"found": found}).rename_axis("check")
 
 
 def detect_build_environment() -> BuildEnvironment:
@@ -634,8 +625,6 @@ def time_engines(
             )
             log_file = build.spec.plan.parent / f"bench_{precision}_b{batch}.log"
             summary = parse_performance_summary(run_commands([command], log=log_file))
-            rows.append({"precision": precision, "batch": batch, **summary})
-    table = pd.DataFrame(rows)
-    if not table.empty:
-        table.insert(2, "images_per_s", table["throughput_qps"] * table["batch"])
-    return table
+            images = {"images_per_s": summary["throughput_qps"] * batch}
+            rows.append({"precision": precision, "batch": batch, **images, **summary})
+    return pd.DataFrame(rows)
