@@ -306,9 +306,12 @@ def run(
                     command, capture_output=True, text=True, timeout=RUN_TIMEOUT_S
                 )
             except subprocess.TimeoutExpired as error:
+                stderr = error.stderr or ""  # bytes on POSIX, even with text=True
+                if isinstance(stderr, bytes):
+                    stderr = stderr.decode(errors="replace")
                 raise PerfAnalyzerError(
                     f"perf_analyzer at concurrency {level} ran past {RUN_TIMEOUT_S} s:\n"
-                    + _tail(_as_text(error.stderr))
+                    + _tail(stderr)
                 ) from None
             if csv_path.exists() or UNSTABLE not in result.stdout + result.stderr:
                 break
@@ -342,12 +345,6 @@ def level_csv(results_dir: Path, model: str, level: int) -> Path:
 def console_path(csv_path: Path) -> Path:
     """Where ``run`` keeps perf_analyzer's console output beside its CSV (``<name>.txt``)."""
     return Path(csv_path).with_suffix(".txt")
-
-
-def _as_text(data: str | bytes | None) -> str:
-    if isinstance(data, bytes):
-        return data.decode(errors="replace")
-    return data or ""
 
 
 def _tail(text: str, lines: int = 20) -> str:

@@ -62,8 +62,6 @@ def group_label(frame: pd.DataFrame, by: str = "config") -> pd.Series:
         labels = own.where(own != "", labels)
     if "tool" in frame.columns and frame["tool"].nunique() > 1:
         labels = labels + " (" + frame["tool"].astype(str) + ")"
-    if "concurrency" not in frame.columns:
-        return labels
     for _, rows in frame.groupby(labels, sort=False):
         if not rows["concurrency"].duplicated().any():
             continue

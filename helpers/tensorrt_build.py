@@ -110,8 +110,7 @@ def trtexec_version(trtexec: str | os.PathLike[str]) -> str | None:
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    match = re.search(r"\[TensorRT v(\d+)\]", result.stdout + result.stderr)
-    return tensorrt_version_from_tag(match.group(1)) if match else None
+    return parse_build_info(result.stdout + result.stderr)["tensorrt_version"]
 
 
 def tensorrt_python_version() -> str | None:
