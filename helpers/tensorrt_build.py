@@ -285,8 +285,8 @@ class EngineSpec:
         }
 
 
-def trtexec_shape(batch: int) -> str:
-    """``images:4x3x640x640``: trtexec's shape syntax for one batch size (notebook 02)."""
+def _shape(batch: int) -> str:
+    """``images:4x3x640x640``: trtexec's shape syntax for one batch size."""
     return f"{INPUT_NAME}:" + "x".join(str(d) for d in (batch, *INPUT_SHAPE))
 
 
@@ -358,9 +358,9 @@ def build_commands(
     options: dict[str, object] = {
         "onnx": spec.fp16_onnx if fp16_graph else Path(spec.onnx),
         "saveEngine": spec.plan,
-        "minShapes": trtexec_shape(spec.min_batch),
-        "optShapes": trtexec_shape(spec.opt_batch),
-        "maxShapes": trtexec_shape(spec.max_batch),
+        "minShapes": _shape(spec.min_batch),
+        "optShapes": _shape(spec.opt_batch),
+        "maxShapes": _shape(spec.max_batch),
     }
     if spec.precision == "fp16" and not fp16_graph:
         options["fp16"] = None
@@ -385,7 +385,7 @@ def benchmark_command(
     """trtexec timing a saved plan at one batch size, locally or in the NGC image (notebook 02)."""
     options = {
         "loadEngine": Path(plan),
-        "shapes": trtexec_shape(batch),
+        "shapes": _shape(batch),
         "warmUp": 500,
         "duration": duration_s,
     }
