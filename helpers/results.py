@@ -1,11 +1,7 @@
 """Save measured tables as CSV with where/when they were measured, and plot runs together (notebook 05).
 
-``save_results(frame, "concurrency")`` writes ``build/results/concurrency-<host>-<date>.csv``
-with the machine columns ``host``, ``cpu``, ``gpu``, ``date``, ``tool`` and ``launcher`` added
-(a second save on the same machine and day replaces the first). ``find_results`` lists saved
-CSVs (yours under ``build/results/``, the course's reference runs under ``docs/results/``);
-``plot_against`` draws any of them next to the current run, labelled by host, hardware, date
-and tool, so runs from different machines can be compared on one chart.
+Saved CSVs are ``<name>-<host>-<date>.csv`` (a second save on the same machine and day replaces
+the first): yours under ``build/results/``, the course's reference runs under ``docs/results/``.
 """
 
 from __future__ import annotations
