@@ -441,11 +441,6 @@ def sidecar_path(plan: Path) -> Path:
     return plan.with_name(plan.name + ".json")
 
 
-def _sha256(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
 @dataclass
 class EngineRecord:
     """What an engine is tied to, written next to the plan (introduced in notebook 02)."""
@@ -490,8 +485,8 @@ def write_sidecar(
         build_flags=list(commands[-1]) if commands else [],
         profile=spec.profile(),
         input_name=INPUT_NAME,
-        onnx_sha256=_sha256(spec.onnx),
-        plan_sha256=_sha256(spec.plan),
+        onnx_sha256=hashlib.sha256(Path(spec.onnx).read_bytes()).hexdigest(),
+        plan_sha256=hashlib.sha256(spec.plan.read_bytes()).hexdigest(),
         driver_version=gpu.driver_version if gpu else None,
     )
     sidecar_path(spec.plan).write_text(json.dumps(asdict(record), indent=2) + "\n")
