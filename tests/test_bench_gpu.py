@@ -209,6 +209,51 @@ def test_report_says_where_the_outputs_went_and_the_cuda_pool_it_was_given(tmp_p
     assert "memory pool" not in report
 
 
+def test_requests_of_several_images_are_counted_as_perf_analyzer_counts_them(tmp_path: Path):
+    """``--request-batch 8``: perf_analyzer's infer/s already counts every image of a request
+    (its ``client_infer_per_sec`` is requests x batch size / duration), so images/s and the
+    ceiling ratio are infer/s as recorded, not x 8; the configuration, the command (``-b 8``,
+    output shared memory for 8 images) and the report say requests of 8 images."""
+    system = pd.read_csv(RESULTS / "gpu-lent_h200-2026-11-29-boxes-again.csv")
+    config = gpu.label("boxes", True, 4, "cuda", request_batch=8)
+    assert config == "boxes, batching on, 4 instance(s), requests of 8 images, CUDA shm"
+    cuda = system.assign(
+        config=config,
+        shared_memory="cuda",
+        concurrency=8,
+        throughput_infer_per_s=[3000.0, 3100.0, 3200.0],
+        request_batch=8,
+    )
+    csv = tmp_path / "gpu-request-batch.csv"
+    pd.concat([system.assign(request_batch=1), cuda]).to_csv(csv, index=False)
+    figures = gpu.run(["--report", str(csv)])
+    ceiling = float(system.ceiling_ips.iloc[0])
+    assert figures["boxes_ips_cuda_shm"] == 3100.0
+    assert figures["ceiling_ratio_cuda_shm"] == pytest.approx(3100.0 / ceiling)
+    assert figures["boxes_ips"] == pytest.approx(2065.2, abs=0.1)  # 1 image per request
+    report = csv.with_suffix(".md").read_text()
+    commands = dict(re.findall(r"- command, (.+?): `(.+?)`", report))
+    cuda_command = commands["CUDA shared memory"].split()
+    assert "-b" in cuda_command and cuda_command[cuda_command.index("-b") + 1] == "8"
+    assert f"--output-shared-memory-size={gpu.output_bytes('boxes') * 8}" in cuda_command
+    assert " -b " not in commands["system shared memory"]
+    assert f"| {config} | 8 | 3 | 3000.0 | 3100.0 | 3200.0 |" in report
+    assert "sent in requests of 8 images" in report
+    # a CSV of a run before the option (no request_batch column): one image per request
+    system.to_csv(csv, index=False)
+    gpu.run(["--report", str(csv)])
+    assert "requests of" not in csv.with_suffix(".md").read_text()
+
+
+@pytest.mark.parametrize("images", ["0", str(gpu.MAX_BATCH + 1)])
+def test_the_command_line_refuses_requests_the_model_cannot_take(images: str, capsys):
+    with pytest.raises(SystemExit) as error:
+        gpu.run(["--request-batch", images, "--report", "unused.csv"])
+    assert error.value.code == 2
+    message = capsys.readouterr().err
+    assert f"--request-batch must be 1 to {gpu.MAX_BATCH}" in message and f"got {images}" in message
+
+
 def _fake_embedded(root: Path, python: str) -> EmbeddedTriton:
     package = root / "pytriton"
     for path in (

@@ -28,6 +28,9 @@ are printed. Writes a dated CSV and a markdown report naming the GPU and host to
 (default ``docs/results``); the last line is ``gpu: gain=... boxes_ips=<median images/s, boxes
 out, system shared memory> ceiling_ratio=<served/ceiling>``, followed by
 ``..._grpc`` and ``..._cuda_shm`` figures for the other transports a run measured.
+``--request-batch N`` makes perf_analyzer send boxes out's images N to a request (``-b N``;
+the ``config`` column then says ``requests of N images``): perf_analyzer counts each image of
+a request as an inference, so its infer/s is images/s whatever N is.
 The CSV is saved after every configuration, so a run stopped early keeps what it measured;
 ``--report <csv>`` then writes its report and last line from the CSV alone.
 ``python -m tools.bench.gpu_tools`` compares perf_analyzer with the course's fallback
@@ -685,10 +688,16 @@ def plan(concurrency: list[int], top: int, boxes_instances: list[int]) -> list[P
     ]
 
 
-def label(name: str, batching: bool, instances: int, transport: str = "system") -> str:
-    """The ``config`` column of a served configuration and how its tensors travel."""
+def label(
+    name: str, batching: bool, instances: int, transport: str = "system", request_batch: int = 1
+) -> str:
+    """The ``config`` column of a served configuration, its images per request if more than
+    one, and how its tensors travel (the transport's suffix last)."""
+    images = f", requests of {request_batch} images" if request_batch > 1 else ""
     suffix = TRANSPORTS[transport][1]
-    return f"{name}, batching {'on' if batching else 'off'}, {instances} instance(s){suffix}"
+    return (
+        f"{name}, batching {'on' if batching else 'off'}, {instances} instance(s){images}{suffix}"
+    )
 
 
 def summary(results: pd.DataFrame) -> pd.DataFrame:
@@ -798,6 +807,14 @@ def run(argv: list[str]) -> dict[str, float]:
         help="Triton's CUDA memory pool on GPU 0 in MiB (--cuda-memory-pool-byte-size; "
         "default: Triton's 64 MiB)",
     )
+    parser.add_argument(
+        "--request-batch",
+        type=int,
+        default=1,
+        help=f"images per request perf_analyzer sends boxes out (-b; 1 to {MAX_BATCH}, the "
+        "model's max_batch_size; the raw exports and the answer check: 1). perf_analyzer's "
+        "infer/s counts images, so it stays images/s",
+    )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "results")
     parser.add_argument("--host", help="label for this machine in the results (default: its name)")
     parser.add_argument(
@@ -806,6 +823,11 @@ def run(argv: list[str]) -> dict[str, float]:
         help="only write the .md of a saved CSV (a run stopped before its end has none)",
     )
     args = parser.parse_args(argv)
+    if not 1 <= args.request_batch <= MAX_BATCH:
+        parser.error(
+            f"--request-batch must be 1 to {MAX_BATCH} (the model's max_batch_size), "
+            f"got {args.request_batch}"
+        )
     if args.report:
         tool = "perf_analyzer (report written afterwards from the CSV, `--report`)"
         figures = report(args.report, args.top, args.window_ms, tool)
@@ -892,8 +914,9 @@ def run(argv: list[str]) -> dict[str, float]:
                 print(f"{checked}: {checks[checked]}", flush=True)
             if args.check_only:
                 continue
+            request_batch = args.request_batch if name == "boxes" else 1
             for transport in transports:
-                config = label(name, batching, instances, transport)
+                config = label(name, batching, instances, transport, request_batch)
                 shared_memory = TRANSPORTS[transport][0]
                 before = batch_stats(server.grpc_url, models[name].name)
                 rows = []
@@ -908,7 +931,8 @@ def run(argv: list[str]) -> dict[str, float]:
                                 shape={INPUT: [3, SIDE, SIDE]},
                                 measurement_interval_ms=args.window_ms,
                                 shared_memory=shared_memory,
-                                output_shared_memory_size=output_bytes(name),
+                                output_shared_memory_size=output_bytes(name) * request_batch,
+                                batch_size=request_batch,
                                 extra=STABILITY,
                                 location=location,
                                 results_dir=results,
@@ -933,6 +957,7 @@ def run(argv: list[str]) -> dict[str, float]:
                     ceiling_ips=ceilings[name],
                     outputs=args.boxes_outputs if name == "boxes" else "host",
                     cuda_pool_mb=args.cuda_pool_mb or 64,
+                    request_batch=request_batch,
                 )
                 frames.append(frame)
                 path = save_results(  # after every configuration: a cut-short run keeps its rows
@@ -1002,6 +1027,9 @@ def report(
         if not (results.get("shared_memory", pd.Series(["system"])) == shared_memory).any():
             continue
         best = best_boxes(table, transport)  # the headline point's level; else the raw exports'
+        batch = 1  # images per request: 1 in a CSV without the column (runs before the option)
+        if best is not None and "request_batch" in results:
+            batch = int(results.request_batch[results.config == best["config"]].iloc[0])
         command = perf_analyzer.build_command(
             "<model>",
             url="127.0.0.1:<grpc port>",
@@ -1009,8 +1037,9 @@ def report(
             shape={INPUT: [3, SIDE, SIDE]},
             measurement_interval_ms=window_ms,
             shared_memory=shared_memory,
-            output_shared_memory_size=output_bytes("boxes"),
+            output_shared_memory_size=output_bytes("boxes") * batch,
             csv_path="<file>.csv",
+            batch_size=batch,
             extra=STABILITY,
             prefix=("perf_analyzer",),
         )
@@ -1039,6 +1068,19 @@ def pool_text(results: pd.DataFrame) -> str:
         return ""
     sizes = ", ".join(f"{int(size)} MiB" for size in results.cuda_pool_mb.unique())
     return f" Triton's CUDA memory pool on GPU 0: {sizes} (`--cuda-memory-pool-byte-size`)."
+
+
+def request_text(results: pd.DataFrame) -> str:
+    """A sentence on boxes out's requests of several images (``--request-batch``), if any."""
+    if "request_batch" not in results or (results.request_batch == 1).all():
+        return ""
+    sizes = ", ".join(str(int(size)) for size in results.request_batch.unique() if size > 1)
+    return (
+        f" Boxes out was sent in requests of {sizes} images (perf_analyzer `-b`, "
+        "`--request-batch`; the configuration says so), so the server's costs per request are "
+        "paid once per request of images; perf_analyzer counts each image of a request as an "
+        "inference, so infer/s is images/s there too and is compared with the ceiling as it is."
+    )
 
 
 def threads_text(results: pd.DataFrame) -> str:
@@ -1098,6 +1140,7 @@ def write_report(
         + "."
         + transports_text(results, several=len(commands) > 1)
         + pool_text(results)
+        + request_text(results)
         + "\n\nEach point was measured by perf_analyzer several times in a row (runs); "
         "infer/s min, median and max of the runs, latencies the medians, in ms.\n\n"
         + markdown_table(table.round(2))
