@@ -42,7 +42,6 @@ from typing import Any, Literal
 
 import psutil
 
-from helpers.backends import BACKENDS_DIR, SHARED_MODULES, STAND_IN_BACKENDS
 from helpers.machine import (  # also importable from here: notebooks 03, 04, 06 and 07 do
     docker_engine_available,
     missing_libpython_hint,
@@ -50,7 +49,7 @@ from helpers.machine import (  # also importable from here: notebooks 03, 04, 06
     python_shared_library,
     stub_numpy_problem,
 )
-from helpers.paths import MODEL_REPOSITORY
+from helpers.paths import MODEL_REPOSITORY, REPO_ROOT
 from helpers.processes import ChildServer, is_alive, is_loopback_address, terminate
 from helpers.repository import missing_model_file, wait_until_unloaded
 
@@ -62,6 +61,9 @@ CURRENT_NGC_TAG = "26.11"
 #: From this release on, Triton refuses a client's shared memory regions unless started with
 #: --allow-client-shm=true (the shared-memory extension's docs: "The default value is false").
 CLIENT_SHM_OFF_SINCE = "26.05"
+#: The course's stand-in backends (``backends/``): a folder per backend, beside the modules
+#: they share. Read as files (Triton's stub loads them), never imported here.
+STAND_INS = REPO_ROOT / "backends"
 #: Shared memory for the Python backend (per-model stub <-> server IPC), 16 MiB steps.
 PYTHON_SHM_BYTES = 16 * 1024 * 1024
 #: Each server's work folder (its backends directory) in the temporary directory, and the file
@@ -133,13 +135,12 @@ def assemble_backend_directory(target: Path, embedded: EmbeddedTriton) -> Path:
     for item in [*embedded.python_backend_dir.iterdir(), embedded.stub]:
         if item.is_file():
             shutil.copy2(item, python_dir / item.name)
-    for backend in STAND_IN_BACKENDS:
-        folder = target / backend
+    shared = [module for module in STAND_INS.glob("*.py") if module.name != "__init__.py"]
+    for backend in sorted(path for path in STAND_INS.iterdir() if (path / "model.py").is_file()):
+        folder = target / backend.name
         folder.mkdir(exist_ok=True)
-        for module in sorted((BACKENDS_DIR / backend).glob("*.py")):
+        for module in [*backend.glob("*.py"), *shared]:
             shutil.copy2(module, folder / module.name)
-        for shared in SHARED_MODULES:
-            shutil.copy2(BACKENDS_DIR / shared, folder / shared)
     return target
 
 

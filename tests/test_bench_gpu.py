@@ -514,7 +514,7 @@ def pytorch_stand_in(monkeypatch):
     import importlib.util
     import types
 
-    from helpers.backends import BACKENDS_DIR
+    from helpers.server import STAND_INS
 
     fake = types.ModuleType("triton_python_backend_utils")
     fake.triton_string_to_numpy = lambda name: np.dtype(name[5:].lower().replace("fp", "float"))
@@ -532,10 +532,10 @@ def pytorch_stand_in(monkeypatch):
     )
     fake.InferenceResponse = lambda output_tensors: output_tensors
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", fake)
-    monkeypatch.syspath_prepend(str(BACKENDS_DIR))
-    monkeypatch.syspath_prepend(str(BACKENDS_DIR / "pytorch"))
+    monkeypatch.syspath_prepend(str(STAND_INS))
+    monkeypatch.syspath_prepend(str(STAND_INS / "pytorch"))
     spec = importlib.util.spec_from_file_location(
-        "pytorch_stand_in", BACKENDS_DIR / "pytorch/model.py"
+        "pytorch_stand_in", STAND_INS / "pytorch/model.py"
     )
     model = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(model)

@@ -1,6 +1,6 @@
 """The GPU serving code paths on a machine without CUDA: buffers, graphs' fallback, boxes out.
 
-The stand-ins reuse host buffers from call to call (``helpers/backends/host_buffers.py``);
+The stand-ins reuse host buffers from call to call (``backends/host_buffers.py``);
 these tests pin down that a buffer is reused only when no response holds a view of it, that
 it grows for a batch larger than any before, and that responses never alias each other, also
 through a real server. CUDA graphs need a GPU: here the stand-in must say so in the log and
@@ -24,15 +24,14 @@ import pytest
 import torch
 import tritonclient.http as httpclient
 
-from helpers.backends import BACKENDS_DIR
-from helpers.backends.host_buffers import HostBufferPool, gather, split_rows
-from helpers.backends.pytorch.torch_runner import (
+from backends.host_buffers import HostBufferPool, gather, split_rows
+from backends.pytorch.torch_runner import (
     GraphCaptureError,
     GraphedModule,
     graph_batch_sizes,
 )
 from helpers.model_config import config_from_dict
-from helpers.server import TritonServer
+from helpers.server import STAND_INS, TritonServer
 from helpers.statistics import model_stats
 from tests.tiny_models import sample_batch, tiny_net
 from tools.bench import gpu, headline
@@ -197,11 +196,11 @@ def stand_ins(monkeypatch):
     fake.triton_string_to_numpy = lambda name: np.dtype(name[5:].lower().replace("fp", "float"))
     fake.get_input_tensor_by_name = lambda request, name: request.get(name)
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", fake)
-    monkeypatch.syspath_prepend(str(BACKENDS_DIR))
-    monkeypatch.syspath_prepend(str(BACKENDS_DIR / "pytorch"))
+    monkeypatch.syspath_prepend(str(STAND_INS))
+    monkeypatch.syspath_prepend(str(STAND_INS / "pytorch"))
     stub_modules = ("runtime_base", "host_buffers", "torch_runner")
     spec = importlib.util.spec_from_file_location(
-        "pytorch_stand_in", BACKENDS_DIR / "pytorch/model.py"
+        "pytorch_stand_in", STAND_INS / "pytorch/model.py"
     )
     model = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(model)

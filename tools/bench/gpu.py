@@ -51,7 +51,7 @@ import pandas as pd
 import torch
 import torchvision
 
-from helpers.backends.pytorch.torch_runner import as_list
+from backends.pytorch.torch_runner import as_list
 from helpers.machine import machine_facts
 from helpers.model_config import config_from_dict, render_config
 from helpers.paths import REPO_ROOT, build_dir
@@ -359,7 +359,7 @@ def inprocess_ceiling(
     """Images/s of a model file loaded on the GPU, in this process, input and output there too."""
     import time
 
-    from helpers.backends.pytorch.torch_runner import GraphedModule
+    from backends.pytorch.torch_runner import GraphedModule
 
     device = torch.device("cuda")
     dtype = torch.float32 if kind == "naive" else torch.uint8
@@ -1119,7 +1119,7 @@ def write_report(
         f"# YOLO11n TorchScript on {facts['device']}, {str(first['date'])[:10]}\n\n"
         "Measured by `python -m tools.bench gpu`: embedded Triton 2.51.0 (nvidia-pytriton "
         "0.7.0) serving through the course's **Python stand-in** for the PyTorch backend "
-        "(`helpers/backends/pytorch`), KIND_GPU; not the native libtorch backend.\n\n"
+        "(`backends/pytorch`), KIND_GPU; not the native libtorch backend.\n\n"
         + "\n".join(f"- {key}: {value}" for key, value in facts.items())
         + f"\n- host: {first['host']}"
         + f"\n- perf_analyzer: {tool}"
