@@ -22,18 +22,18 @@ from helpers.paths import REPO_ROOT
 
 DEPLOY = REPO_ROOT / "deploy"
 CHART = DEPLOY / "helm" / "triton"
+#: The Helm release name the chart is rendered under (``helm template lab deploy/helm/triton``).
+RELEASE = "lab"
 #: The plain manifests beside the chart (KServe).
 PLAIN_MANIFESTS = [DEPLOY / "kserve" / "inferenceservice.yaml"]
 
 
-def render_chart(
-    chart: Path = CHART, values: dict[str, Any] | None = None, release: str = "lab"
-) -> list[dict[str, Any]]:
-    """The objects Helm renders from ``chart`` with ``values`` (offline, notebook 10)."""
+def render_chart(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The objects Helm renders from the course's chart with ``values`` (offline, notebook 10)."""
     import helm_python as helm
 
-    manifests = helm.Chart.load(str(chart)).render(
-        values or {}, name=release, namespace="default", is_install=True
+    manifests = helm.Chart.load(str(CHART)).render(
+        values or {}, name=RELEASE, namespace="default", is_install=True
     )
     objects = []
     for path in sorted(manifests):
@@ -57,13 +57,6 @@ def is_builtin_api(api_version: str) -> bool:
     return "." not in group or group.endswith(".k8s.io")
 
 
-def latest_kubernetes() -> str:
-    """The newest Kubernetes release whose schemas kubernetes-validate ships."""
-    import kubernetes_validate
-
-    return kubernetes_validate.latest_version()
-
-
 def validate_object(obj: dict[str, Any], version: str) -> tuple[str, str]:
     """``(status, detail)``: ``valid``, ``invalid``, ``removed`` or ``unvalidated``."""
     import kubernetes_validate
@@ -82,8 +75,10 @@ def validate_object(obj: dict[str, Any], version: str) -> tuple[str, str]:
 
 
 def validate_objects(objects: Iterable[dict[str, Any]], version: str | None = None) -> list[dict]:
-    """One row per object: kind, name, apiVersion, status and detail (notebook 10)."""
-    version = version or latest_kubernetes()
+    """Rows of kind, name, apiVersion, status, detail; default: the newest release (notebook 10)."""
+    import kubernetes_validate
+
+    version = version or kubernetes_validate.latest_version()
     rows = []
     for obj in objects:
         status, detail = validate_object(obj, version)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import sys
-import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -38,21 +37,14 @@ class NetronServer(ChildServer):
     port: ``ssh -L <port>:127.0.0.1:<port> host``, then open ``url``).
     """
 
-    program = "netron"
+    program, startup_timeout = "netron", 30.0
 
-    def __init__(
-        self,
-        model_path: str | os.PathLike[str],
-        host: str = "127.0.0.1",
-        port: int | None = None,
-        timeout_s: float = 30.0,
-    ) -> None:
+    def __init__(self, model_path: str | os.PathLike[str], host: str = "127.0.0.1") -> None:
         self.model_path = Path(model_path).resolve()
         if not self.model_path.is_file():
             raise FileNotFoundError(f"no model file at {self.model_path}")
         self.host = host
-        self.port = port
-        self.startup_timeout = timeout_s
+        self.port: int | None = None
         self.start()
 
     def _launch(self, ports: list[int]) -> None:
@@ -71,13 +63,9 @@ class NetronServer(ChildServer):
         try:
             with urllib.request.urlopen(self.url, timeout=2) as response:  # noqa: S310 - loopback URL we built
                 return response.status == 200
-        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        except OSError:  # refused, reset, timed out, an HTTP error status: all OSErrors
             return False
 
     def iframe(self, width: str | int = "100%", height: int = 600) -> IFrame:
         """The graph as an IFrame for JupyterLab (the browser must reach ``url``)."""
         return IFrame(self.url, width=width, height=height)
-
-    def __repr__(self) -> str:
-        state = "running" if self.running else "stopped"
-        return f"NetronServer({self.model_path.name!r}, url={self.url!r}, pid={self.pid}, {state})"

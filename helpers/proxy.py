@@ -80,15 +80,13 @@ def envoy_config(
     admin_port: int,
     policy: Policy = "ROUND_ROBIN",
     retries: bool = True,
-    host: str = "127.0.0.1",
-    template: Path = ENVOY_CONFIG,
 ) -> dict[str, Any]:
-    """The committed Envoy config with these ports, replicas and policy (notebook 10)."""
-    config = yaml.safe_load(template.read_text())
-    config["admin"]["address"] = _address(host, admin_port)
+    """The committed Envoy config with these loopback ports, replicas and policy (notebook 10)."""
+    config = yaml.safe_load(ENVOY_CONFIG.read_text())
+    config["admin"]["address"] = _address("127.0.0.1", admin_port)
     ports = {"triton_http": http_port, "triton_grpc": grpc_port}
     for listener in config["static_resources"]["listeners"]:
-        listener["address"] = _address(host, ports[listener["name"]])
+        listener["address"] = _address("127.0.0.1", ports[listener["name"]])
         if not retries:
             for chain in listener["filter_chains"]:
                 for network_filter in chain["filters"]:
@@ -128,39 +126,24 @@ class EnvoyProxy(ChildServer):
     """
 
     port_count = 3  # HTTP, gRPC, admin
-    program, error = "envoy", ProxyError
+    program, error, startup_timeout = "envoy", ProxyError, 30.0
 
     def __init__(
-        self,
-        replicas: Sequence[Any],
-        policy: Policy = "ROUND_ROBIN",
-        retries: bool = True,
-        host: str = "127.0.0.1",
-        startup_timeout: float = 30.0,
+        self, replicas: Sequence[Any], policy: Policy = "ROUND_ROBIN", retries: bool = True
     ) -> None:
         self.replicas = [r if isinstance(r, Replica) else Replica.of(r) for r in replicas]
-        self.policy, self.retries, self.host = policy, retries, host
-        self.startup_timeout = startup_timeout
+        self.policy, self.retries = policy, retries
         self.http_port = self.grpc_port = self.admin_port = 0
-        self._workdir: Path | None = None
 
     def _launch(self, ports: list[int]) -> None:
         self.http_port, self.grpc_port, self.admin_port = ports
-        self._workdir = Path(tempfile.mkdtemp(prefix="triton-serving-lab-envoy-"))
-        config = envoy_config(
-            self.replicas,
-            self.http_port,
-            self.grpc_port,
-            self.admin_port,
-            self.policy,
-            self.retries,
-            self.host,
-        )
-        config_path = self._workdir / "envoy.json"
+        workdir = Path(tempfile.mkdtemp(prefix="triton-serving-lab-envoy-"))
+        config = envoy_config(self.replicas, *ports, self.policy, self.retries)
+        config_path = workdir / "envoy.json"
         config_path.write_text(json.dumps(config, indent=1))
         command = [str(find_envoy()), *envoy_command(config_path)[1:], "--log-level", "warn"]
-        self._spawn(command, f"envoy-{self.http_port}.log", cwd=self._workdir)
-        self._stop_with(_stop, self.process, self._workdir)
+        self._spawn(command, f"envoy-{self.http_port}.log", cwd=workdir)
+        self._stop_with(_stop, self.process, workdir)
 
     def _ready(self) -> bool:
         return self._admin("/ready") == "LIVE"
@@ -176,18 +159,15 @@ class EnvoyProxy(ChildServer):
         """``host:port`` where clients send gRPC requests."""
         return f"{self.host}:{self.grpc_port}"
 
-    @property
-    def admin_url(self) -> str:
-        """Envoy's admin page (loopback only: it can stop the proxy)."""
-        return f"http://{self.host}:{self.admin_port}"
-
     def _admin(self, path: str) -> str:
-        with urllib.request.urlopen(self.admin_url + path, timeout=2) as reply:
+        """GET a page of Envoy's admin interface (loopback only: it can stop the proxy)."""
+        url = f"http://{self.host}:{self.admin_port}{path}"
+        with urllib.request.urlopen(url, timeout=2) as reply:
             return reply.read().decode().strip()
 
     # ----- what Envoy sees
     def hosts(self) -> list[dict[str, Any]]:
-        """Per cluster and replica: address, healthy or not, requests, successes, errors."""
+        """Per cluster and replica: address, healthy or not, and successful requests."""
         rows = []
         for cluster in json.loads(self._admin("/clusters?format=json"))["cluster_statuses"]:
             for status in cluster.get("host_statuses", []):
@@ -200,10 +180,7 @@ class EnvoyProxy(ChildServer):
                         "cluster": cluster["name"],
                         "address": f"{address['address']}:{address['port_value']}",
                         "healthy": health.get("eds_health_status") == "HEALTHY" and not failed,
-                        "rq_total": stats.get("rq_total", 0),
                         "rq_success": stats.get("rq_success", 0),
-                        "rq_error": stats.get("rq_error", 0),
-                        "cx_connect_fail": stats.get("cx_connect_fail", 0),
                     }
                 )
         return rows

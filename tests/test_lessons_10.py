@@ -68,10 +68,9 @@ def test_the_envoy_command_shown_is_the_one_the_helper_runs():
 
 
 def test_the_helm_and_kubectl_lines_shown_match_deploy():
-    import inspect
     import shlex
 
-    from helpers.k8s import CHART, DEPLOY, PLAIN_MANIFESTS, render_chart
+    from helpers.k8s import CHART, DEPLOY, PLAIN_MANIFESTS, RELEASE
 
     blocks = [b for b in fenced_blocks(NOTEBOOK) if "helm template" in b]
     assert len(blocks) == 1, "one block with the chart's helm and kubectl lines"
@@ -79,7 +78,7 @@ def test_the_helm_and_kubectl_lines_shown_match_deploy():
     template, apply_chart = lines[0], lines[1]
     # helm template <release> <chart> --namespace <ns> > <file>: what render_chart renders here
     assert template[:2] == ["helm", "template"]
-    assert template[2] == inspect.signature(render_chart).parameters["release"].default
+    assert template[2] == RELEASE
     assert REPO_ROOT / template[3] == CHART and (CHART / "Chart.yaml").exists()
     assert template[4:6] == ["--namespace", "default"]
     assert template[6] == ">" and apply_chart == ["kubectl", "apply", "-f", template[7]]
