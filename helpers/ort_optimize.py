@@ -1,20 +1,10 @@
-"""What a CPU can do instead of TensorRT: ONNX Runtime graph optimisation and INT8 (notebook 02).
+"""Timing the CPU alternatives to TensorRT: ONNX Runtime optimisation levels and INT8 (notebook 02).
 
-- ``make_session``: a session at one of ONNX Runtime's graph optimisation levels (disabled,
-  basic, extended, all). Saving a level to a file and the INT8 quantisation calls are the
-  lesson: notebook 02 writes them in its cells (tests/test_lessons_02.py runs them).
-- ``time_sessions`` / ``latency_table``: interleaved timing of several sessions on the same
-  batch, so a busy machine slows every variant alike (notebook 01 times one session with them).
-- how far each variant's outputs move from the FP32 model's (``compare_outputs``, the stated
-  ``TOLERANCES``) is notebook 02's own cell: ``helpers.lessons.optimized_models``.
-
-Which level is saved, and why: ``extended``. Basic-level rewrites are plain ONNX; extended
-adds fusions that ONNX Runtime's CPU provider runs as ``com.microsoft`` contrib ops (YOLO's
-SiLU becomes ``QuickGelu``), which the CPU instances of Triton's onnxruntime backend run on
-any x86 CPU. ``all`` also applies the NCHWc layout transformer, which bakes this CPU's
-vector width into the graph (ONNX Runtime warns the file "should only be used in the same
-environment the model was optimized in"), so it is applied online at load time instead,
-which ONNX Runtime (and Triton's backend) does by default anyway.
+Saving a level to a file, the INT8 quantisation calls and the comparison of outputs are the
+lesson, in notebook 02's cells (which also say why ``extended`` is the level saved). Here:
+a session at one level, operator counts, interleaved timing of several sessions on the same
+batch (a busy machine slows every variant alike; notebook 01 times one session with it) and
+its latency table, and copying a variant into the model repository.
 """
 
 from __future__ import annotations
@@ -22,7 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -63,14 +53,13 @@ def op_counts(model: str | os.PathLike[str]) -> pd.Series:
     return pd.Series(names, dtype="object").value_counts().rename("nodes")
 
 
-def sample_batch(batch_size: int, images: Sequence[np.ndarray] | None = None) -> np.ndarray:
+def sample_batch(batch_size: int) -> np.ndarray:
     """A float32 NCHW batch of real photos (bus.jpg, zidane.jpg, repeated), letterboxed (notebook 02)."""
     from helpers.lessons.yolo_client import preprocess
     from helpers.yolo import load_image, sample_image_path
 
-    if images is None:
-        images = [load_image(sample_image_path(name)) for name in ("bus.jpg", "zidane.jpg")]
-    return np.concatenate([preprocess(images[i % len(images)])[0] for i in range(batch_size)])
+    images = [load_image(sample_image_path(name)) for name in ("bus.jpg", "zidane.jpg")]
+    return np.concatenate([preprocess(images[i % 2])[0] for i in range(batch_size)])
 
 
 def time_sessions(
@@ -78,10 +67,9 @@ def time_sessions(
     batch: np.ndarray,
     repeats: int = 10,
     warmup: int = 2,
-    input_name: str = "images",
 ) -> pd.DataFrame:
-    """Time each session on ``batch``, interleaved round by round; one row per call (notebook 02)."""
-    feed = {input_name: batch}
+    """Time each session on ``batch`` (input ``images``) round by round; a row per call (notebook 02)."""
+    feed = {"images": batch}
     for session in sessions.values():
         for _ in range(warmup):
             session.run(None, feed)
