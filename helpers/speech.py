@@ -52,14 +52,8 @@ def espeak_available() -> bool:
     return shutil.which("espeak-ng") is not None
 
 
-def synthesise(
-    text: str,
-    path: str | Path,
-    voice: str = "en-us",
-    speed: int = 150,
-    sample_rate: int = SAMPLE_RATE,
-) -> Path:
-    """Speak ``text`` with espeak-ng into a mono 16-bit WAV at ``sample_rate`` (notebook 06).
+def synthesise(text: str, path: str | Path, voice: str = "en-us", speed: int = 150) -> Path:
+    """Speak ``text`` with espeak-ng into a 16 kHz mono 16-bit WAV (notebook 06).
 
     ``speed`` is in words per minute (espeak-ng's ``-s``). espeak-ng writes 22.05 kHz; the
     audio is resampled with PyAV (the decoder faster-whisper uses) before it is saved.
@@ -79,18 +73,17 @@ def synthesise(
     )
     if result.returncode != 0 or not result.stdout:
         raise RuntimeError(f"espeak-ng failed ({result.returncode}): {result.stderr.decode()}")
-    samples = decode_audio_bytes(result.stdout, sample_rate)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(wav_bytes(samples, sample_rate))
+    path.write_bytes(wav_bytes(decode_audio_bytes(result.stdout)))
     return path
 
 
-def decode_audio_bytes(data: bytes, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Decode any audio file held in memory to mono float32 samples (notebook 06)."""
+def decode_audio_bytes(data: bytes) -> np.ndarray:
+    """Decode any audio file held in memory to 16 kHz mono float32 samples (notebook 06)."""
     from faster_whisper.audio import decode_audio
 
-    return decode_audio(io.BytesIO(data), sampling_rate=sample_rate)
+    return decode_audio(io.BytesIO(data), sampling_rate=SAMPLE_RATE)
 
 
 def wav_bytes(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
@@ -109,7 +102,9 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     """Read a mono 16-bit PCM WAV as float32 samples and its sample rate (notebook 06)."""
     with wave.open(str(path), "rb") as wav:
         if wav.getnchannels() != 1 or wav.getsampwidth() != 2:
-            raise ValueError(f"{path}: expected mono 16-bit PCM; use decode_audio_bytes() for other files")
+            raise ValueError(
+                f"{path}: expected mono 16-bit PCM; use decode_audio_bytes() for other files"
+            )
         frames = wav.readframes(wav.getnframes())
         rate = wav.getframerate()
     return np.frombuffer(frames, dtype="<i2").astype(np.float32) / 32768.0, rate
@@ -120,21 +115,18 @@ def concatenate(
 ) -> np.ndarray:
     """Join audio clips with ``gap_seconds`` of silence between them (notebook 06)."""
     gap = np.zeros(int(gap_seconds * sample_rate), dtype=np.float32)
-    pieces: list[np.ndarray] = []
-    for i, part in enumerate(parts):
-        pieces += [gap, part] if i else [part]
+    pieces = [piece for part in parts for piece in (gap, part)][1:]  # no gap before the first
     return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
 
 
-def load_samples(folder: str | Path = SPEECH_DIR) -> list[Sample]:
+def load_samples() -> list[Sample]:
     """The committed speech samples listed in ``samples.json`` (introduced in notebook 06)."""
-    folder = Path(folder)
-    index = json.loads((folder / "samples.json").read_text(encoding="utf-8"))
+    index = json.loads(SAMPLES_JSON.read_text(encoding="utf-8"))
     return [
         Sample(
             name=entry["name"],
             text=entry["text"],
-            path=folder / entry["file"],
+            path=SPEECH_DIR / entry["file"],
             voice=entry.get("voice", "en-us"),
         )
         for entry in index["samples"]
@@ -175,11 +167,7 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
 
 
 def plot_waveform(
-    samples: np.ndarray,
-    segments: Sequence[dict[str, Any]] = (),
-    sample_rate: int = SAMPLE_RATE,
-    title: str | None = None,
-    ax: Any = None,
+    samples: np.ndarray, segments: Sequence[dict[str, Any]] = (), title: str | None = None
 ) -> Any:
     """Draw the waveform, shade each segment and write its text under it (notebook 06).
 
@@ -190,10 +178,9 @@ def plot_waveform(
 
     import matplotlib.pyplot as plt
 
-    if ax is None:
-        _, ax = plt.subplots(figsize=(12, 4))
-    duration = max([len(samples) / sample_rate] + [float(s["end"]) for s in segments])
-    times = np.arange(len(samples)) / sample_rate
+    _, ax = plt.subplots(figsize=(12, 4))
+    duration = max([len(samples) / SAMPLE_RATE] + [float(s["end"]) for s in segments])
+    times = np.arange(len(samples)) / SAMPLE_RATE
     peak = float(np.max(np.abs(samples))) if len(samples) else 1.0
     peak = peak or 1.0
     ax.plot(times, samples, linewidth=0.4, color="tab:blue")
