@@ -23,19 +23,18 @@ import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from importlib.metadata import version
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 from helpers.paths import MODEL_REPOSITORY, build_dir
-from helpers.yolo import INPUT_SIZE, LoadedYolo
+from helpers.yolo import INPUT_SIZE, LoadedYolo, torch_forward
 
 #: The ONNX opset the course exports with. 17 runs on onnxruntime >= 1.13 (Triton 23.x and
 #: later), TensorRT >= 8.6 and every CPU/GPU execution provider without falling back.
 DEFAULT_OPSET: int = 17
-#: Suffix of the sidecar that records what ``place_file`` wrote.
-SIDECAR_SUFFIX: str = ".export.json"
 #: File name Triton expects per backend (the default ``default_model_filename``).
 MODEL_FILENAMES: dict[str, str] = {"onnx": "model.onnx", "torchscript": "model.pt"}
 
@@ -78,7 +77,7 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 def sidecar_path(target: str | os.PathLike[str]) -> Path:
     """``.../model.onnx`` -> ``.../model.onnx.export.json`` (introduced in notebook 01)."""
     target = Path(target)
-    return target.with_name(target.name + SIDECAR_SUFFIX)
+    return target.with_name(target.name + ".export.json")
 
 
 def place_file(
@@ -97,14 +96,13 @@ def place_file(
     ``overwrite`` is true. The sidecar is written next to wherever the new file lands.
     """
     new_file, target = Path(new_file), Path(target)
-    digest = sha256_file(new_file)
+    destination = target
     action: Action
     if not target.exists():
         action, message = "created", f"created {target}"
     else:
         old_digest = sha256_file(target)
-        recorded = _read_sidecar(target).get("sha256")
-        if recorded == old_digest:
+        if _read_sidecar(target).get("sha256") == old_digest:
             action = "replaced"
             message = f"replaced {target} (our previous export, sha256 {old_digest[:12]})"
         elif overwrite:
@@ -114,17 +112,14 @@ def place_file(
                 "overwrite=True was given"
             )
         else:
-            if fallback_dir is None:
-                fallback_dir = build_dir("exports", *target.parts[-3:-1])
-            destination = Path(fallback_dir) / target.name
-            _move(new_file, destination, digest, metadata)
+            folder = fallback_dir or build_dir("exports", *target.parts[-3:-1])
+            action, destination = "kept", Path(folder) / target.name
             message = (
                 f"kept {target}: it was not written by this helper (sha256 {old_digest[:12]}), "
                 f"so the new export went to {destination}. Pass overwrite=True to replace it."
             )
-            return destination, "kept", message
-    _move(new_file, target, digest, metadata)
-    return target, action, message
+    _move(new_file, destination, metadata)
+    return destination, action, message
 
 
 def export_onnx(
@@ -165,11 +160,9 @@ def _export(
 ) -> ExportResult:
     name = triton_model_name(loaded.size, fmt)
     target = Path(repository) / name / "1" / MODEL_FILENAMES[fmt]
-    args = {"format": fmt, "imgsz": INPUT_SIZE, "device": "cpu", "verbose": False}
+    args = {"format": fmt, "imgsz": INPUT_SIZE, "device": "cpu", "verbose": False, "dynamic": True}
     if fmt == "onnx":
-        args.update(dynamic=True, simplify=True, opset=opset)
-    else:
-        args.update(dynamic=True)
+        args.update(simplify=True, opset=opset)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"export-{name}-") as tmp:
         written = _run_ultralytics_export(loaded, Path(tmp), args)
@@ -180,8 +173,8 @@ def _export(
             "pretrained": loaded.pretrained,
             "opset": opset,
             "imgsz": INPUT_SIZE,
-            "ultralytics": _version("ultralytics"),
-            "torch": _version("torch"),
+            "ultralytics": version("ultralytics"),  # installed: the model was loaded with them
+            "torch": version("torch"),
             "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         path, action, message = place_file(
@@ -237,7 +230,8 @@ def _read_sidecar(target: Path) -> dict[str, object]:
         return {}
 
 
-def _move(source: Path, destination: Path, digest: str, metadata: dict[str, object] | None) -> None:
+def _move(source: Path, destination: Path, metadata: dict[str, object] | None) -> None:
+    digest = sha256_file(source)
     destination.parent.mkdir(parents=True, exist_ok=True)
     # same folder (so os.replace is atomic), same suffix (so .gitignore's patterns cover it)
     partial = destination.with_name(f".{destination.name}.partial{destination.suffix}")
@@ -247,15 +241,6 @@ def _move(source: Path, destination: Path, digest: str, metadata: dict[str, obje
     sidecar_path(destination).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
 
-def _version(package: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "not installed"
-
-
 # --------------------------------------------------------------------------- running the exports
 
 
@@ -263,9 +248,4 @@ def run_torchscript(path: str | os.PathLike[str], batch: np.ndarray) -> np.ndarr
     """Load a TorchScript file on the CPU and run it on an NCHW batch (notebook 01)."""
     import torch
 
-    module = torch.jit.load(str(path), map_location="cpu").eval()
-    with torch.inference_mode():
-        output = module(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))
-    if isinstance(output, (tuple, list)):
-        output = output[0]
-    return output.numpy()
+    return torch_forward(torch.jit.load(str(path), map_location="cpu"), batch)

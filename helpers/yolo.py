@@ -105,14 +105,13 @@ def load_yolo(
     weights: str | os.PathLike[str] | None = None,
     *,
     download: bool = False,
-    seed: int = 0,
 ) -> LoadedYolo:
     """Return YOLO11 of ``size``: pretrained if possible, else random weights (notebook 01).
 
     Order: ``weights`` (a path given by the user; missing -> ``FileNotFoundError``), the
     Ultralytics weights folder and the checkout (``weights_candidates``), a download into the
     Ultralytics weights folder when ``download`` is true and Ultralytics sees a network, and
-    finally the architecture from ``yolo11<size>.yaml`` with random weights drawn from ``seed``
+    finally the architecture from ``yolo11<size>.yaml`` with random weights drawn from seed 0
     (with a ``RandomWeightsWarning``). The download is opt-in so CI never reaches for it.
     """
     import torch
@@ -143,7 +142,7 @@ def load_yolo(
                     return _pretrained(YOLO(str(path)), size, path, downloaded=True)
 
     with torch.random.fork_rng():
-        torch.manual_seed(seed)
+        torch.manual_seed(0)
         model = YOLO(f"yolo11{size}.yaml", task="detect")
     model.model.names = coco_names()  # the yaml has no names: label classes as COCO does
     calibrate_batchnorm(model.model)
@@ -151,7 +150,7 @@ def load_yolo(
         model=model,
         size=size,
         source=(
-            f"random weights from yolo11{size}.yaml (seed {seed}; BatchNorm statistics "
+            f"random weights from yolo11{size}.yaml (seed 0; BatchNorm statistics "
             "calibrated on the Ultralytics sample images)"
         ),
         pretrained=False,
@@ -160,7 +159,7 @@ def load_yolo(
     return loaded
 
 
-def calibrate_batchnorm(network: torch.nn.Module, size: int = INPUT_SIZE) -> None:
+def calibrate_batchnorm(network: torch.nn.Module) -> None:
     """Set a random network's BatchNorm statistics from the sample images (notebook 01).
 
     Freshly initialised BatchNorm layers assume every activation has mean 0 and variance 1.
@@ -173,7 +172,7 @@ def calibrate_batchnorm(network: torch.nn.Module, size: int = INPUT_SIZE) -> Non
 
     images = [load_image(sample_image_path(n)) for n in ("bus.jpg", "zidane.jpg")]
     pictures = images + [image[:, ::-1] for image in images]
-    batch = np.concatenate([preprocess(picture, size)[0] for picture in pictures])
+    batch = np.concatenate([preprocess(picture, INPUT_SIZE)[0] for picture in pictures])
     norms = [m for m in network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     momenta = [m.momentum for m in norms]
     for norm in norms:
@@ -199,11 +198,11 @@ def coco_names() -> dict[int, str]:
     return {int(k): str(v) for k, v in names.items()}
 
 
-def torch_forward(loaded: LoadedYolo, batch: np.ndarray) -> np.ndarray:
-    """Run the PyTorch model on a preprocessed NCHW batch; return ``[N, 84, 8400]`` (notebook 01)."""
+def torch_forward(model: LoadedYolo | torch.nn.Module, batch: np.ndarray) -> np.ndarray:
+    """Run YOLO11 or a TorchScript module on a preprocessed NCHW batch: ``[N, 84, 8400]`` (notebook 01)."""
     import torch
 
-    network = loaded.model.model.eval()
+    network = (model.model.model if isinstance(model, LoadedYolo) else model).eval()
     with torch.inference_mode():
         output = network(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))
     if isinstance(output, (tuple, list)):  # eval mode returns (decoded, raw feature maps)
@@ -310,12 +309,12 @@ def draw_detections(
         annotator.box_label(det["box"], label, color=colors(det["class_id"], bgr=True))
     canvas = np.ascontiguousarray(annotator.result())
     if banner:
-        (unit_w, _), _ = cv2.getTextSize(banner, cv2.FONT_HERSHEY_SIMPLEX, 1.0, 2)
+        font = cv2.FONT_HERSHEY_SIMPLEX
+        (unit_w, _), _ = cv2.getTextSize(banner, font, 1.0, 2)
         scale = min(sum(canvas.shape[:2]) / 1500, (canvas.shape[1] - 12) / unit_w)  # fit the width
-        (tw, th), base = cv2.getTextSize(banner, cv2.FONT_HERSHEY_SIMPLEX, scale, 2)
+        (_, th), base = cv2.getTextSize(banner, font, scale, 2)
         cv2.rectangle(canvas, (0, 0), (canvas.shape[1], th + base + 12), (0, 0, 200), -1)
-        white = (255, 255, 255)
-        cv2.putText(canvas, banner, (6, th + 6), cv2.FONT_HERSHEY_SIMPLEX, scale, white, 2, cv2.LINE_AA)
+        cv2.putText(canvas, banner, (6, th + 6), font, scale, (255, 255, 255), 2, cv2.LINE_AA)
     return canvas
 
 
