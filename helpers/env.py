@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from helpers import machine
-from helpers import server as triton
+from helpers.server import ServerError, ServerUnavailable, TritonServer, choose_mode
 
 #: The embedded tritonserver (manylinux_2_35 build) needs at least this glibc.
 EMBEDDED_MIN_GLIBC = (2, 35)
@@ -52,13 +52,6 @@ class EnvironmentReport:
     gpu: bool
     timings: dict[str, float] = field(default_factory=dict)
 
-    def check(self, name: str) -> Check:
-        """The check called ``name``."""
-        for item in self.checks:
-            if item.name == name:
-                return item
-        raise KeyError(f"no check named {name!r}; have {[c.name for c in self.checks]}")
-
     def frame(self) -> pd.DataFrame:
         """The report as a table: one row per check."""
         rows = [
@@ -79,13 +72,6 @@ class EnvironmentReport:
             f"Triton server: {self.server_mode} ({self.server_reason}). "
             f"Measurements: {self.load_tool} ({self.load_tool_reason})."
         )
-
-
-def _run(command: list[str], timeout: float = 10) -> subprocess.CompletedProcess | None:
-    try:
-        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
 
 
 # ----------------------------------------------------------------------------- the checks
@@ -212,8 +198,12 @@ def check_docker() -> Check:
     ok, reason = machine.docker_engine_available()
     images = ""
     if ok:
-        result = _run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"])
-        names = [n for n in (result.stdout.split() if result else []) if "nvcr.io/nvidia" in n]
+        command = ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"]
+        try:
+            listed = subprocess.run(command, capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            listed = ""
+        names = [n for n in listed.split() if "nvcr.io/nvidia" in n]
         images = "; NGC images: " + (", ".join(names) if names else "none pulled yet")
     return Check(
         "Docker engine",
@@ -231,7 +221,7 @@ def check_embedded_server() -> tuple[Check, float]:
     try:
         with (
             tempfile.TemporaryDirectory() as empty,
-            triton.TritonServer(empty, mode="embedded", startup_timeout=30) as server,
+            TritonServer(empty, mode="embedded", startup_timeout=30) as server,
         ):
             seconds = time.monotonic() - started
             metadata = server.http_client().get_server_metadata()
@@ -240,7 +230,7 @@ def check_embedded_server() -> tuple[Check, float]:
             True,
             f"Triton {metadata['version']} started and was ready in {seconds:.1f} s",
         ), seconds
-    except triton.ServerError as error:
+    except ServerError as error:
         first_line = str(error).splitlines()[0]
         return Check(
             "embedded tritonserver",
@@ -350,13 +340,11 @@ def environment_report(start_server: bool = True) -> EnvironmentReport:
 
     if not start_server:
         try:
-            mode = triton.choose_mode("auto")
-            reason = (
-                "not started here; its files are present"
-                if mode == "embedded"
-                else ("a Docker engine answers")
-            )
-        except triton.ServerUnavailable as error:
+            mode = choose_mode("auto")
+            reason = "not started here; its files are present"
+            if mode == "docker":
+                reason = "a Docker engine answers"
+        except ServerUnavailable as error:
             mode, reason = "none", str(error)
     elif embedded_ok:
         mode, reason = "embedded", "the tritonserver from the nvidia-pytriton wheel started here"

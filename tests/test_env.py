@@ -19,6 +19,12 @@ def report():
     return environment_report(start_server=True)
 
 
+@pytest.fixture(scope="module")
+def lines(report):
+    """The report's checks by name."""
+    return {check.name: check for check in report.checks}
+
+
 def _docker_engine_answers() -> bool:
     if shutil.which("docker") is None:
         return False
@@ -33,30 +39,30 @@ def _gpu_listed() -> bool:
     return result.returncode == 0 and "GPU" in result.stdout
 
 
-def test_gpu_line_matches_nvidia_smi(report):
-    assert report.check("NVIDIA GPU").ok == _gpu_listed() == report.gpu
+def test_gpu_line_matches_nvidia_smi(report, lines):
+    assert lines["NVIDIA GPU"].ok == _gpu_listed() == report.gpu
 
 
-def test_docker_line_matches_docker_info(report):
-    assert report.check("Docker engine").ok == _docker_engine_answers()
+def test_docker_line_matches_docker_info(lines):
+    assert lines["Docker engine"].ok == _docker_engine_answers()
 
 
-def test_glibc_and_hardware_are_this_machines(report):
-    assert report.check("glibc").found == os.confstr("CS_GNU_LIBC_VERSION").split()[1]
-    assert f"{os.cpu_count()} cores" in report.check("CPU and memory").found
+def test_glibc_and_hardware_are_this_machines(lines):
+    assert lines["glibc"].found == os.confstr("CS_GNU_LIBC_VERSION").split()[1]
+    assert f"{os.cpu_count()} cores" in lines["CPU and memory"].found
     gib = psutil.virtual_memory().total / 2**30
-    assert f"{gib:.1f} GiB" in report.check("CPU and memory").found
+    assert f"{gib:.1f} GiB" in lines["CPU and memory"].found
 
 
-def test_embedded_server_really_started_and_is_the_chosen_launcher(report):
-    line = report.check("embedded tritonserver")
+def test_embedded_server_really_started_and_is_the_chosen_launcher(report, lines):
+    line = lines["embedded tritonserver"]
     assert line.ok, line.found
     assert line.found.startswith("Triton 2.")
     assert report.server_mode == "embedded"
 
 
-def test_perf_analyzer_decision_follows_glibc(report):
-    line = report.check("perf_analyzer")
+def test_perf_analyzer_decision_follows_glibc(report, lines):
+    line = lines["perf_analyzer"]
     if glibc_version() < (2, 38) and shutil.which("perf_analyzer") is None:
         assert not line.ok
         assert "2.38" in line.found
