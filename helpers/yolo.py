@@ -2,16 +2,10 @@
 
 The pre- and post-processing a client writes live in the notebooks' cells and are generated
 into ``helpers.lessons``: ``preprocess`` / ``postprocess`` / ``detect`` (notebook 03,
-``helpers.lessons.yolo_client``) and ``decode`` (notebook 01, ``helpers.lessons.yolo_decode``).
-A detection is the dict ``postprocess`` returns: ``{"label", "class_id", "score", "box"}`` with
-``box`` = ``[x1, y1, x2, y2]`` in original-image pixels. Here:
-
-- ``load_yolo``: pretrained weights when they can be had, otherwise the architecture from
-  ``yolo11<size>.yaml`` with random weights (timings real, detections not).
-- ``draw_detections`` / ``detections_frame``: boxes drawn on a copy of the image, or as a table.
-
-Notebook 01's checks of the decoder (``plant_boxes``, ``ultralytics_detections``,
-``match_detections``) are its cells, in ``helpers.lessons.yolo_decode``.
+``helpers.lessons.yolo_client``), ``decode`` and its checks (notebook 01,
+``helpers.lessons.yolo_decode``). A detection is the dict ``postprocess`` returns:
+``{"label", "class_id", "score", "box"}`` with ``box`` = ``[x1, y1, x2, y2]`` in original-image
+pixels.
 """
 
 from __future__ import annotations
