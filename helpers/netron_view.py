@@ -2,8 +2,7 @@
 
 ``NetronServer(path)`` starts ``netron`` on 127.0.0.1 with a free port, waits until it answers
 HTTP, and gives ``.url``, ``.iframe()`` for JupyterLab and ``.stop()``. Its lifecycle is
-``helpers.processes.ChildServer``'s: the child never outlives the Python process that started
-it (on Linux the kernel kills it when its parent dies, ``PR_SET_PDEATHSIG``).
+``helpers.processes.ChildServer``'s: the child never outlives the Python process that started it.
 """
 
 from __future__ import annotations
@@ -32,9 +31,8 @@ def netron_command(
 class NetronServer(ChildServer):
     """Netron serving one model file on loopback, in a child process (introduced in notebook 01).
 
-    Use as a context manager, or call ``stop()``. ``iframe()`` shows the graph in JupyterLab
-    when the browser runs on the same machine as the kernel (for a remote kernel, forward the
-    port: ``ssh -L <port>:127.0.0.1:<port> host``, then open ``url``).
+    ``iframe()`` shows the graph in JupyterLab when the browser runs on the same machine as the
+    kernel (for a remote kernel, forward the port: ``ssh -L <port>:127.0.0.1:<port> host``).
     """
 
     program, startup_timeout = "netron", 30.0

@@ -104,10 +104,8 @@ def latency_table(times: pd.DataFrame, baseline: str | None = None) -> pd.DataFr
     batch = table.index.get_level_values("batch").to_numpy()
     table["images_per_s"] = batch / (table["p50_ms"].to_numpy() / 1e3)
     if baseline is not None:
-        base = table.xs(baseline, level="variant")["p50_ms"]
-        table["speedup_vs_" + baseline] = [
-            base.loc[b] / p50 for (_, b), p50 in zip(table.index, table["p50_ms"], strict=True)
-        ]
+        base = table.xs(baseline, level="variant")["p50_ms"]  # p50 per batch size
+        table["speedup_vs_" + baseline] = base.loc[batch].to_numpy() / table["p50_ms"].to_numpy()
     return table.round(3)
 
 

@@ -107,10 +107,8 @@ def envoy_command(config: str | Path = "deploy/envoy/envoy.yaml") -> list[str]:
 class EnvoyProxy(ChildServer):
     """Envoy balancing HTTP and gRPC over Triton replicas, as a child process (notebook 10).
 
-    ``replicas`` are ``TritonServer`` objects (started) or ``Replica`` addresses. Listens on
-    loopback on free ports; the course's one child-server lifecycle
-    (``helpers.processes.ChildServer``) stops it on ``stop()``, on leaving a ``with`` block,
-    when collected, or at interpreter exit, and the kernel kills it if this process dies.
+    ``replicas`` are ``TritonServer`` objects (started) or ``Replica`` addresses. Envoy listens
+    on free loopback ports and stops as every ``helpers.processes.ChildServer`` does.
     """
 
     port_count = 3  # HTTP, gRPC, admin

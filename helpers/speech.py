@@ -181,8 +181,7 @@ def plot_waveform(
     _, ax = plt.subplots(figsize=(12, 4))
     duration = max([len(samples) / SAMPLE_RATE] + [float(s["end"]) for s in segments])
     times = np.arange(len(samples)) / SAMPLE_RATE
-    peak = float(np.max(np.abs(samples))) if len(samples) else 1.0
-    peak = peak or 1.0
+    peak = float(np.abs(samples).max(initial=0.0)) or 1.0
     ax.plot(times, samples, linewidth=0.4, color="tab:blue")
     # Width of the axes in inches -> how many characters of 8 pt text fit in a span.
     width_inches = ax.get_position().width * ax.figure.get_figwidth()
