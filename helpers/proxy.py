@@ -204,7 +204,7 @@ def _stop(process: subprocess.Popen, workdir: Path, grace_period: float = 5.0) -
     return code
 
 
-def triton_replica(model_repository: str | Path, models: Sequence[str], **kwargs: Any) -> Any:
+def triton_replica(model_repository: str | Path, models: Sequence[str]) -> Any:
     """A ``TritonServer`` (not started) that serves ``models`` as a replica (notebook 10).
 
     It loads ``models`` before saying ready: ``--strict-readiness=true`` makes
@@ -213,7 +213,5 @@ def triton_replica(model_repository: str | Path, models: Sequence[str], **kwargs
     """
     from helpers.server import TritonServer
 
-    replica = ["--strict-readiness=true", *(f"--load-model={name}" for name in models)]
-    return TritonServer(
-        model_repository, extra_args=[*replica, *kwargs.pop("extra_args", ())], **kwargs
-    )
+    loads = [f"--load-model={name}" for name in models]
+    return TritonServer(model_repository, extra_args=["--strict-readiness=true", *loads])

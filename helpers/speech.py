@@ -86,14 +86,14 @@ def decode_audio_bytes(data: bytes) -> np.ndarray:
     return decode_audio(io.BytesIO(data), sampling_rate=SAMPLE_RATE)
 
 
-def wav_bytes(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
-    """Encode mono float32 samples in [-1, 1] as a 16-bit PCM WAV file (notebook 06)."""
+def wav_bytes(samples: np.ndarray) -> bytes:
+    """Encode 16 kHz mono float32 samples in [-1, 1] as a 16-bit PCM WAV file (notebook 06)."""
     pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as wav:
         wav.setnchannels(1)
         wav.setsampwidth(2)
-        wav.setframerate(sample_rate)
+        wav.setframerate(SAMPLE_RATE)
         wav.writeframes(pcm.tobytes())
     return buffer.getvalue()
 
@@ -110,11 +110,9 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     return np.frombuffer(frames, dtype="<i2").astype(np.float32) / 32768.0, rate
 
 
-def concatenate(
-    parts: Sequence[np.ndarray], gap_seconds: float = 0.6, sample_rate: int = SAMPLE_RATE
-) -> np.ndarray:
-    """Join audio clips with ``gap_seconds`` of silence between them (notebook 06)."""
-    gap = np.zeros(int(gap_seconds * sample_rate), dtype=np.float32)
+def concatenate(parts: Sequence[np.ndarray], gap_seconds: float = 0.6) -> np.ndarray:
+    """Join 16 kHz audio clips with ``gap_seconds`` of silence between them (notebook 06)."""
+    gap = np.zeros(int(gap_seconds * SAMPLE_RATE), dtype=np.float32)
     pieces = [piece for part in parts for piece in (gap, part)][1:]  # no gap before the first
     return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
 

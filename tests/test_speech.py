@@ -49,9 +49,9 @@ def test_read_wav_of_a_sample(tmp_path) -> None:
 
 def test_concatenate_inserts_gaps() -> None:
     a, b = np.ones(100, np.float32), np.ones(50, np.float32)
-    joined = speech.concatenate([a, b], gap_seconds=0.01, sample_rate=1000)
-    assert joined.shape == (160,)
-    assert joined[100:110].tolist() == [0.0] * 10
+    joined = speech.concatenate([a, b], gap_seconds=0.01)  # 160 samples at 16 kHz
+    assert joined.shape == (310,)
+    assert joined[100:260].tolist() == [0.0] * 160 and joined[260:].tolist() == [1.0] * 50
 
 
 @pytest.mark.parametrize(
