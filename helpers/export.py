@@ -57,7 +57,6 @@ class ExportResult:
     target: Path  # where Triton looks: model_repository/<name>/1/model.onnx|model.pt
     action: Action
     message: str
-    sha256: str
     seconds: float
 
 
@@ -186,7 +185,6 @@ def _export(
         target=target,
         action=action,
         message=message,
-        sha256=sha256_file(path),
         seconds=round(time.perf_counter() - started, 2),
     )
 
