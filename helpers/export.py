@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
 from typing import Literal
+from unittest import mock
 
 import numpy as np
 
@@ -191,17 +192,9 @@ def _export(
 
 def _run_ultralytics_export(loaded: LoadedYolo, folder: Path, args: dict[str, object]) -> Path:
     """Run ``YOLO.export`` so that its output lands in ``folder``, not beside the weights or in cwd."""
-    network = loaded.model.model
-    had_pt_path = hasattr(network, "pt_path")
-    old_pt_path = getattr(network, "pt_path", None)
-    network.pt_path = str(folder / f"yolo11{loaded.size}.pt")  # the exporter names files after it
-    try:
+    pt_path = str(folder / f"yolo11{loaded.size}.pt")  # the exporter names its file after it
+    with mock.patch.object(loaded.model.model, "pt_path", pt_path, create=True):  # then restored
         written = Path(loaded.model.export(**args))
-    finally:
-        if had_pt_path:
-            network.pt_path = old_pt_path
-        else:
-            del network.pt_path
     if not written.is_file() or written.parent.resolve() != folder.resolve():
         raise RuntimeError(f"Ultralytics wrote {written}, expected a file in {folder}")
     return written
