@@ -193,7 +193,7 @@ def coco_names() -> dict[int, str]:
 
 
 def torch_forward(model: LoadedYolo | torch.nn.Module, batch: np.ndarray) -> np.ndarray:
-    """Run YOLO11 or a TorchScript module on a preprocessed NCHW batch: ``[N, 84, 8400]`` (notebook 01)."""
+    """Run YOLO11 or a TorchScript module on an NCHW batch; returns ``[N, 84, 8400]`` (notebook 01)."""
     import torch
 
     network = (model.model.model if isinstance(model, LoadedYolo) else model).eval()
