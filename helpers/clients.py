@@ -7,8 +7,6 @@ learner writes (``preprocess``, ``postprocess``, ``detect``) is notebook 03's, g
 
     from helpers.clients import infer
     outputs = infer(server, "yolo11n_onnx", {"images": batch})   # {"output0": array}
-
-``target`` arguments take a running ``TritonServer``, a ``host:port`` URL or a client.
 """
 
 from __future__ import annotations
@@ -53,18 +51,13 @@ def protocol_of(client: Any) -> Protocol:
     raise TypeError(f"not a tritonclient client: {type(client).__name__}")
 
 
-def url_of(target: TritonServer | str, protocol: Protocol) -> str:
-    """The ``host:port`` of ``protocol`` for a server (or the URL itself) (notebook 03)."""
-    if isinstance(target, str):
-        return target
-    return target.http_url if protocol == "http" else target.grpc_url
-
-
 def client_for(target: Any, protocol: Protocol) -> Any:
     """A sync client for a server or URL; a client passed in is returned as is (notebook 03)."""
     if hasattr(target, "infer"):
         return target
-    return client_module(protocol).InferenceServerClient(url_of(target, protocol))
+    if not isinstance(target, str):  # a TritonServer: its address for this protocol
+        target = target.http_url if protocol == "http" else target.grpc_url
+    return client_module(protocol).InferenceServerClient(target)
 
 
 def make_inputs(protocol: Protocol, arrays: Arrays) -> list[Any]:
@@ -74,10 +67,7 @@ def make_inputs(protocol: Protocol, arrays: Arrays) -> list[Any]:
     for name, array in arrays.items():
         array = np.ascontiguousarray(array)
         tensor = module.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
-        if protocol == "http":
-            tensor.set_data_from_numpy(array, binary_data=True)
-        else:
-            tensor.set_data_from_numpy(array)
+        tensor.set_data_from_numpy(array)  # binary: gRPC always, HTTP by default
         inputs.append(tensor)
     return inputs
 
@@ -101,7 +91,7 @@ def infer(
     finally:
         if client is not target:  # made for this call: an open connection delays server exit
             client.close()
-    response = result.get_response(as_json=True) if protocol == "grpc" else result.get_response()
+    response = result.get_response(**_as_json(client))
     return {out["name"]: result.as_numpy(out["name"]) for out in response["outputs"]}
 
 
@@ -150,12 +140,11 @@ def infer_concurrently(
     Introduced in notebook 03. At most ``concurrency`` requests are in flight at any time,
     like ``perf_analyzer --concurrency-range``.
     """
-    url = url_of(target, protocol)
     local = threading.local()
 
     def one(arrays: Arrays) -> dict[str, np.ndarray]:
         if not hasattr(local, "client"):
-            local.client = client_module(protocol).InferenceServerClient(url)
+            local.client = client_for(target, protocol)
         try:
             return infer(local.client, model, arrays)
         except Exception as error:
@@ -169,22 +158,21 @@ def infer_concurrently(
 # --------------------------------------------------------------------------- what the server says
 
 
+def _as_json(client: Any) -> dict[str, bool]:
+    """The keyword that makes a gRPC client answer in JSON (dicts), as an HTTP one does."""
+    return {"as_json": True} if protocol_of(client) == "grpc" else {}
+
+
 def model_io(client: Any, model: str) -> tuple[list[str], list[str]]:
     """The names of a model's inputs and outputs, from its metadata (notebook 03)."""
-    if protocol_of(client) == "grpc":
-        metadata = client.get_model_metadata(model, as_json=True)
-    else:
-        metadata = client.get_model_metadata(model)
+    metadata = client.get_model_metadata(model, **_as_json(client))
     return [t["name"] for t in metadata["inputs"]], [t["name"] for t in metadata["outputs"]]
 
 
 def loaded_config(client: Any, model: str) -> ModelConfig:
     """The configuration Triton is running the model with, auto-completed (notebook 03)."""
-    if protocol_of(client) == "grpc":
-        values = client.get_model_config(model, as_json=True)["config"]
-    else:
-        values = client.get_model_config(model)
-    return config_from_dict(values)
+    values = client.get_model_config(model, **_as_json(client))
+    return config_from_dict(values.get("config", values))  # gRPC wraps it in {"config": ...}
 
 
 # --------------------------------------------------------------------------- comparing detections
