@@ -9,6 +9,7 @@ results (``gpu_names``), the server launchers (``python_shared_library``,
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import os
@@ -33,25 +34,19 @@ class GpuInfo:
 
 
 def gpus() -> list[GpuInfo]:
-    """Every NVIDIA GPU ``nvidia-smi`` lists, else the one torch sees, else none (notebook 00)."""
+    """Every NVIDIA GPU ``nvidia-smi`` lists, else the one torch sees, else none (notebook 00).
+
+    Its ``compute_cap`` field needs driver 510 or newer; with an older one, torch's view.
+    """
     smi = shutil.which("nvidia-smi")
     if smi:
-        for fields in (
-            "name,compute_cap,driver_version,memory.total",
-            "name,driver_version,memory.total",  # drivers older than 510 lack compute_cap
-        ):
-            try:
-                result = subprocess.run(
-                    [smi, f"--query-gpu={fields}", "--format=csv,noheader,nounits"],
-                    capture_output=True,
-                    text=True,
-                    timeout=20,
-                )
-            except (OSError, subprocess.TimeoutExpired):
-                break
+        query = "--query-gpu=name,compute_cap,driver_version,memory.total"
+        command = [smi, query, "--format=csv,noheader,nounits"]
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            result = subprocess.run(command, capture_output=True, text=True, timeout=20)
             lines = [line for line in result.stdout.splitlines() if line.strip()]
-            if result.returncode == 0 and lines:
-                return [_smi_gpu([v.strip() for v in line.split(",")]) for line in lines]
+            if lines and result.returncode == 0:
+                return [_smi_gpu(line) for line in lines]
     capability = _torch_capability()
     if capability is not None:
         import torch
@@ -60,18 +55,11 @@ def gpus() -> list[GpuInfo]:
     return []
 
 
-def _smi_gpu(values: list[str]) -> GpuInfo:
-    """A GpuInfo from one line of ``nvidia-smi --query-gpu`` (with or without compute_cap)."""
-    if len(values) == 4:
-        name, capability, driver, memory = values
-    else:
-        (name, driver, memory), capability = values, None
-    return GpuInfo(
-        name=name,
-        compute_capability=capability or _torch_capability(),
-        driver_version=driver,
-        memory_mib=int(float(memory)) if memory.replace(".", "").isdigit() else None,
-    )
+def _smi_gpu(line: str) -> GpuInfo:
+    """A GpuInfo from one line of ``nvidia-smi --query-gpu=name,compute_cap,...``."""
+    name, capability, driver, memory = (value.strip() for value in line.split(","))
+    memory_mib = int(float(memory)) if memory.replace(".", "").isdigit() else None
+    return GpuInfo(name, capability or _torch_capability(), driver, memory_mib)
 
 
 def _torch_capability() -> str | None:
@@ -100,15 +88,6 @@ def nvidia_gpu_present() -> bool:
 def gpu_names() -> str:
     """The NVIDIA GPUs' names joined with " + ", or ``"none"`` (notebook 05)."""
     return " + ".join(gpu.name for gpu in gpus()) or "none"
-
-
-def cuda_version() -> str | None:
-    """The CUDA version torch was built for (``torch.version.cuda``), or None (notebook 00)."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    return torch.version.cuda
 
 
 def glibc_version() -> tuple[int, int] | None:
@@ -222,7 +201,7 @@ def machine_facts() -> dict[str, str]:
         "device": gpu.name if gpu else "none",
         "cpu": cpu_name(),
         "driver": (gpu.driver_version if gpu else None) or "none",
-        "cuda": str(cuda_version()),
+        "cuda": str(torch.version.cuda),  # the CUDA torch was built for
         "torch": torch.__version__,
         "python": platform.python_version(),
         "os": platform.platform(),
