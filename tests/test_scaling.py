@@ -86,7 +86,7 @@ def http_sender(url: str):
     return send
 
 
-def test_the_committed_config_is_what_runs(replicas):
+def test_the_committed_config_is_what_runs():
     config = envoy_config([], 1, 2, 3, policy="LEAST_REQUEST", retries=False)
     clusters = config["static_resources"]["clusters"]
     assert [c["lb_policy"] for c in clusters] == ["LEAST_REQUEST", "LEAST_REQUEST"]
