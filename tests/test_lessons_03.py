@@ -56,7 +56,7 @@ def lesson(server, model_files, tmp_path_factory: pytest.TempPathFactory) -> dic
         "TRITON_HTTP_URL": server.http_url,
         "TRITON_GRPC_URL": server.grpc_url,
         "TRITON_METRICS_URL": server.metrics_url,
-        "IMAGE_PATH": str(yolo.bus_image_path()),
+        "IMAGE_PATH": str(yolo.sample_image_path("bus.jpg")),
         "ONNX_FILE": str(model_files["onnx"]),
     }
     names = [
@@ -68,7 +68,7 @@ def lesson(server, model_files, tmp_path_factory: pytest.TempPathFactory) -> dic
 
 @pytest.fixture(scope="module")
 def bus():
-    image = yolo.load_image(yolo.bus_image_path())
+    image = yolo.load_image(yolo.sample_image_path("bus.jpg"))
     batch, letterbox = preprocess(image)
     return image, batch, letterbox
 
@@ -116,7 +116,7 @@ def test_preprocess_is_notebook_01s_letterbox_cell_bit_for_bit(bus, tmp_path):
     image, expected, letterbox = bus
     wide = cv2.resize(image, (1000, 333))  # padding split unevenly, on the other axis
     cv2.imwrite(str(tmp_path / "wide.png"), wide)
-    for picture, path in ((image, yolo.bus_image_path()), (wide, tmp_path / "wide.png")):
+    for picture, path in ((image, yolo.sample_image_path("bus.jpg")), (wide, tmp_path / "wide.png")):
         namespace = {"IMAGE_PATH": str(path)}
         exec(cell, namespace)  # noqa: S102 - notebook 01's own cell
         batch, _ = preprocess(picture)

@@ -38,7 +38,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, no_leftover_server_processe
 @pytest.fixture(scope="module")
 def lesson(server, tmp_path_factory: pytest.TempPathFactory) -> dict:
     running, files = server
-    batch, _ = preprocess(yolo.load_image(yolo.bus_image_path()))
+    batch, _ = preprocess(yolo.load_image(yolo.sample_image_path("bus.jpg")))
     session = ort.InferenceSession(str(files["onnx"]), providers=["CPUExecutionProvider"])
     provided = {
         "TRITON_HTTP_URL": running.http_url,

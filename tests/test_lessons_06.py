@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from helpers import whisper_client as wc
+from helpers import speech
 from helpers.commands import format_command
 from helpers.lessons.whisper import (
     MULTILINGUAL_HOWTO,
@@ -53,7 +53,7 @@ def faster_whisper_run_command(gpus: bool = True) -> list[str]:
         command += ["-p", f"127.0.0.1:{port}:{port}"]
     command += ["-v", "./model_repository:/models:ro", IMAGE]
     command += ["tritonserver", "--model-repository=/models", "--model-control-mode=explicit"]
-    return command + [f"--load-model={wc.MODEL_NAME}", f"--load-model={wc.STREAM_MODEL_NAME}"]
+    return command + [f"--load-model={speech.MODEL_NAME}", f"--load-model={speech.STREAM_MODEL_NAME}"]
 
 
 def test_dockerfile_and_commands_shown_are_the_committed_file_and_the_builders() -> None:
@@ -70,12 +70,12 @@ def test_the_run_command_serves_both_models_on_loopback_read_only() -> None:
     assert "./model_repository:/models:ro" in command
     published = [command[i + 1] for i, part in enumerate(command) if part == "-p"]
     assert published == [f"127.0.0.1:{port}:{port}" for port in (8000, 8001, 8002)]
-    assert command[-2:] == [f"--load-model={wc.MODEL_NAME}", f"--load-model={wc.STREAM_MODEL_NAME}"]
+    assert command[-2:] == [f"--load-model={speech.MODEL_NAME}", f"--load-model={speech.STREAM_MODEL_NAME}"]
 
 
 @pytest.fixture(scope="module")
 def server():
-    with TritonServer(models=[wc.MODEL_NAME, wc.STREAM_MODEL_NAME]) as running:
+    with TritonServer(models=[speech.MODEL_NAME, speech.STREAM_MODEL_NAME]) as running:
         yield running
 
 
@@ -113,7 +113,7 @@ def offline(name: str) -> str:
 def test_an_english_only_model_is_not_taken_for_a_multilingual_one(tmp_path) -> None:
     for check in (
         multilingual_model("tiny.en", download=offline),
-        multilingual_model(wc.local_model_path("tiny.en")),  # the folder, asked of CTranslate2
+        multilingual_model(speech.local_model_path("tiny.en")),  # the folder, asked of CTranslate2
     ):
         assert check.path is None
         assert "English-only" in check.reason and MULTILINGUAL_HOWTO in check.reason

@@ -20,7 +20,7 @@ import onnxruntime as ort
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from helpers import whisper_client as wc
+from helpers import speech
 from helpers.clients import infer
 from helpers.lessons.whisper import transcribe
 from helpers.processes import is_alive, process_tree, wait_until_gone
@@ -29,7 +29,7 @@ from helpers.speech import load_samples
 from tests.reliability_models import add_model, yolo11n_files
 from tests.tiny_models import sample_batch
 
-YOLO, WHISPER = "yolo11n_onnx", wc.MODEL_NAME
+YOLO, WHISPER = "yolo11n_onnx", speech.MODEL_NAME
 SPEECH = {sample.name: sample for sample in load_samples()}["thank_you"]
 
 

@@ -23,7 +23,7 @@ import onnxruntime as ort
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from helpers import whisper_client as wc
+from helpers import speech
 from helpers.clients import infer
 from helpers.export import run_torchscript
 from helpers.fastapi_server import FastAPIServer
@@ -35,10 +35,10 @@ from helpers.repository import missing_model_file
 from helpers.server import ModelLoadError, TritonServer
 from helpers.speech import load_samples, read_wav
 from helpers.statistics import model_stats, settled_stats
-from helpers.yolo import bus_image_path, load_image
+from helpers.yolo import load_image, sample_image_path
 from tests.reliability_models import add_model, yolo11n_files
 
-ONNX, TORCHSCRIPT, WHISPER = "yolo11n_onnx", "yolo11n_torchscript", wc.MODEL_NAME
+ONNX, TORCHSCRIPT, WHISPER = "yolo11n_onnx", "yolo11n_torchscript", speech.MODEL_NAME
 INPUT_NAMES = {ONNX: "images", TORCHSCRIPT: "INPUT__0"}
 OUTPUT_NAMES = {ONNX: "output0", TORCHSCRIPT: "OUTPUT__0"}
 SPEECH = {sample.name: sample for sample in load_samples()}["thank_you"]
@@ -73,7 +73,7 @@ def server(repository: Path):
 @pytest.fixture(scope="module")
 def bus() -> np.ndarray:
     """bus.jpg preprocessed: float32 [1, 3, 640, 640]."""
-    return preprocess(load_image(bus_image_path()))[0]
+    return preprocess(load_image(sample_image_path("bus.jpg")))[0]
 
 
 @pytest.fixture(scope="module")
@@ -427,7 +427,7 @@ def test_missing_model_file_follows_the_version_policy_and_shows_course_paths(tm
 
 def test_image_and_audio_paths_are_checked(tmp_path):
     truncated = tmp_path / "truncated.jpg"
-    truncated.write_bytes(bus_image_path().read_bytes()[:40_000])
+    truncated.write_bytes(sample_image_path("bus.jpg").read_bytes()[:40_000])
     with pytest.raises(ValueError, match=f"{truncated} is damaged: image file is truncated"):
         load_image(truncated)
     garbage = tmp_path / "garbage.jpg"

@@ -21,7 +21,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from helpers import whisper_client as wc
+from helpers import speech
 from helpers.lessons.whisper import (
     Transcript,
     build_inputs,
@@ -35,14 +35,14 @@ from helpers.server import TritonServer
 from helpers.speech import concatenate, load_samples, read_wav, wav_bytes, word_error_rate
 from helpers.statistics import ModelStats, model_stats, settled_stats
 
-MODEL_PY = MODEL_REPOSITORY / wc.MODEL_NAME / "1" / "model.py"
-STREAM_MODEL_PY = MODEL_REPOSITORY / wc.STREAM_MODEL_NAME / "1" / "model.py"
+MODEL_PY = MODEL_REPOSITORY / speech.MODEL_NAME / "1" / "model.py"
+STREAM_MODEL_PY = MODEL_REPOSITORY / speech.STREAM_MODEL_NAME / "1" / "model.py"
 SAMPLES = {sample.name: sample for sample in load_samples()}
 
 
 @pytest.fixture(scope="module")
 def server():
-    with TritonServer(models=[wc.MODEL_NAME, wc.STREAM_MODEL_NAME]) as running:
+    with TritonServer(models=[speech.MODEL_NAME, speech.STREAM_MODEL_NAME]) as running:
         yield running
 
 
@@ -91,10 +91,10 @@ def test_both_model_folders_share_one_self_contained_model_py() -> None:
         elif isinstance(node, ast.ImportFrom):
             imported.add((node.module or "").split(".")[0])
     assert "helpers" not in imported
-    for folder in (wc.MODEL_NAME, wc.STREAM_MODEL_NAME):
+    for folder in (speech.MODEL_NAME, speech.STREAM_MODEL_NAME):
         config = (MODEL_REPOSITORY / folder / "config.pbtxt").read_text()
         assert re.search(rf'^name: "{folder}"$', config, re.MULTILINE)
-    stream_config = (MODEL_REPOSITORY / wc.STREAM_MODEL_NAME / "config.pbtxt").read_text()
+    stream_config = (MODEL_REPOSITORY / speech.STREAM_MODEL_NAME / "config.pbtxt").read_text()
     assert "decoupled: true" in stream_config
 
 
@@ -156,7 +156,7 @@ def test_one_request_may_carry_several_files(server, http) -> None:
     audio = np.array([[SAMPLES[name].read_bytes()] for name in names], dtype=np.object_)
     tensor = httpclient.InferInput("AUDIO", [2, 1], "BYTES")
     tensor.set_data_from_numpy(audio)
-    result = http.infer(wc.MODEL_NAME, [tensor])
+    result = http.infer(speech.MODEL_NAME, [tensor])
     assert result.as_numpy("TEXT").shape == (2, 1)
     for index, name in enumerate(names):
         transcript = parse_result(result, index)
@@ -171,7 +171,7 @@ def test_bad_audio_fails_alone_in_a_dynamic_batch(server, long_audio, tmp_path, 
         "truncated": (good.read_bytes()[:44], "holds no audio samples"),
         "image, not audio": (png_file(tmp_path / "plot.png").read_bytes(), "has no audio stream"),
     }
-    before = model_stats(http, wc.MODEL_NAME)
+    before = model_stats(http, speech.MODEL_NAME)
     started = threading.Event()
 
     def send(audio: bytes) -> Transcript | Exception:
@@ -186,7 +186,7 @@ def test_bad_audio_fails_alone_in_a_dynamic_batch(server, long_audio, tmp_path, 
         tensor.set_data_from_numpy(np.zeros((1, 1), np.float32))
         with httpclient.InferenceServerClient(server.http_url) as client:
             try:
-                client.infer(wc.MODEL_NAME, [tensor])
+                client.infer(speech.MODEL_NAME, [tensor])
             except InferenceServerException as error:
                 return error
         return None
@@ -211,7 +211,7 @@ def test_bad_audio_fails_alone_in_a_dynamic_batch(server, long_audio, tmp_path, 
         assert message in results[name].message(), (name, results[name].message())
     assert "data-type is 'FP32', but model" in str(wrong_type.result())
     assert "expects 'BYTES'" in str(wrong_type.result())
-    after = settled_stats(http, wc.MODEL_NAME, before.success_count + 2)  # blocker, good
+    after = settled_stats(http, speech.MODEL_NAME, before.success_count + 2)  # blocker, good
     assert batched_executions(after) > batched_executions(before), "the requests were never batched"
     assert transcribe(http, good.read_bytes()).text == good_result.text
 
@@ -238,7 +238,7 @@ def test_streaming_reports_a_bad_file(server) -> None:
 
 
 def test_two_instances_serve_concurrent_requests(server, http) -> None:
-    config = http.get_model_config(wc.MODEL_NAME)
+    config = http.get_model_config(speech.MODEL_NAME)
     config.update(name="whisper_two_instances", instance_group=[{"count": 2, "kind": "KIND_CPU"}])
     server.load_model(
         "whisper_two_instances", config=config, files={"file:1/model.py": MODEL_PY.read_bytes()}
@@ -307,7 +307,7 @@ class TritonPythonModel(TritonPythonModel):
 @pytest.fixture
 def utf8_stub(server, http):
     """The real model.py serving the stub recogniser as ``whisper_utf8_stub``."""
-    config = http.get_model_config(wc.MODEL_NAME)
+    config = http.get_model_config(speech.MODEL_NAME)
     config.update(name="whisper_utf8_stub", instance_group=[{"count": 1, "kind": "KIND_CPU"}])
     source = MODEL_PY.read_text(encoding="utf-8") + STUB
     server.load_model(

