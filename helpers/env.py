@@ -215,7 +215,7 @@ def check_docker() -> Check:
     )
 
 
-def check_embedded_server() -> tuple[Check, float]:
+def check_embedded_server() -> Check:
     """Start the embedded tritonserver with an empty repository; report whether it came up."""
     started = time.monotonic()
     try:
@@ -229,16 +229,15 @@ def check_embedded_server() -> tuple[Check, float]:
             "embedded tritonserver",
             True,
             f"Triton {metadata['version']} started and was ready in {seconds:.1f} s",
-        ), seconds
+        )
     except ServerError as error:
-        first_line = str(error).splitlines()[0]
         return Check(
             "embedded tritonserver",
             False,
-            first_line,
+            str(error).splitlines()[0],
             "no Triton without Docker: the serving notebooks need the docker launcher",
             "pip install nvidia-pytriton==0.7.0 on Linux x86-64 with glibc >= 2.35 and libpython",
-        ), time.monotonic() - started
+        )
 
 
 def check_perf_analyzer() -> Check:
@@ -324,12 +323,7 @@ def environment_report(start_server: bool = True) -> EnvironmentReport:
     timed("onnxruntime-gpu", lambda: check_onnxruntime_gpu(gpu))
     timed("tensorrt", check_tensorrt)
     docker = timed("docker", check_docker).ok
-    embedded_ok = False
-    if start_server:
-        check, seconds = check_embedded_server()
-        checks.append(check)
-        timings["embedded server"] = seconds
-        embedded_ok = check.ok
+    embedded_ok = start_server and timed("embedded server", check_embedded_server).ok
     perf = timed("perf_analyzer", check_perf_analyzer)
     for name, probe in [
         ("espeak-ng", check_espeak),
