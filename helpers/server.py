@@ -21,6 +21,7 @@ only this ``TritonServer`` object knows.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -441,12 +442,6 @@ class TritonServer(ChildServer):
         with urllib.request.urlopen(self.metrics_url, timeout=2) as reply:
             return reply.status == 200
 
-    def stop(self, grace_period: float = 10.0) -> int | None:
-        """Stop the server: SIGTERM, then SIGKILL after ``grace_period`` seconds."""
-        code = super().stop(grace_period)
-        self._container = self._workdir = None
-        return code
-
     # ----- addresses and clients
     @property
     def http_url(self) -> str:
@@ -492,20 +487,14 @@ class TritonServer(ChildServer):
         missing = "" if files else missing_model_file(self.model_repository, name, config)
         if missing:
             raise ModelLoadError(f"model '{name}' cannot load: {missing}")
-        body: dict[str, Any] = {}
         if config is None and self.model_ready(name):
             from helpers.model_config import config_to_dict, read_config
 
             config = config_to_dict(read_config(Path(self.model_repository) / name))
+        parameters = {path: base64.b64encode(data).decode() for path, data in (files or {}).items()}
         if config is not None:
-            body.setdefault("parameters", {})["config"] = (
-                config if isinstance(config, str) else json.dumps(config)
-            )
-        if files:
-            import base64
-
-            for path, content in files.items():
-                body.setdefault("parameters", {})[path] = base64.b64encode(content).decode()
+            parameters["config"] = config if isinstance(config, str) else json.dumps(config)
+        body = {"parameters": parameters} if parameters else {}
         status, text = self._post(f"/v2/repository/models/{name}/load", body)
         if status != 200:
             message = _error_text(text)
@@ -669,8 +658,8 @@ def remove_orphaned_workdirs(parent: str | Path | None = None) -> list[Path]:
     return removed
 
 
-def stop_stubs(workdir: Path, grace_period: float = 2.0) -> list[int]:
-    """Kill the Python stubs still running from ``workdir`` after their server stopped; their pids.
+def stop_stubs(workdir: Path, grace_period: float = 2.0) -> None:
+    """Kill the Python stubs still running from ``workdir`` after their server stopped.
 
     Stubs exit with tritonserver when it shuts down, and normally soon after it dies, but
     some outlived a server killed with SIGKILL, left to init (they ignore SIGTERM). Each
@@ -687,7 +676,6 @@ def stop_stubs(workdir: Path, grace_period: float = 2.0) -> list[int]:
         with contextlib.suppress(psutil.Error):
             stub.kill()
     psutil.wait_procs(alive, timeout=grace_period)
-    return [stub.pid for stub in alive]
 
 
 def _reap(process: subprocess.Popen) -> None:
