@@ -89,8 +89,7 @@ def latency_throughput(
 
     ``label``, ``color_offset`` and ``alpha`` let ``plot_against`` draw several runs on one ``ax``.
     """
-    if ax is None:
-        ax = new_axes(7, 4.5)
+    ax = ax or new_axes()
     for index, (name, rows) in enumerate(frame.groupby(group_label(frame), sort=False)):
         rows = rows.sort_values("concurrency")
         color = f"C{(index + color_offset) % 10}"
@@ -114,8 +113,7 @@ def latency_throughput(
                     fontsize=8,
                     color=color,
                 )
-    ax.set_xlabel("throughput (inferences/s)")
-    ax.set_ylabel("latency (ms)")
+    ax.set(xlabel="throughput (inferences/s)", ylabel="latency (ms)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     return ax
@@ -129,8 +127,7 @@ def compare_bars(frame: pd.DataFrame, by: str = "model") -> Figure:
     positions = np.arange(len(labels))
     bars = left.bar(positions, frame["throughput_infer_per_s"], color=[f"C{i}" for i in positions])
     left.bar_label(bars, fmt="%.1f", fontsize=8)
-    left.set_ylabel("throughput (inferences/s)")
-    left.set_title("throughput (higher is better)")
+    left.set(ylabel="throughput (inferences/s)", title="throughput (higher is better)")
     width = 0.38
     for offset, percentile in ((-width / 2, "p50"), (width / 2, "p99")):
         bars = right.bar(
@@ -144,8 +141,7 @@ def compare_bars(frame: pd.DataFrame, by: str = "model") -> Figure:
             linewidth=0.5,
         )
         right.bar_label(bars, fmt="%.0f", fontsize=8)
-    right.set_ylabel("latency (ms)")
-    right.set_title("latency (lower is better)")
+    right.set(ylabel="latency (ms)", title="latency (lower is better)")
     right.legend(
         handles=[
             Patch(facecolor="white", edgecolor="black", label="p50"),
@@ -187,8 +183,7 @@ def server_breakdown(frame: pd.DataFrame, by: str = "config") -> Axes:
         )
     ax.set_yticks(positions, labels, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("average time per request (ms)")
-    ax.set_xlim(0, max(left.max(), 1) * 1.15)
+    ax.set(xlabel="average time per request (ms)", xlim=(0, max(left.max(), 1) * 1.15))
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(True, axis="x", alpha=0.3)
     return ax
