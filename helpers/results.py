@@ -108,12 +108,8 @@ def dated_runs(
     left out: the newest plain run is the reference.
     """
     dated = re.compile(rf"{re.escape(name)}-.+-(\d{{4}}-\d{{2}}-\d{{2}}){re.escape(suffix)}")
-    found = []
-    for path in Path(directory).glob(f"{name}-*{suffix}"):
-        match = dated.fullmatch(path.name)
-        if match:
-            found.append((match.group(1), path))
-    return [path for _, path in sorted(found, key=lambda item: item[0], reverse=True)]
+    found = [p for p in Path(directory).glob(f"{name}-*{suffix}") if dated.fullmatch(p.name)]
+    return sorted(found, key=lambda path: dated.fullmatch(path.name)[1], reverse=True)
 
 
 def run_label(frame: pd.DataFrame) -> str:
