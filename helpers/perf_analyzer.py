@@ -71,8 +71,7 @@ CSV_COLUMNS: dict[str, str] = {
 #: glibc the perf-analyzer wheels (2.5x-2.60) are built for.
 WHEEL_MIN_GLIBC: tuple[int, int] = (2, 38)
 #: NGC SDK image with perf_analyzer, same release as the server the course uses (Triton 2.51).
-DEFAULT_SDK_TAG = "24.10"
-SDK_IMAGE = "nvcr.io/nvidia/tritonserver"
+SDK_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3-sdk"
 PROTOCOLS = ("http", "grpc")
 SHARED_MEMORY = ("none", "system", "cuda")
 #: What perf_analyzer prints when its windows' latencies and throughputs vary too much.
@@ -143,7 +142,7 @@ def docker_command(results_dir: Path | None = None) -> tuple[str, ...]:
         "--ipc=host",
         "-v",
         f"{results}:{results}",
-        f"{SDK_IMAGE}:{DEFAULT_SDK_TAG}-py3-sdk",
+        SDK_IMAGE,
         "perf_analyzer",
     )
 
@@ -181,10 +180,8 @@ def find_perf_analyzer(use_docker: bool = True) -> PerfAnalyzerLocation:
     checked.append(hint)
     if use_docker:
         if docker_engine_available()[0]:
-            image = f"{SDK_IMAGE}:{DEFAULT_SDK_TAG}-py3-sdk"
-            return PerfAnalyzerLocation(
-                True, docker_command(), f"runs in {image} through Docker", "docker"
-            )
+            reason = f"runs in {SDK_IMAGE} through Docker"
+            return PerfAnalyzerLocation(True, docker_command(), reason, "docker")
         checked.append("no Docker engine answers (for the NGC -py3-sdk image)")
     return PerfAnalyzerLocation(False, (), "; ".join(checked), "none")
 
