@@ -80,15 +80,21 @@ def test_parse_sums_versions_and_reads_grpc_strings():
 
 
 def test_a_snapshot_between_a_request_and_its_execution_is_not_consistent():
-    assert ModelStats(inference_count=8, success_count=8, batches={4: 2}).consistent()
+    assert ModelStats(8, 8, 8, batches={1: 8}).consistent()  # inferences, executions, successes
+    assert ModelStats(8, 2, 8, batches={4: 2}).consistent()
+    assert ModelStats(8, 2, 2, batches={4: 2}).consistent()  # two requests of 4 images
     # the 9th request is counted, its execution not yet
-    assert not ModelStats(inference_count=9, success_count=9, batches={4: 2}).consistent()
+    assert not ModelStats(9, 2, 9, batches={4: 2}).consistent()
     # a request's success is counted, its inferences not yet (batch size 1)
-    assert not ModelStats(inference_count=8, success_count=9, batches={1: 8}).consistent()
+    assert not ModelStats(8, 8, 9, batches={1: 8}).consistent()
+    # success read before an answer overtook the read: fewer requests than executions
+    assert not ModelStats(9, 9, 8, batches={1: 9}).consistent()
+    # execution_count (read last) ahead of the batches (read before it)
+    assert not ModelStats(8, 9, 8, batches={1: 8}).consistent()
+    # a failed execution: its request counted as a failure
+    assert ModelStats(8, 8, 7, fail_count=1, batches={1: 8}).consistent()
     # cache hits count as successes without inferences; an ensemble counts no execution
-    assert ModelStats(
-        inference_count=1, success_count=2, cache_hit_count=1, batches={1: 1}
-    ).consistent()
+    assert ModelStats(1, 1, 2, cache_hit_count=1, batches={1: 1}).consistent()
     assert ModelStats(inference_count=5, success_count=5).consistent()
 
 
