@@ -79,22 +79,29 @@ def test_parse_sums_versions_and_reads_grpc_strings():
     assert stats["other"].batches == {2: 1} and stats["other"].executed_inferences == 2
 
 
+def snapshot(inferences: int, executions: int, successes: int, **more: Any) -> ModelStats:
+    """Counters as one statistics read could see them, by name (the field order has moved before)."""
+    return ModelStats(
+        inference_count=inferences, execution_count=executions, success_count=successes, **more
+    )
+
+
 def test_a_snapshot_between_a_request_and_its_execution_is_not_consistent():
-    assert ModelStats(8, 8, 8, batches={1: 8}).consistent()  # inferences, executions, successes
-    assert ModelStats(8, 2, 8, batches={4: 2}).consistent()
-    assert ModelStats(8, 2, 2, batches={4: 2}).consistent()  # two requests of 4 images
+    assert snapshot(8, 8, 8, batches={1: 8}).consistent()
+    assert snapshot(8, 2, 8, batches={4: 2}).consistent()
+    assert snapshot(8, 2, 2, batches={4: 2}).consistent()  # two requests of 4 images
     # the 9th request is counted, its execution not yet
-    assert not ModelStats(9, 2, 9, batches={4: 2}).consistent()
+    assert not snapshot(9, 2, 9, batches={4: 2}).consistent()
     # a request's success is counted, its inferences not yet (batch size 1)
-    assert not ModelStats(8, 8, 9, batches={1: 8}).consistent()
+    assert not snapshot(8, 8, 9, batches={1: 8}).consistent()
     # success read before an answer overtook the read: fewer requests than executions
-    assert not ModelStats(9, 9, 8, batches={1: 9}).consistent()
+    assert not snapshot(9, 9, 8, batches={1: 9}).consistent()
     # execution_count (read last) ahead of the batches (read before it)
-    assert not ModelStats(8, 9, 8, batches={1: 8}).consistent()
+    assert not snapshot(8, 9, 8, batches={1: 8}).consistent()
     # a failed execution: its request counted as a failure
-    assert ModelStats(8, 8, 7, fail_count=1, batches={1: 8}).consistent()
+    assert snapshot(8, 8, 7, fail_count=1, batches={1: 8}).consistent()
     # cache hits count as successes without inferences; an ensemble counts no execution
-    assert ModelStats(1, 1, 2, cache_hit_count=1, batches={1: 1}).consistent()
+    assert snapshot(1, 1, 2, cache_hit_count=1, batches={1: 1}).consistent()
     assert ModelStats(inference_count=5, success_count=5).consistent()
 
 
