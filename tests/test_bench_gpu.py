@@ -431,8 +431,8 @@ H100_RUNS = {
     "gpu-lent_h100-2026-12-06-cuda-shm-3.csv": 0.571,
 }
 
-#: The H100 runs of 2026-12-07 with several images per request (``--request-batch``, two
-#: calls): 8 images at concurrency 16 four times, then its neighbours once each.
+#: The H100 runs of 2026-12-07 10:10-10:45 UTC (four calls): several images per request
+#: (``--request-batch``), 8 images at concurrency 16 four times, then its neighbours once each.
 H100_REQUEST_BATCH_RUNS = {
     "gpu-lent_h100-2026-12-07-request-batch-8-c16-1.csv": 0.811,
     "gpu-lent_h100-2026-12-07-request-batch-8-c16-2.csv": 0.809,
@@ -443,6 +443,13 @@ H100_REQUEST_BATCH_RUNS = {
     "gpu-lent_h100-2026-12-07-request-batch-8-c8-2-instances.csv": 0.765,
     "gpu-lent_h100-2026-12-07-request-batch-8-c32.csv": 0.827,
     "gpu-lent_h100-2026-12-07-request-batch-16-c16.csv": 0.854,
+    "gpu-lent_h100-2026-12-07-request-batch-8-c16-gpu-outputs.csv": 0.744,
+    # one image per request as at the headline point, other instance counts
+    "gpu-lent_h100-2026-12-07-cuda-shm-1-instance.csv": 0.603,
+    "gpu-lent_h100-2026-12-07-cuda-shm-2-instances-1.csv": 0.649,
+    "gpu-lent_h100-2026-12-07-cuda-shm-2-instances-2.csv": 0.664,
+    "gpu-lent_h100-2026-12-07-cuda-shm-8-instances.csv": 0.505,
+    "gpu-lent_h100-2026-12-07-cuda-shm-2-instances-c32.csv": 0.546,
 }
 
 
