@@ -432,8 +432,9 @@ H100_RUNS = {
 }
 
 #: The H100 runs of 2026-12-07 10:10-10:45 UTC (four calls): several images per request
-#: (``--request-batch``), 8 images at concurrency 16 four times, then its neighbours once each.
-H100_REQUEST_BATCH_RUNS = {
+#: (``--request-batch``), 8 images at concurrency 16 four times, then its neighbours once each;
+#: then the headline point with other instance counts.
+H100_RUNS_12_07 = {
     "gpu-lent_h100-2026-12-07-request-batch-8-c16-1.csv": 0.811,
     "gpu-lent_h100-2026-12-07-request-batch-8-c16-2.csv": 0.809,
     "gpu-lent_h100-2026-12-07-request-batch-8-c16-3.csv": 0.811,
@@ -453,7 +454,7 @@ H100_REQUEST_BATCH_RUNS = {
 }
 
 
-@pytest.mark.parametrize("name", {**H100_RUNS, **H100_REQUEST_BATCH_RUNS})
+@pytest.mark.parametrize("name", {**H100_RUNS, **H100_RUNS_12_07})
 def test_committed_h100_transport_report_is_what_its_csv_says(name: str):
     """Table and last line of each H100 report recomputed from its CSV; answers checked."""
     csv = RESULTS / name
@@ -465,7 +466,7 @@ def test_committed_h100_transport_report_is_what_its_csv_says(name: str):
     assert gpu.markdown_table(table.round(2)) in report
     assert headline("gpu", figures) in report
     assert f"`{csv.stem}.console.txt`" in report
-    expected = {**H100_RUNS, **H100_REQUEST_BATCH_RUNS}[name]
+    expected = {**H100_RUNS, **H100_RUNS_12_07}[name]
     assert figures["ceiling_ratio_cuda_shm"] == pytest.approx(expected, abs=5e-4)
     assert "CUDA shm: 8 of 8 answers nearest their own image" in report
 
