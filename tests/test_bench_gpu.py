@@ -452,9 +452,10 @@ H100_RUNS_12_07 = {
     "gpu-lent_h100-2026-12-07-cuda-shm-8-instances.csv": 0.505,
     "gpu-lent_h100-2026-12-07-cuda-shm-2-instances-c32.csv": 0.546,
 }
+H100_REPORTS = {**H100_RUNS, **H100_RUNS_12_07}
 
 
-@pytest.mark.parametrize("name", {**H100_RUNS, **H100_RUNS_12_07})
+@pytest.mark.parametrize("name", H100_REPORTS)
 def test_committed_h100_transport_report_is_what_its_csv_says(name: str):
     """Table and last line of each H100 report recomputed from its CSV; answers checked."""
     csv = RESULTS / name
@@ -466,8 +467,7 @@ def test_committed_h100_transport_report_is_what_its_csv_says(name: str):
     assert gpu.markdown_table(table.round(2)) in report
     assert headline("gpu", figures) in report
     assert f"`{csv.stem}.console.txt`" in report
-    expected = {**H100_RUNS, **H100_RUNS_12_07}[name]
-    assert figures["ceiling_ratio_cuda_shm"] == pytest.approx(expected, abs=5e-4)
+    assert figures["ceiling_ratio_cuda_shm"] == pytest.approx(H100_REPORTS[name], abs=5e-4)
     assert "CUDA shm: 8 of 8 answers nearest their own image" in report
 
 
